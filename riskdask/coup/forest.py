@@ -1,0 +1,192 @@
+"""Sub-forests of the seed's random-forest regressor, reduced exactly to one forest.
+
+The seed fits ``RandomForestRegressor(n_estimators=10000)`` on the REIGN training split,
+reads the out-of-bag estimate, the test-set probabilities and the impurity importances. Here
+the trees are split into sub-forests (one task each, seeded from the chunk plan). A task never
+returns its trees -- 10,000 pickled trees are close to a gigabyte -- only aggregates:
+
+* the sum over its trees of the test-set predictions,
+* per training row, the sum of out-of-bag predictions and the number of trees for which the
+  row is out of bag (sklearn's own bootstrap indices, ``estimators_samples_``),
+* the sum of per-tree normalised impurity importances over trees with more than one node,
+  and how many such trees there were,
+* optionally, per permuted copy of a test subsample, the sum of predictions (permutation
+  importance, see :func:`permutation_plan`).
+
+Adding aggregates and dividing by tree counts at the end gives exactly what a single forest
+holding all the trees gives: ``RandomForestRegressor.predict`` is the mean of the trees'
+predictions; ``oob_prediction_`` is the mean over trees where the row is out of bag; and
+``feature_importances_`` is the mean of per-tree normalised importances over trees with more
+than one node, renormalised to sum to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from sklearn.ensemble import RandomForestRegressor
+
+__all__ = ["SubForestAggregate", "ForestResult", "chunk_random_state", "fit_subforest",
+           "subforest_aggregate", "combine_aggregates", "finalize_aggregate",
+           "permutation_plan", "permuted_matrix", "as_float32"]
+
+
+def as_float32(X) -> np.ndarray:
+    """The C-contiguous float32 matrix sklearn's trees work on (converted once, not per tree)."""
+    return np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+
+
+def chunk_random_state(seed: np.random.SeedSequence) -> int:
+    """The ``random_state`` of a sub-forest: a 32-bit integer drawn from its chunk's stream."""
+    return int(seed.generate_state(1, dtype=np.uint32)[0])
+
+
+def fit_subforest(X_train: np.ndarray, y_train: np.ndarray, n_trees: int, random_state: int,
+                  params: Mapping[str, Any] | None = None) -> RandomForestRegressor:
+    """Fit one sub-forest of ``n_trees`` trees (single-threaded: one task, one core).
+
+    Parameters
+    ----------
+    X_train : ndarray (n, d), float32
+    y_train : ndarray (n,)
+    n_trees : int
+        Trees in this chunk of the tree plan.
+    random_state : int
+        From :func:`chunk_random_state` of the chunk's seed.
+    params : mapping, optional
+        Other ``RandomForestRegressor`` parameters (seed: the defaults). ``bootstrap`` must be
+        true: out-of-bag estimates need bootstrap samples.
+    """
+    params = dict(params or {})
+    for key in ("n_estimators", "random_state", "n_jobs", "oob_score", "warm_start"):
+        params.pop(key, None)
+    forest = RandomForestRegressor(n_estimators=n_trees, random_state=random_state, n_jobs=1,
+                                   **params)
+    return forest.fit(X_train, y_train)
+
+
+@dataclass
+class SubForestAggregate:
+    """What a sub-forest task returns: sums and counts only, no trees."""
+
+    n_trees: int
+    test_sum: np.ndarray          # (n_test,) float64, sum of tree predictions
+    oob_sum: np.ndarray           # (n_train,) float64, sum of OOB tree predictions
+    oob_count: np.ndarray         # (n_train,) int64, trees for which the row is OOB
+    importance_sum: np.ndarray    # (n_features,) float64, sum of per-tree normalised importances
+    n_importance_trees: int       # trees with more than one node
+    perm_sum: np.ndarray | None = field(default=None)  # (n_perm, n_rows) float64
+
+
+def subforest_aggregate(forest: RandomForestRegressor, X_train: np.ndarray,
+                        X_test: np.ndarray, X_perm: np.ndarray | None = None
+                        ) -> SubForestAggregate:
+    """Aggregates of a fitted sub-forest (see module docstring).
+
+    ``X_train``/``X_test``/``X_perm`` must be float32 C-contiguous (:func:`as_float32`), as
+    sklearn's forest passes them to its trees. ``X_perm`` holds the permuted copies of the
+    permutation-importance rows, shape ``(n_perm, n_rows, d)`` (:func:`permuted_matrix`); their
+    prediction sums come back as ``(n_perm, n_rows)``.
+    """
+    n_train, n_features = X_train.shape
+    test_sum = np.zeros(X_test.shape[0], dtype=np.float64)
+    oob_sum = np.zeros(n_train, dtype=np.float64)
+    oob_count = np.zeros(n_train, dtype=np.int64)
+    importance_sum = np.zeros(n_features, dtype=np.float64)
+    perm_shape = None if X_perm is None else X_perm.shape[:2]
+    X_perm_flat = None if X_perm is None else X_perm.reshape(-1, n_features)
+    perm_sum = None if X_perm is None else np.zeros(X_perm_flat.shape[0], dtype=np.float64)
+    n_imp = 0
+    # estimators_samples_ regenerates each tree's bootstrap draw from its random_state exactly
+    # as fit() drew it, so "out of bag" means here what it means in sklearn's oob_prediction_.
+    for tree, in_bag in zip(forest.estimators_, forest.estimators_samples_):
+        test_sum += tree.predict(X_test, check_input=False)
+        unsampled = np.flatnonzero(np.bincount(in_bag, minlength=n_train) == 0)
+        if unsampled.size:
+            oob_sum[unsampled] += tree.predict(X_train[unsampled], check_input=False)
+            oob_count[unsampled] += 1
+        if tree.tree_.node_count > 1:
+            importance_sum += tree.feature_importances_
+            n_imp += 1
+        if perm_sum is not None:
+            perm_sum += tree.predict(X_perm_flat, check_input=False)
+    if perm_sum is not None:
+        perm_sum = perm_sum.reshape(perm_shape)
+    return SubForestAggregate(n_trees=len(forest.estimators_), test_sum=test_sum,
+                              oob_sum=oob_sum, oob_count=oob_count,
+                              importance_sum=importance_sum, n_importance_trees=n_imp,
+                              perm_sum=perm_sum)
+
+
+def combine_aggregates(a: SubForestAggregate, b: SubForestAggregate) -> SubForestAggregate:
+    """Add two sub-forests' aggregates (the engine applies this in a tree fixed by chunk index)."""
+    perm = None if a.perm_sum is None else a.perm_sum + b.perm_sum
+    return SubForestAggregate(
+        n_trees=a.n_trees + b.n_trees,
+        test_sum=a.test_sum + b.test_sum,
+        oob_sum=a.oob_sum + b.oob_sum,
+        oob_count=a.oob_count + b.oob_count,
+        importance_sum=a.importance_sum + b.importance_sum,
+        n_importance_trees=a.n_importance_trees + b.n_importance_trees,
+        perm_sum=perm,
+    )
+
+
+@dataclass
+class ForestResult:
+    """The reduced forest: what one ``RandomForestRegressor`` of all the trees would give."""
+
+    n_trees: int
+    test_prediction: np.ndarray     # == forest.predict(X_test)
+    oob_prediction: np.ndarray      # == forest.oob_prediction_ where oob_count > 0, else NaN
+    oob_count: np.ndarray
+    feature_importances: np.ndarray  # == forest.feature_importances_
+    perm_prediction: np.ndarray | None  # (n_perm, n_rows) forest predictions on permuted rows
+
+
+def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
+    """Divide the sums by their tree counts.
+
+    Rows that no tree left out of bag get NaN (sklearn warns and reports 0 for them; the job
+    counts them and leaves them out of the OOB score rather than scoring a made-up 0).
+    """
+    oob = np.full(agg.oob_sum.shape, np.nan)
+    has = agg.oob_count > 0
+    oob[has] = agg.oob_sum[has] / agg.oob_count[has]
+    if agg.n_importance_trees:
+        mean_imp = agg.importance_sum / agg.n_importance_trees
+        importances = mean_imp / mean_imp.sum()
+    else:
+        importances = np.zeros_like(agg.importance_sum)
+    perm = None if agg.perm_sum is None else agg.perm_sum / agg.n_trees
+    return ForestResult(n_trees=agg.n_trees, test_prediction=agg.test_sum / agg.n_trees,
+                        oob_prediction=oob, oob_count=agg.oob_count,
+                        feature_importances=importances, perm_prediction=perm)
+
+
+def permutation_plan(n_features: int, n_repeats: int, seed: int) -> list[tuple[int, int, int]]:
+    """The permuted copies for permutation importance: ``(feature, repeat, random seed)``.
+
+    Planned over features x repeats; each pair gets its own stream,
+    ``SeedSequence(seed).spawn(n_features * n_repeats)``, so the permutations depend on the
+    config only.
+    """
+    seeds = np.random.SeedSequence(seed).spawn(n_features * n_repeats)
+    return [(f, r, chunk_random_state(seeds[f * n_repeats + r]))
+            for f in range(n_features) for r in range(n_repeats)]
+
+
+def permuted_matrix(X_rows: np.ndarray, plan: list[tuple[int, int, int]]) -> np.ndarray:
+    """One copy of ``X_rows`` per plan entry with that entry's feature column shuffled.
+
+    Returns float32 of shape ``(len(plan), n_rows, d)``.
+    """
+    n = X_rows.shape[0]
+    out = np.empty((len(plan), n, X_rows.shape[1]), dtype=np.float32)
+    for i, (feature, _repeat, rs) in enumerate(plan):
+        block = out[i]
+        block[:] = X_rows
+        block[:, feature] = X_rows[np.random.default_rng(rs).permutation(n), feature]
+    return out

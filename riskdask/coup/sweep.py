@@ -1,0 +1,188 @@
+"""The exact one-pass sweep over the seed's 1,000 probability thresholds.
+
+The seed ("Building the Model") loops over 1,000 thresholds ``numpy.linspace(0, 1, 1000)`` and,
+at each, counts false negatives, true positives, true negatives and false positives, then
+precision, recall and F1. Its printed optimal F1 threshold 0.127127 is ``127/999`` and its
+default threshold 0.500501 is ``500/999``; its table at ``t = 0`` has recall 0.81, not 1, so a
+row is predicted positive when ``p > t`` (strict).
+
+Here the loop becomes one pass. A score ``p`` is positive at threshold ``t_j`` exactly when
+``t_j < p``; because the grid is increasing, that holds for ``j < k(p)`` with
+``k(p) = #{j : t_j < p}`` -- what ``numpy.searchsorted(grid, p, side="left")`` returns, using
+the very same float64 ``<`` comparison as the rule ``p > t``. Each data partition therefore
+only counts positives and negatives per bin ``k`` (:func:`bin_counts`, a ``bincount``); bin
+counts of partitions add up exactly (integers); and reversed cumulative sums give TP and FP at
+every threshold at once (:func:`confusion_from_counts`). The result is identical, not close, to
+the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["N_THRESHOLDS", "threshold_grid", "threshold_bins", "BinCounts", "bin_counts",
+           "combine_bin_counts", "confusion_from_counts", "sweep_table", "optimal_thresholds",
+           "confusion_tables", "CONFUSION_ORDER"]
+
+#: The seed's number of thresholds.
+N_THRESHOLDS = 1000
+
+#: The seed's order when it prints a confusion table.
+CONFUSION_ORDER = ("FN", "TP", "TN", "FP")
+
+
+def threshold_grid(n: int = N_THRESHOLDS) -> np.ndarray:
+    """The seed's thresholds: ``numpy.linspace(0, 1, n)`` (float64, ``t_j = j / (n - 1)``)."""
+    return np.linspace(0.0, 1.0, n)
+
+
+def _as_scores(p) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(p)):
+        raise ValueError("scores must be finite (no NaN or inf)")
+    return p
+
+
+def _as_labels(y) -> np.ndarray:
+    y = np.asarray(y).ravel()
+    if y.dtype == bool:
+        return y
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be 0 or 1")
+    return y.astype(bool)
+
+
+def threshold_bins(p, grid: np.ndarray | None = None) -> np.ndarray:
+    """Bin of each score: ``k(p) = #{j : grid[j] < p}``, in ``0 .. len(grid)``.
+
+    ``p`` is positive at threshold ``j`` iff ``j < k(p)``. ``searchsorted(side="left")``
+    returns the first ``j`` with ``not (grid[j] < p)``, i.e. it evaluates exactly the float64
+    comparison of the rule ``p > t`` -- so scores equal to a grid value fall on the same side
+    as in the plain loop.
+    """
+    grid = threshold_grid() if grid is None else np.asarray(grid, dtype=np.float64)
+    return np.searchsorted(grid, _as_scores(p), side="left")
+
+
+@dataclass(frozen=True)
+class BinCounts:
+    """Positives and negatives per threshold bin (``len(grid) + 1`` bins), int64.
+
+    The partial result of one data partition; partitions combine by addition, exactly.
+    """
+
+    pos: np.ndarray
+    neg: np.ndarray
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.pos.sum())
+
+    @property
+    def n_neg(self) -> int:
+        return int(self.neg.sum())
+
+
+def bin_counts(p, y, grid: np.ndarray | None = None) -> BinCounts:
+    """Count positives and negatives of one partition per threshold bin (one pass).
+
+    Parameters
+    ----------
+    p : array-like of float
+        Predicted probabilities (any real values; the grid spans [0, 1]).
+    y : array-like of {0, 1}
+        Observed outcome (``pt_attempt``).
+    grid : ndarray, optional
+        Increasing thresholds; the seed's 1,000 by default.
+    """
+    grid = threshold_grid() if grid is None else np.asarray(grid, dtype=np.float64)
+    y = _as_labels(y)
+    k = threshold_bins(p, grid)
+    if k.shape != y.shape:
+        raise ValueError("scores and labels differ in length")
+    n_bins = grid.size + 1
+    pos = np.bincount(k[y], minlength=n_bins).astype(np.int64)
+    neg = np.bincount(k[~y], minlength=n_bins).astype(np.int64)
+    return BinCounts(pos=pos, neg=neg)
+
+
+def combine_bin_counts(a: BinCounts, b: BinCounts) -> BinCounts:
+    """Add two partitions' bin counts (integer addition: exact and associative)."""
+    return BinCounts(pos=a.pos + b.pos, neg=a.neg + b.neg)
+
+
+def confusion_from_counts(counts: BinCounts) -> dict[str, np.ndarray]:
+    """TP, FP, TN, FN at every threshold from summed bin counts.
+
+    ``TP[j] = sum_{k > j} pos[k]`` (positives whose bin lies above threshold ``j``): a reversed
+    cumulative sum, dropping bin 0 (scores at or below every threshold).
+    """
+    tp = np.cumsum(counts.pos[::-1])[::-1][1:]
+    fp = np.cumsum(counts.neg[::-1])[::-1][1:]
+    fn = counts.n_pos - tp
+    tn = counts.n_neg - fp
+    return {"TP": tp, "FP": fp, "TN": tn, "FN": fn}
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``num / den`` with 0 where ``den == 0``; also returns the 'undefined' flag."""
+    undefined = den == 0
+    out = np.zeros(num.shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=~undefined)
+    return out, undefined
+
+
+def sweep_table(counts: BinCounts, grid: np.ndarray | None = None) -> pd.DataFrame:
+    """The full sweep: one row per threshold with counts, precision, recall and F1.
+
+    Precision ``TP / (TP + FP)``, recall ``TP / (TP + FN)``, F1 ``2 TP / (2 TP + FP + FN)``
+    (the harmonic mean of precision and recall, written on the integer counts so that equal
+    F1 values are equal floats: a quotient of integers is correctly rounded). Each is 0 where
+    its denominator is 0, and flagged in ``precision_undefined`` etc.
+    """
+    grid = threshold_grid() if grid is None else np.asarray(grid, dtype=np.float64)
+    c = confusion_from_counts(counts)
+    tp, fp, tn, fn = (c[k].astype(np.float64) for k in ("TP", "FP", "TN", "FN"))
+    precision, p_undef = _ratio(tp, tp + fp)
+    recall, r_undef = _ratio(tp, tp + fn)
+    f1, f_undef = _ratio(2 * tp, 2 * tp + fp + fn)
+    return pd.DataFrame({
+        "threshold": grid,
+        "FN": c["FN"], "TP": c["TP"], "TN": c["TN"], "FP": c["FP"],
+        "precision": precision, "recall": recall, "f1": f1,
+        "precision_undefined": p_undef, "recall_undefined": r_undef, "f1_undefined": f_undef,
+    })
+
+
+def optimal_thresholds(table: pd.DataFrame, default: float = 0.5) -> dict[str, dict]:
+    """The seed's four reference thresholds, each with its metrics and confusion table.
+
+    ``precision``, ``recall`` and ``f1``: the first threshold (smallest) reaching the maximum
+    of that metric; ``default``: the first threshold ``>= default`` (seed: 0.500501).
+    """
+    rows = {}
+    for metric in ("precision", "recall", "f1"):
+        rows[metric] = int(np.argmax(table[metric].to_numpy()))
+    at_or_above = np.flatnonzero(table["threshold"].to_numpy() >= default)
+    rows["default"] = int(at_or_above[0]) if at_or_above.size else len(table) - 1
+    out = {}
+    for name, j in rows.items():
+        r = table.iloc[j]
+        out[name] = {
+            "index": j,
+            "threshold": float(r["threshold"]),
+            "precision": float(r["precision"]),
+            "recall": float(r["recall"]),
+            "f1": float(r["f1"]),
+            "confusion": {k: int(r[k]) for k in CONFUSION_ORDER},
+        }
+    return out
+
+
+def confusion_tables(optimal: dict[str, dict]) -> pd.DataFrame:
+    """The four confusion tables side by side, rows in the seed's order FN, TP, TN, FP."""
+    return pd.DataFrame({name: [v["confusion"][k] for k in CONFUSION_ORDER]
+                         for name, v in optimal.items()}, index=list(CONFUSION_ORDER))
