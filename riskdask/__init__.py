@@ -1,0 +1,12 @@
+"""riskdask: batch risk analytics on Dask.
+
+Jobs (see ``riskdask jobs``): ``credit`` (CreditMetrics portfolio VaR/ES), ``hazard`` (hazard of
+nonprofit closure with a generalized time-at-risk), ``coup`` (random-forest coup-attempt risk).
+"""
+
+__version__ = "0.1.0"
+
+from .api import JobResult, run_job, validate_job  # noqa: E402
+from .errors import ConfigError, InputError  # noqa: E402
+
+__all__ = ["__version__", "run_job", "validate_job", "JobResult", "InputError", "ConfigError"]

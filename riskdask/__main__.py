@@ -1,0 +1,5 @@
+import sys
+
+from riskdask.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""Python API: every job is a function call that returns a :class:`JobResult`.
+
+The CLI is a thin layer over :func:`run_job` and :func:`validate_job`, so a notebook user gets
+exactly the numbers the command line gets::
+
+    from riskdask import run_job
+    result = run_job("credit", overrides=["simulation.n_scenarios=100000"])
+    result.summary["var"], result.table("es_contributions")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .cluster import connect, describe_cluster
+from .config import load_config
+from .report import render_report
+from .run import RunContext, RunDirectory, package_versions, to_jsonable, write_json
+
+__all__ = ["JobResult", "run_job", "validate_job", "ClientProvider"]
+
+
+@dataclass
+class JobResult:
+    """What a finished run returns: headline summary, where the run directory is, its manifest."""
+
+    job: str
+    summary: dict
+    run_dir: Path
+    config: Any
+    manifest: dict
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report.html"
+
+    def table(self, name: str):
+        """Read one of the run's Parquet tables back as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_parquet(self.run_dir / "tables" / f"{name}.parquet")
+
+    def tables(self) -> list[str]:
+        return sorted(p.stem for p in (self.run_dir / "tables").glob("*.parquet"))
+
+
+class ClientProvider:
+    """Connects to a cluster on first use and shares it across jobs; ``close()`` ends it."""
+
+    def __init__(self, *, client=None, scheduler: str | None = None, cluster=None,
+                 n_workers: int | None = None, quiet: bool = False):
+        self._client = client
+        self._kw = dict(scheduler=scheduler, cluster=cluster, n_workers=n_workers, quiet=quiet)
+        self._stack = contextlib.ExitStack()
+
+    def __call__(self):
+        if self._client is None:
+            self._client = self._stack.enter_context(connect(**self._kw))
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _job_module(job: str):
+    from jobs import get_job
+
+    return get_job(job)
+
+
+def validate_job(job: str, config: str | Path | Mapping | Any | None = None, *,
+                 overrides: Sequence[str] = ()) -> dict:
+    """Check a job's config and inputs without running it.
+
+    Returns a dict with the resolved config, its hash, the inputs (rows, fingerprints) and
+    the row exclusions. Raises :class:`~riskdask.errors.InputError` on bad input.
+    """
+    module = _job_module(job)
+    loaded = load_config(job, module.Config, config, overrides)
+    ctx = RunContext(job=job, config=loaded.config, run_dir=None)
+    module.load_inputs(loaded.config, ctx)
+    return {"job": job, "config_source": loaded.source, "config_hash": loaded.hash,
+            "config": loaded.config.model_dump(mode="json"), "inputs": ctx.inputs,
+            "exclusions": ctx.exclusions}
+
+
+def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
+            overrides: Sequence[str] = (), client=None, scheduler: str | None = None,
+            cluster: str | Path | None = None, n_workers: int | None = None,
+            out: str | Path = "runs", quiet: bool = True,
+            client_provider: Callable[[], Any] | None = None) -> JobResult:
+    """Run one job end to end and write its run directory atomically.
+
+    Parameters
+    ----------
+    job : str
+        ``credit``, ``hazard``, ``coup`` (``riskdask jobs`` lists them).
+    config : path, mapping, config model, or None
+        ``None`` uses the job's embedded default ``configs/<job>.toml``.
+    overrides : sequence of "key=value"
+        Dotted config keys to override, as ``--set`` does.
+    client : distributed.Client, optional
+        Use this client; otherwise a cluster is started (or connected to) on first use.
+    scheduler, cluster, n_workers :
+        As the CLI's ``--scheduler``, ``--cluster`` and ``--workers``.
+    out : path
+        Runs folder; the run directory is ``<out>/<job>/<UTC stamp>-<config hash>/``.
+
+    Returns
+    -------
+    JobResult
+    """
+    module = _job_module(job)
+    loaded = load_config(job, module.Config, config, overrides)
+    cfg = loaded.config
+    provider = client_provider or ClientProvider(client=client, scheduler=scheduler,
+                                                 cluster=cluster, n_workers=n_workers,
+                                                 quiet=quiet)
+    own_provider = client_provider is None
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    run_dir = RunDirectory(out, job, loaded.hash, started)
+    try:
+        ctx = RunContext(job=job, config=cfg, run_dir=run_dir, client_factory=provider)
+        with ctx.stage("job"):
+            summary = module.run(cfg, ctx)
+        if not ctx.summary:
+            ctx.set_summary(summary or {})
+        manifest = {
+            "job": job,
+            "riskdask_version": package_versions().get("riskdask"),
+            "config_source": loaded.source,
+            "overrides": loaded.overrides,
+            "config_hash": loaded.hash,
+            "config": cfg.model_dump(mode="json"),
+            "seed": getattr(cfg, "seed", None),
+            "inputs": ctx.inputs,
+            "exclusions": ctx.exclusions,
+            "excluded_rows_total": int(sum(e["count"] for e in ctx.exclusions)),
+            "packages": package_versions(),
+            "cluster": describe_cluster(ctx._client) if ctx._client is not None else None,
+            "timings": ctx.timings,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(time.perf_counter() - t0, 3),
+            "host": platform.node(),
+            "command": sys.argv,
+            "outputs": {"tables": ctx.tables, "figures": [f.path for f in ctx.figures]},
+        }
+        write_json(run_dir.tmp / "summary.json", ctx.summary)
+        write_json(run_dir.tmp / "manifest.json", manifest)
+        headline_fn = getattr(module, "headline", None)
+        page = render_report(run_dir=run_dir.tmp, job=job,
+                             title=getattr(module, "TITLE", f"riskdask · {job}"),
+                             summary=ctx.summary,
+                             headline=headline_fn(ctx.summary) if headline_fn else None,
+                             figures=ctx.figures, tables=ctx.tables, sections=ctx.report_sections,
+                             manifest=to_jsonable(manifest))
+        (run_dir.tmp / "report.html").write_text(page, encoding="utf-8")
+        final = run_dir.commit()
+    except BaseException:
+        run_dir.abort()
+        raise
+    finally:
+        if own_provider:
+            provider.close()
+    return JobResult(job=job, summary=json.loads((final / "summary.json").read_text()),
+                     run_dir=final, config=cfg, manifest=manifest)

@@ -1,0 +1,157 @@
+"""``riskdask`` command line: a thin layer over :mod:`riskdask.api`.
+
+Exit codes: 0 success, 2 bad input or config (one message naming file/row/column/key),
+1 anything else, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, InputError
+from .report import flatten, format_value
+
+EXIT_INTERRUPTED = 130
+
+_common_config = [
+    click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
+                 help="TOML config file (default: the job's embedded configs/<job>.toml)."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override a config key, e.g. --set simulation.n_scenarios=500000 (repeatable)."),
+]
+
+
+def _apply(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="riskdask")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Batch risk analytics on Dask: credit VaR/ES, nonprofit hazard, coup-attempt risk.
+
+    \b
+    riskdask jobs                          list the jobs
+    riskdask run credit                    run on a local Dask cluster (embedded default config)
+    riskdask run all                       every main job, one shared cluster
+    riskdask run credit --scheduler tcp://host:8786 --set simulation.n_scenarios=1000000
+    riskdask validate hazard --config my.toml
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command("jobs")
+def jobs_cmd():
+    """List the jobs this installation can run."""
+    from jobs import MAIN_JOBS, available_jobs
+
+    for name, mod in available_jobs().items():
+        tag = "" if name in MAIN_JOBS else "  (diagnostic)"
+        click.echo(f"{name:<10} {mod.DESCRIPTION}{tag}")
+
+
+@cli.command("validate")
+@click.argument("job")
+@_apply(_common_config)
+def validate_cmd(job, config, overrides):
+    """Check a job's config and its input files without running anything."""
+    from .api import validate_job
+
+    info = validate_job(job, config, overrides=overrides)
+    click.echo(f"ok: {job} config {info['config_source']} (hash {info['config_hash']})")
+    for item in info["inputs"]:
+        where = item["path"] or item["description"]
+        click.echo(f"  input {item['name']}: {item['rows']} rows · {where}")
+    for ex in info["exclusions"]:
+        click.echo(f"  would exclude {ex['count']} rows from {ex['source']}: {ex['reason']}")
+
+
+@cli.command("run")
+@click.argument("job_names", metavar="JOB...", nargs=-1, required=True)
+@_apply(_common_config)
+@click.option("--scheduler", metavar="ADDRESS", help="Use a running scheduler, e.g. tcp://10.0.0.5:8786.")
+@click.option("--cluster", "cluster_spec", type=click.Path(dir_okay=False),
+              help="Build the cluster from a spec file in cluster/ (local, address, ...).")
+@click.option("--workers", "n_workers", type=click.IntRange(1, 512),
+              help="Workers of the default local cluster (default: one per core).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs folder; each run writes <out>/<job>/<UTC stamp>-<config hash>/.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or cluster messages.")
+def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, out, quiet):
+    """Run one or more jobs (or `all`) and write their run directories."""
+    from jobs import MAIN_JOBS, available_jobs
+
+    from .api import ClientProvider, run_job
+    from .engine import set_progress
+
+    names = list(job_names)
+    if names == ["all"]:
+        names = [n for n in MAIN_JOBS if n in available_jobs(include_extra=False)]
+    if config and len(names) > 1:
+        raise click.UsageError("--config applies to one job; run the jobs one at a time")
+    set_progress(False if quiet else None)
+    with ClientProvider(scheduler=scheduler, cluster=cluster_spec, n_workers=n_workers,
+                        quiet=quiet) as provider:
+        for name in names:
+            result = run_job(name, config, overrides=overrides, out=out,
+                             client_provider=provider)
+            _print_headline(result)
+
+
+def _print_headline(result) -> None:
+    from jobs import get_job
+
+    module = get_job(result.job)
+    fn = getattr(module, "headline", None)
+    rows = fn(result.summary) if fn else flatten(result.summary)
+    click.echo(f"\n== {result.job} ==")
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        click.echo(f"  {key:<{width}}  {format_value(value)}")
+    click.echo(f"  report: {result.report}")
+
+
+def _on_sigterm(signum, frame):  # a scheduler's stop: clean up like Ctrl-C does
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="riskdask", standalone_mode=False)
+        return EXIT_OK
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted: no run directory was written", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
+        if debug:
+            traceback.print_exc()
+        else:
+            click.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
+                       err=True)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The chunked map/reduce engine every job runs on.
+
+The pattern (ARCHITECTURE.md, "The one pattern every job follows"):
+
+1. **Plan** -- :func:`plan_chunks` splits ``n_items`` into chunks whose boundaries depend only
+   on ``(n_items, chunk_size)``, never on the cluster; chunk ``i`` gets the random stream
+   ``SeedSequence(seed).spawn(n_chunks)[i]``.
+2. **Map** -- a pure kernel ``kernel(chunk, shared, **kwargs)`` runs per chunk on a worker.
+   ``shared`` (large read-only inputs) is sent to every worker once with
+   ``client.scatter(..., broadcast=True)``.
+3. **Reduce** -- partial results are combined by an associative ``combine(a, b)`` in a binary
+   tree whose shape is fixed by chunk index. Which worker ran a chunk, the order chunks
+   finished in, or a worker that died and had its chunks re-run cannot change the result:
+   each chunk's partial is a deterministic function of its plan entry, and the tree adds them
+   in the same order every time. That is what makes results bit-identical on 1 or N workers.
+
+Kernels stay free of Dask; this module only plans, maps and reduces (dask-ml style).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["Chunk", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
+           "tree_reduce", "set_progress", "TASK_RETRIES"]
+
+#: Retries for a task that raised (a task lost with its worker is re-run by the scheduler
+#: anyway, up to ``distributed.scheduler.allowed-failures`` times).
+TASK_RETRIES = 2
+
+_progress: bool | None = None  # None: show a bar only when stderr is a terminal
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Force progress bars on (CLI), off (quiet), or automatic (``None``: only on a TTY)."""
+    global _progress
+    _progress = enabled
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of work: items ``[start, stop)`` of a plan, with its own random stream.
+
+    Attributes
+    ----------
+    index : int
+        Position in the plan; fixes the chunk's place in the reduction tree.
+    start, stop : int
+        Half-open item range (scenarios, trees, grid points, rows ...).
+    seed : numpy.random.SeedSequence
+        ``SeedSequence(plan_seed).spawn(n_chunks)[index]``: independent of every other chunk
+        and of how many workers there are.
+    """
+
+    index: int
+    start: int
+    stop: int
+    seed: np.random.SeedSequence
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def rng(self) -> np.random.Generator:
+        """A fresh generator on this chunk's stream (same draws every time it is called)."""
+        return np.random.Generator(np.random.PCG64(self.seed))
+
+
+def plan_chunks(n_items: int, chunk_size: int, seed: int | None = None) -> list[Chunk]:
+    """Split ``n_items`` into consecutive chunks of ``chunk_size`` (the last may be shorter).
+
+    Parameters
+    ----------
+    n_items : int
+        Total work items (> 0).
+    chunk_size : int
+        Items per chunk (> 0). Pick it so one chunk is >= ~100 ms of work.
+    seed : int, optional
+        Root of the per-chunk ``SeedSequence`` children; ``None`` gives seed 0.
+
+    Returns
+    -------
+    list of Chunk
+        Depends on the arguments only.
+    """
+    if n_items <= 0:
+        raise ValueError(f"n_items must be positive, got {n_items}")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    n_chunks = math.ceil(n_items / chunk_size)
+    seeds = np.random.SeedSequence(0 if seed is None else seed).spawn(n_chunks)
+    return [Chunk(i, i * chunk_size, min((i + 1) * chunk_size, n_items), seeds[i])
+            for i in range(n_chunks)]
+
+
+def plan_tiles(n_items: int, n_tiles: int, seed: int | None = None) -> list[Chunk]:
+    """Split ``n_items`` into ``n_tiles`` near-equal chunks (sizes differ by at most one)."""
+    n_tiles = max(1, min(n_tiles, n_items))
+    bounds = np.linspace(0, n_items, n_tiles + 1).round().astype(int)
+    seeds = np.random.SeedSequence(0 if seed is None else seed).spawn(n_tiles)
+    return [Chunk(i, int(bounds[i]), int(bounds[i + 1]), seeds[i]) for i in range(n_tiles)]
+
+
+def scatter_once(client, shared: Any):
+    """Send ``shared`` to every worker once; returns a future that tasks receive as the object.
+
+    Wrapped in a list so dicts and lists are scattered as one object, not element by element.
+    """
+    if shared is None:
+        return None
+    return client.scatter([shared], broadcast=True, hash=False)[0]
+
+
+def tree_reduce(client, futures: list, combine: Callable[[Any, Any], Any], *, label: str):
+    """Combine ``futures`` pairwise in a binary tree fixed by their order; return the root."""
+    level = list(futures)
+    depth = 0
+    token = uuid.uuid4().hex[:8]
+    while len(level) > 1:
+        nxt = [client.submit(combine, level[i], level[i + 1], retries=TASK_RETRIES,
+                             key=f"{label}-combine-{token}-{depth}-{i // 2}",
+                             priority=1_000 + depth)
+               for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+        depth += 1
+    return level[0]
+
+
+def _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label):
+    token = uuid.uuid4().hex[:8]
+    return [client.submit(kernel, chunk, shared_future, **(kernel_kwargs or {}),
+                          retries=TASK_RETRIES, key=f"{label}-{token}-{chunk.index}",
+                          priority=-chunk.index)
+            for chunk in chunks]
+
+
+def _watch(futures: list, label: str, *, release: bool) -> None:
+    """Advance a progress bar as chunks finish.
+
+    With ``release`` the caller's list is emptied, so the only references left to a finished
+    chunk are the scheduler's: its partial is freed as soon as the combine step that needs it
+    has run, and memory stays flat in the number of chunks.
+    """
+    from distributed import as_completed
+
+    total = len(futures)
+    pending = as_completed(futures)
+    if release:
+        futures.clear()
+    with tqdm(total=total, desc=label, unit="chunk", disable=_disabled(),
+              leave=False, dynamic_ncols=True) as bar:
+        for fut in pending:
+            if fut.status == "error":
+                fut.result()  # raises the task's exception here, with its traceback
+            bar.update(1)
+
+
+def _disabled() -> bool | None:
+    return None if _progress is None else not _progress
+
+
+def map_reduce(kernel: Callable, chunks: Sequence[Chunk], combine: Callable[[Any, Any], Any], *,
+               client, shared: Any = None, kernel_kwargs: dict | None = None,
+               label: str = "chunks", finalize: Callable[[Any], Any] | None = None):
+    """Run ``kernel`` on every chunk on the cluster and reduce the partials exactly.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(chunk, shared, **kernel_kwargs) -> partial``. Pure: no Dask inside.
+    chunks : sequence of Chunk
+        From :func:`plan_chunks` or :func:`plan_tiles`.
+    combine : callable
+        ``combine(a, b) -> partial``, associative. Applied in a tree fixed by chunk index.
+    client : distributed.Client
+    shared : object, optional
+        Large read-only input, scattered to all workers once.
+    kernel_kwargs : dict, optional
+        Small keyword arguments passed to every kernel call.
+    label : str
+        Name of the task group (dashboard, progress bar).
+    finalize : callable, optional
+        Applied on the client to the reduced partial.
+
+    Returns
+    -------
+    object
+        ``finalize(root)`` or the reduced partial itself.
+    """
+    shared_future = scatter_once(client, shared)
+    leaves = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
+    root = tree_reduce(client, leaves, combine, label=label)
+    _watch(leaves, label, release=True)
+    result = root.result()
+    del root, shared_future
+    return finalize(result) if finalize else result
+
+
+def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any = None,
+               kernel_kwargs: dict | None = None, label: str = "chunks") -> list:
+    """Run ``kernel`` on every chunk; return the (small) results in chunk order."""
+    shared_future = scatter_once(client, shared)
+    futures = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
+    _watch(futures, label, release=False)
+    results = client.gather(futures)
+    del futures, shared_future
+    return results
