@@ -40,8 +40,10 @@ def run(cfg: Config, ctx) -> dict:
     p_exact = float(stats.norm.sf(cfg.level))
     p_hat = s.exceed / s.n
     se = float(np.sqrt(p_exact * (1 - p_exact) / s.n))
-    ctx.write_table("top_draws", pd.DataFrame({"rank": np.arange(1, len(s.top) + 1),
-                                               "value": s.top}))
+    ranks = np.arange(1, len(s.top) + 1)
+    ctx.write_table("top_draws", pd.DataFrame({"rank": ranks, "value": s.top}))
+    ctx.write_figure("top_draws", _top_draws_figure(s.top, s.n),
+                     caption="Largest draws against the normal quantiles they should sit near")
     return {
         "n": s.n, "n_chunks": len(chunks),
         "index_sum": s.index_sum, "index_sum_exact": s.n * (s.n - 1) // 2,
@@ -57,3 +59,17 @@ def headline(summary: dict) -> list[tuple[str, object]]:
             ("mean (0)", summary["mean"]), ("variance (1)", summary["variance"]),
             ("P(Z > level) simulated", summary["exceedance"]),
             ("P(Z > level) exact", summary["exceedance_exact"])]
+
+
+def _top_draws_figure(top: np.ndarray, n: int):
+    import matplotlib.pyplot as plt
+
+    ranks = np.arange(1, len(top) + 1)
+    expected = stats.norm.isf((ranks - 0.5) / n)  # approximate quantile of the r-th largest
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(ranks, top, "o", label="simulated")
+    ax.plot(ranks, expected, "-", label="normal quantile")
+    ax.set_xlabel("rank (1 = largest)")
+    ax.set_ylabel("value")
+    ax.legend()
+    return fig

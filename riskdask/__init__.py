@@ -4,6 +4,10 @@ Jobs (see ``riskdask jobs``): ``credit`` (CreditMetrics portfolio VaR/ES), ``haz
 nonprofit closure with a generalized time-at-risk), ``coup`` (random-forest coup-attempt risk).
 """
 
+import os as _os
+
+_os.environ.setdefault("MPLBACKEND", "Agg")  # batch engine: never open a window
+
 __version__ = "0.1.0"
 
 from .api import JobResult, run_job, validate_job  # noqa: E402

@@ -57,7 +57,11 @@ class ClientProvider:
 
     def __init__(self, *, client=None, scheduler: str | None = None, cluster=None,
                  n_workers: int | None = None, quiet: bool = False):
+        from .cluster import load_spec
+
         self._client = client
+        if cluster is not None and not hasattr(cluster, "model_dump"):
+            cluster = load_spec(cluster)  # a bad spec fails now, before anything is written
         self._kw = dict(scheduler=scheduler, cluster=cluster, n_workers=n_workers, quiet=quiet)
         self._stack = contextlib.ExitStack()
 

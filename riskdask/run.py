@@ -112,7 +112,12 @@ class RunDirectory:
         return target
 
     def abort(self) -> None:
+        """Remove the temporary directory, and the job folder if this run was its only entry."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self.job_dir.rmdir()
+        except OSError:  # other runs live there
+            pass
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""The engine: chunk plans, exact tree reduction, bit-identical results on 1 or N workers."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import cloudpickle
+import numpy as np
+import pytest
+from scipy import stats
+
+from riskdask.engine import map_chunks, map_reduce, plan_chunks, plan_tiles, tree_reduce
+from riskdask.selfcheck import merge_summaries, normal_chunk, tail_merge
+
+# Functions of this test module travel to the workers by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def slow_identity(x, delay):
+    time.sleep(delay)
+    return x
+
+
+def sequential_tree(parts, combine):
+    """Reference: the same pairwise tree as the engine, in one process."""
+    level = list(parts)
+    while len(level) > 1:
+        nxt = [combine(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def same(a, b) -> bool:
+    return (a.n, a.index_sum, a.exceed) == (b.n, b.index_sum, b.exceed) and \
+        a.total == b.total and a.total_sq == b.total_sq and np.array_equal(a.top, b.top)
+
+
+def test_plan_depends_only_on_its_arguments():
+    a = plan_chunks(1_000, 300, seed=7)
+    b = plan_chunks(1_000, 300, seed=7)
+    assert [(c.start, c.stop) for c in a] == [(0, 300), (300, 600), (600, 900), (900, 1000)]
+    assert [c.rng().random() for c in a] == [c.rng().random() for c in b]
+    # children are distinct streams, and a different root seed changes them
+    draws = [c.rng().random() for c in a]
+    assert len(set(draws)) == len(draws)
+    assert draws != [c.rng().random() for c in plan_chunks(1_000, 300, seed=8)]
+    # the stream of chunk i is SeedSequence(seed).spawn(n)[i]
+    ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence(7).spawn(4)[2])).random()
+    assert a[2].rng().random() == ref
+
+
+def test_plan_tiles_are_near_equal():
+    tiles = plan_tiles(1681, 16)
+    sizes = [t.size for t in tiles]
+    assert sum(sizes) == 1681 and max(sizes) - min(sizes) <= 1
+    assert tiles[0].start == 0 and tiles[-1].stop == 1681
+
+
+@pytest.mark.parametrize("bad", [(0, 10), (10, 0), (-1, 5)])
+def test_plan_rejects_empty_work(bad):
+    with pytest.raises(ValueError):
+        plan_chunks(*bad)
+
+
+def test_tail_merge_keeps_the_k_largest_exactly():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(1000)
+    parts = np.array_split(x, 7)
+    tops = [-np.sort(-p)[:25] for p in parts]
+    merged = sequential_tree(tops, lambda a, b: tail_merge(a, b, 25))
+    assert np.array_equal(merged, -np.sort(-x)[:25])
+
+
+def test_estimator_exact_and_statistically_right(local_client):
+    n, size = 3_000_000, 250_000
+    s = map_reduce(normal_chunk, plan_chunks(n, size, seed=3), merge_summaries,
+                   client=local_client(2), label="t-exact")
+    assert s.n == n
+    assert s.index_sum == n * (n - 1) // 2          # exact integer closed form
+    p = stats.norm.sf(2.326347874)
+    assert abs(s.exceed / n - p) < 4 * np.sqrt(p * (1 - p) / n)
+    assert abs(s.mean) < 4 / np.sqrt(n)
+    assert abs(s.variance - 1) < 4 * np.sqrt(2 / n)
+
+
+def test_bit_identical_on_1_and_2_workers_and_any_completion_order(local_client):
+    chunks = plan_chunks(1_200_000, 100_000, seed=11)
+    reference = sequential_tree([normal_chunk(c) for c in chunks], merge_summaries)
+    one = map_reduce(normal_chunk, chunks, merge_summaries, client=local_client(1), label="t1")
+    two = map_reduce(normal_chunk, chunks, merge_summaries, client=local_client(2), label="t2")
+    jittered = map_reduce(normal_chunk, chunks, merge_summaries, client=local_client(2),
+                          kernel_kwargs={"jitter_ms": 150}, label="t2j")
+    assert same(one, reference) and same(two, reference) and same(jittered, reference)
+
+
+def test_tree_is_fixed_by_index_not_completion_order(local_client):
+    from distributed import as_completed
+
+    client = local_client(2)
+    chunks = plan_chunks(600_000, 50_000, seed=5)
+    parts = [normal_chunk(c) for c in chunks]
+    n = len(parts)
+    # chunk 0 is slowest, the last chunk fastest: they finish roughly in reverse
+    leaves = [client.submit(slow_identity, p, 0.04 * (n - i), pure=False)
+              for i, p in enumerate(parts)]
+    root = tree_reduce(client, leaves, merge_summaries, label="t-order")
+    finished = [leaves.index(f) for f in as_completed(leaves)]
+    assert finished != sorted(finished)  # the order really was scrambled
+    assert same(root.result(), sequential_tree(parts, merge_summaries))
+
+
+def test_map_chunks_returns_results_in_chunk_order(local_client):
+    chunks = plan_chunks(10, 1, seed=0)
+    out = map_chunks(slow_identity, chunks, client=local_client(2), shared=0.0,
+                     label="t-map")
+    assert [c.index for c in out] == list(range(10))
+
+
+def shape_of(chunk, shared):
+    return chunk.index, type(shared).__name__, len(shared)
+
+
+def test_shared_input_is_scattered_once_to_every_worker(local_client):
+    from riskdask.engine import scatter_once
+
+    client = local_client(2)
+    shared = {"a": np.arange(1_000_000, dtype=np.float64), "b": np.ones(3)}
+    fut = scatter_once(client, shared)
+    holders = client.who_has([fut])[fut.key]
+    assert len(holders) == 2                      # broadcast: one copy per worker
+    out = map_chunks(shape_of, plan_chunks(4, 1), client=client, shared=shared, label="t-sh")
+    assert out == [(i, "dict", 2) for i in range(4)]  # tasks get the object, as one dict
