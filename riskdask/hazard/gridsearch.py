@@ -28,7 +28,7 @@ from .timeatrisk import coefficients
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
            "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for",
-           "bootstrap_curves", "min_time_at_risk"]
+           "bootstrap_curves", "min_time_at_risk", "coefficient_matrix", "next_year_probability"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,405 @@
+"""hazard: financial vulnerability of nonprofits (seed 003_ae2b3031728223ec.txt, spec HAZARD.md).
+
+config -> NPO panel (synthetic or file) -> balanced splits -> grid tiles of (k1, k2, k0) on the
+cluster (Dev per split) -> optimum, curves, bootstrap band, next-year closure probabilities.
+The maths is in :mod:`riskdask.hazard`; this module only wires it together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from riskdask.engine import map_chunks, plan_chunks
+from riskdask.errors import ConfigError
+from riskdask.hazard import analysis, figures
+from riskdask.hazard.estimators import GridRule
+from riskdask.hazard.gridsearch import (GridPoints, PatternTable, TileInput, bootstrap_curves,
+                                        coefficient_matrix, compress, curves_for, direction_points,
+                                        evaluate_tile, make_grid_points, next_year_probability,
+                                        sample_weights)
+from riskdask.hazard.panel import NPOPanel, Period, build_panel, read_panel_file
+from riskdask.hazard.split import age_band, balance_table, balanced_splits, stratum_codes
+from riskdask.hazard.synthetic import generate_panel
+from riskdask.hazard.timeatrisk import SCALABLE_DEFINITIONS, coefficients, extend_one_year
+
+NAME = "hazard"
+DESCRIPTION = "nonprofit hazard analysis: generalized time-at-risk, two-sample Dev, k1/k2 grid search"
+TITLE = "riskdask · hazard — financial vulnerability of nonprofits"
+
+BOOT_KEY = 0xB007
+
+
+# -- configuration ---------------------------------------------------------------------------
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PeriodConfig(_Section):
+    start: int = Field(1997, ge=1900, le=2100)
+    end: int = Field(2007, ge=1900, le=2100)
+    first_closure_year: int = Field(1998, ge=1900, le=2100,
+                                    description="closures before this year are not counted (seed: 1998)")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.start <= self.first_closure_year <= self.end:
+            raise ValueError("need start <= first_closure_year <= end")
+        return self
+
+
+class SyntheticConfig(_Section):
+    n_npos: int = Field(2660, gt=1, le=5_000_000)
+    p_initial_grant: float = Field(0.85, gt=0, le=1)
+    p_keep: float = Field(0.8, ge=0, le=1)
+    p_regain: float = Field(0.45, ge=0, le=1)
+    peak_hazard: float = Field(0.07, gt=0, lt=1)
+    peak_time: float = Field(5.0, gt=0)
+    true_k1: float = Field(1.0, ge=0)
+    true_k2: float = Field(1.0, ge=0)
+
+
+class DataConfig(_Section):
+    source: Literal["synthetic", "file"] = "synthetic"
+    path: str | None = Field(None, description="CSV or Parquet panel (source = 'file')")
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _path(self):
+        if self.source == "file" and not self.path:
+            raise ValueError("source = 'file' needs data.path")
+        return self
+
+
+class Axis(_Section):
+    """Evenly spaced values ``linspace(start, stop, num)``, or an explicit ``values`` list."""
+
+    start: float = 0.0
+    stop: float = 1.0
+    num: int = Field(11, ge=0, le=100_000)
+    values: list[float] | None = None
+
+    def array(self) -> np.ndarray:
+        if self.values is not None:
+            return np.asarray(self.values, dtype=np.float64)
+        return np.linspace(self.start, self.stop, self.num)
+
+
+class GridConfig(_Section):
+    mode: Literal["k1k2", "direction"] = Field(
+        "k1k2", description="k1 x k2 grid, or the 1-D direction search k1=cos(theta), k2=sin(theta)")
+    k1: Axis = Axis(start=0.05, stop=2.05, num=41)
+    k2: Axis = Axis(start=0.05, stop=2.05, num=41)
+    k0: Axis = Axis(values=[0.0])
+    theta_deg: Axis = Axis(start=0.0, stop=90.0, num=181)
+    tile_size: int = Field(420, gt=0, description="grid points per Dask task")
+
+
+class SmoothingConfig(_Section):
+    mode: Literal["relative", "absolute"] = "relative"
+    bandwidth_fraction: float = Field(0.1, gt=0, le=10, description="relative: b = fraction * max(T)")
+    grid_max_fraction: float = Field(1.0, gt=0, le=10, description="relative: grid 0..fraction*max(T)")
+    bandwidth: float = Field(1.0, gt=0, description="absolute: b in units of T")
+    grid_min: float = 0.0
+    grid_max: float = Field(11.0, description="absolute: grid end in units of T")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.mode == "absolute" and not self.grid_max > self.grid_min:
+            raise ValueError("absolute mode needs grid_max > grid_min")
+        return self
+
+    def rule(self) -> GridRule:
+        return GridRule(mode=self.mode, bandwidth_fraction=self.bandwidth_fraction,
+                        grid_max_fraction=self.grid_max_fraction, bandwidth=self.bandwidth,
+                        grid_min=self.grid_min, grid_max=self.grid_max)
+
+
+class SplitConfig(_Section):
+    n_splits: int = Field(5, ge=1, le=10_000, description="R repeated balanced splits")
+    sample_one: Literal[1, 2] = Field(1, description="which half is sample 1, the 'standard' curve")
+    age_bands: list[int] = Field([0, 5, 15, 30], min_length=1,
+                                 description="left edges of the age bands (age at the first break)")
+
+
+class BootstrapConfig(_Section):
+    n_boot: int = Field(200, ge=0, le=100_000)
+    chunk_size: int = Field(50, gt=0)
+    level: float = Field(0.95, gt=0, lt=1)
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = Field(2018, ge=0)
+    period: PeriodConfig = PeriodConfig()
+    data: DataConfig = DataConfig()
+    definition: Literal["T", "T0", "T1", "T2", "T3"] = Field(
+        "T", description="T = k1*N0 + k2*N1 (seed eq. 5); T0..T3 of Appendix A")
+    grid: GridConfig = GridConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
+    split: SplitConfig = SplitConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    top_n_report: int = Field(20, ge=0, description="NPOs shown in the report's ranked table")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+@dataclass
+class HazardInputs:
+    panel: NPOPanel
+    strata: np.ndarray
+    labels: dict
+    points: GridPoints
+    rule: GridRule
+
+
+def _grid_points(cfg: Config) -> GridPoints:
+    k0 = cfg.grid.k0.array()
+    if k0.size == 0:
+        raise ConfigError("empty grid: no k0 values", key="grid.k0")
+    if cfg.grid.mode == "direction":
+        if cfg.smoothing.mode != "relative":
+            raise ConfigError("the direction search needs smoothing.mode = 'relative' (only the "
+                              "direction of (k1, k2) matters there)", key="grid.mode")
+        theta = cfg.grid.theta_deg.array()
+        if theta.size == 0:
+            raise ConfigError("empty grid: no theta values", key="grid.theta_deg")
+        return direction_points(np.radians(theta), k0)
+    for name in ("k1", "k2"):
+        if getattr(cfg.grid, name).array().size == 0:
+            raise ConfigError(f"empty grid: no {name} values", key=f"grid.{name}")
+    return make_grid_points(cfg.grid.k1.array(), cfg.grid.k2.array(), k0)
+
+
+def _check_time_at_risk(cfg: Config, panel: NPOPanel, points: GridPoints) -> None:
+    """Every grid point must give T >= 0 for every NPO and a positive max T (the scale)."""
+    F = panel.features.matrix()
+    C = coefficient_matrix(cfg.definition, points)
+    T = F @ C.T  # (n_npos, n_points); small: features are few thousand x 4
+    tmin = T.min(axis=0)
+    tmax = T.max(axis=0)
+    key = "grid.theta_deg" if cfg.grid.mode == "direction" else "grid.k1"
+    bad = np.flatnonzero(tmin < 0)
+    if bad.size:
+        i = int(bad[0])
+        j = int(np.argmin(T[:, i]))
+        row = panel.npos.iloc[j]
+        raise ConfigError(
+            f"k1={points.k1[i]:g}, k2={points.k2[i]:g}, k0={points.k0[i]:g} make the time-at-risk "
+            f"negative ({tmin[i]:g} for npo_id {row.npo_id!r}: N0={row.N0}, N1={row.N1}, X={row.X}); "
+            f"{bad.size} of {points.size} grid points do", key=key)
+    zero = np.flatnonzero(tmax <= 0)
+    if zero.size:
+        i = int(zero[0])
+        raise ConfigError(f"k1={points.k1[i]:g}, k2={points.k2[i]:g}, k0={points.k0[i]:g} make the "
+                          f"time-at-risk 0 for every NPO", key=key)
+
+
+def load_inputs(cfg: Config, ctx) -> HazardInputs:
+    """Load (or generate) the panel, validate it and the grid; record inputs and exclusions."""
+    period = Period(cfg.period.start, cfg.period.end, cfg.period.first_closure_year)
+    if cfg.data.source == "synthetic":
+        s = cfg.data.synthetic
+        frame = generate_panel(s.n_npos, period, cfg.seed, p_initial_grant=s.p_initial_grant,
+                               p_keep=s.p_keep, p_regain=s.p_regain, peak_hazard=s.peak_hazard,
+                               peak_time=s.peak_time, true_k1=s.true_k1, true_k2=s.true_k2)
+        source = "synthetic panel"
+        digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+        desc = (f"synthetic: {s.n_npos} at-risk NPOs, {period.start}-{period.end}, inverted-U hazard "
+                f"peaking at T={s.peak_time:g} (T = {s.true_k1:g}*N0 + {s.true_k2:g}*N1), seed {cfg.seed}")
+        path = None
+    else:
+        path = Path(cfg.data.path)
+        frame = read_panel_file(path)
+        source, digest, desc = str(path), None, "NPO-year funding panel"
+    panel = build_panel(frame, period, source=source)
+    if ctx is not None:
+        ctx.add_input("npo_panel", path, rows=panel.n_rows, fingerprint=digest, description=desc)
+        for reason, count in panel.exclusions.items():
+            ctx.exclude(source, f"NPO {reason} (count is NPOs)", count)
+    points = _grid_points(cfg)
+    _check_time_at_risk(cfg, panel, points)
+    npos = panel.npos
+    band = age_band((npos.first_break_year - npos.founded_year).to_numpy(), cfg.split.age_bands)
+    labels = {"field": npos.field.to_numpy(), "function": npos.function.to_numpy(), "age_band": band}
+    strata = stratum_codes(labels["field"], labels["function"], band)
+    return HazardInputs(panel=panel, strata=strata, labels=labels, points=points,
+                        rule=cfg.smoothing.rule())
+
+
+# -- run -------------------------------------------------------------------------------------
+def _derived_seed(seed: int, key: int) -> int:
+    return int(np.random.SeedSequence(seed, spawn_key=(key,)).generate_state(1)[0])
+
+
+def run(cfg: Config, ctx) -> dict:
+    with ctx.stage("load"):
+        inp = load_inputs(cfg, ctx)
+    panel, points, rule = inp.panel, inp.points, inp.rule
+    event = panel.event
+
+    with ctx.stage("split"):
+        splits = balanced_splits(inp.strata, cfg.seed, cfg.split.n_splits)
+        table = compress(panel.features.matrix(), event)
+        at_risk_w, death_w = sample_weights(table, splits, cfg.split.sample_one)
+        balance = balance_table(splits[0], inp.labels, event)
+        stratum_gap = max(_max_stratum_gap(inp.strata, s) for s in splits)
+
+    with ctx.stage("grid_search"):
+        shared = TileInput(features=table.features, at_risk=at_risk_w, deaths=death_w,
+                           coefs=coefficient_matrix(cfg.definition, points), rule=rule)
+        tiles = plan_chunks(points.size, cfg.grid.tile_size, cfg.seed)
+        dev = np.concatenate(map_chunks(evaluate_tile, tiles, client=ctx.client, shared=shared,
+                                        label="hazard-grid"), axis=0)
+
+    surface = analysis.surface_frame(points, dev)
+    best = analysis.optimum(surface)
+    per_split = analysis.per_split_optima(points, dev)
+    spread = analysis.spread_summary(per_split)
+    coef = coefficients(cfg.definition, best["k1"], best["k2"], best["k0"])
+
+    with ctx.stage("curves"):
+        first, second = (1, 2) if cfg.split.sample_one == 1 else (2, 1)
+        cols = np.column_stack([splits[0] == first, splits[0] == second, np.ones_like(event)])
+        cur = curves_for(table, table.counts(cols.astype(float)), coef, rule)
+        h = cur["hazard"]
+        band_lo = band_hi = None
+        if cfg.bootstrap.n_boot > 0:
+            boot_chunks = plan_chunks(cfg.bootstrap.n_boot, cfg.bootstrap.chunk_size,
+                                      _derived_seed(cfg.seed, BOOT_KEY))
+            boot = np.concatenate(map_chunks(bootstrap_curves, boot_chunks, client=ctx.client,
+                                             shared={"table": table, "coef": coef, "rule": rule,
+                                                     "scale": cur["scale"]},
+                                             label="hazard-bootstrap"), axis=0)
+            band_lo, band_hi = analysis.bootstrap_band(boot, cfg.bootstrap.level)
+        between = analysis.between_fraction(h[:, 2], h[:, 0], h[:, 1])
+
+    with ctx.stage("predict"):
+        ranked = _next_year_table(panel, cfg, best, cur, coef)
+
+    with ctx.stage("write"):
+        curves = pd.DataFrame({"time_at_risk": cur["grid"], "hazard_sample1": h[:, 0],
+                               "hazard_sample2": h[:, 1], "hazard_full": h[:, 2]})
+        if band_lo is not None:
+            curves["full_lower"], curves["full_upper"] = band_lo, band_hi
+        breslow = pd.DataFrame({"time_at_risk": cur["times"], "dH_sample1": cur["increments"][:, 0],
+                                "dH_sample2": cur["increments"][:, 1],
+                                "dH_full": cur["increments"][:, 2]})
+        breslow["H_full"] = np.cumsum(breslow.dH_full)
+        ctx.write_table("deviation_surface", surface)
+        ctx.write_table("optimum_per_split", per_split)
+        ctx.write_table("balance", balance)
+        ctx.write_table("hazard_curves", curves)
+        ctx.write_table("breslow_increments", breslow)
+        ctx.write_table("closure_next_year", ranked)
+        ctx.write_table("npo_time_at_risk", _npo_table(panel, splits[0], coef))
+        _figures(ctx, cfg, surface, best, per_split, curves)
+        if cfg.top_n_report:
+            ctx.add_report_section("Highest probability of closure within the next year",
+                                   ranked.head(cfg.top_n_report).to_html(index=False, float_format="%.4f"))
+
+    summary = {
+        "definition": cfg.definition,
+        "grid_rule": rule.describe(),
+        "scale_invariant": bool(cfg.smoothing.mode == "relative" and cfg.definition in SCALABLE_DEFINITIONS),
+        "n_npos_at_risk": int(len(panel.npos)), "n_closed": int(event.sum()),
+        "excluded_npos": dict(panel.exclusions),
+        "n_grid_points": int(points.size), "n_tiles": len(tiles), "n_splits": cfg.split.n_splits,
+        "optimum": {k: best[k] for k in ("k0", "k1", "k2", "ratio_k2_k1", "theta_deg", "dev",
+                                         "n_points_on_min_ray")},
+        "optimum_spread": spread,
+        "sample_sizes": [int((splits[0] == first).sum()), int((splits[0] == second).sum())],
+        "max_stratum_count_difference": int(stratum_gap),
+        "full_curve_between_halves_fraction": between,
+        "bandwidth": float(cur["bandwidth"]), "max_time_at_risk": float(cur["scale"]),
+        "bootstrap": {"n_boot": cfg.bootstrap.n_boot, "level": cfg.bootstrap.level},
+        "n_active_ranked": int(len(ranked)),
+        "top_closure_risk": ranked.head(5)[["npo_id", "p_close_next_year"]].to_dict("records"),
+    }
+    ctx.set_summary(summary)
+    return summary
+
+
+def _max_stratum_gap(strata: np.ndarray, sample: np.ndarray) -> int:
+    n1 = np.bincount(strata, weights=(sample == 1).astype(float))
+    n2 = np.bincount(strata, weights=(sample == 2).astype(float))
+    return int(np.max(np.abs(n1 - n2)))
+
+
+def _npo_table(panel: NPOPanel, sample: np.ndarray, coef: np.ndarray) -> pd.DataFrame:
+    out = panel.npos.copy()
+    out["sample"] = sample
+    out["time_at_risk"] = panel.features.matrix() @ coef
+    return out
+
+
+def _next_year_table(panel: NPOPanel, cfg: Config, best: dict, cur: dict, coef) -> pd.DataFrame:
+    """P(closure within the next year) for every active at-risk NPO, ranked (S = exp(-H)).
+
+    Next year the window grows by one year; its time-at-risk then depends on whether the NPO
+    gets a grant, so both are given. The ranking uses the no-grant scenario (the risk the
+    seed's analysis is about: funding instability continuing).
+    """
+    active = ~panel.event
+    G = panel.grants[active]
+    end = panel.features.end_index[active]
+    now = panel.features.matrix()[active] @ coef
+    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
+    t_grant = extend_one_year(G, end, 1).matrix() @ coef
+    full_inc = cur["increments"][:, 2]
+    p0 = next_year_probability(cur["times"], full_inc, now, t_nogrant)
+    p1 = next_year_probability(cur["times"], full_inc, now, t_grant)
+    npos = panel.npos[active]
+    out = pd.DataFrame({"npo_id": npos.npo_id.to_numpy(), "field": npos.field.to_numpy(),
+                        "function": npos.function.to_numpy(), "time_at_risk": now,
+                        "p_close_next_year": p0, "p_close_next_year_if_grant": p1,
+                        "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
+    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out.reset_index(drop=True)
+
+
+def _figures(ctx, cfg: Config, surface, best, per_split, curves) -> None:
+    name = {"T": "T = k1 N0 + k2 N1"}.get(cfg.definition, cfg.definition)
+    ctx.write_figure("fig1_hazard_vs_time_at_risk", figures.hazard_curves_figure(
+        curves, f"{name} at the optimum k1={best['k1']:.3g}, k2={best['k2']:.3g}, k0={best['k0']:.3g}"),
+        caption="Seed Figure 1: smoothed hazard rate vs time-at-risk for the two samples "
+                "(split 0), the full sample and its bootstrap band")
+    if cfg.grid.mode == "k1k2":
+        ctx.write_figure("fig2_dev_vs_k1", figures.dev_vs_k1_figure(surface, best["k0"]),
+                         caption="Seed Figure 2: Dev vs k1 for several constant k2")
+        ctx.write_figure("dev_surface_heatmap", figures.surface_heatmap(
+            surface, best["k0"], best["ratio_k2_k1"], per_split.ratio_k2_k1.to_numpy()),
+            caption="Dev over (k1, k2): in relative mode constant along rays k2/k1 = const; "
+                    "red: the optimum ray; thin lines: each split's optimum")
+    else:
+        ctx.write_figure("dev_vs_direction", figures.dev_vs_theta_figure(surface),
+                         caption="Direction search: Dev vs theta with k1 = cos(theta), k2 = sin(theta)")
+    if np.unique(surface.k0).size > 1:
+        ctx.write_figure("dev_vs_k0", figures.dev_vs_k0_figure(surface),
+                         caption="Smallest Dev over (k1, k2) at each k0 (Appendix A, T1)")
+
+
+def headline(summary: dict) -> list[tuple[str, object]]:
+    o = summary["optimum"]
+    s = summary["optimum_spread"]
+    return [("definition", summary["definition"]), ("grid rule", summary["grid_rule"]),
+            ("NPOs at risk / closed", f"{summary['n_npos_at_risk']} / {summary['n_closed']}"),
+            ("grid points x splits", f"{summary['n_grid_points']} x {summary['n_splits']}"),
+            ("optimum k2/k1", o["ratio_k2_k1"]), ("optimum theta (deg)", o["theta_deg"]),
+            ("optimum (k1, k2, k0)", f"({o['k1']:.4g}, {o['k2']:.4g}, {o['k0']:.4g})"),
+            ("Dev at optimum", o["dev"]),
+            ("theta across splits (q25..q75)", f"{s['theta_deg_q25']:.3g} .. {s['theta_deg_q75']:.3g}"),
+            ("full curve between halves", summary["full_curve_between_halves_fraction"])]
+
+
+def run_hazard(config=None, *, overrides=(), client=None, out="runs", **kw):
+    """Python API: run the hazard job; returns a :class:`riskdask.api.JobResult`."""
+    from riskdask.api import run_job
+
+    return run_job(NAME, config, overrides=overrides, client=client, out=out, **kw)
