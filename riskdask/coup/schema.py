@@ -43,8 +43,9 @@ TARGET = "pt_attempt"
 #: A successful coup implies an attempt: a target leak, never a feature.
 SUCCESS = "pt_suc"
 
-#: Columns that must be 0 or 1 when present.
-BINARY_COLUMNS = ("elected", "male", "militarycareer", "prev_conflict", "pt_suc", "pt_attempt",
+#: Columns that must be 0 or 1 when present. (``prev_conflict`` is not one of them: the seed
+#: calls it a flag, but real REIGN 2021 rows hold counts 0-5 -- see tests/data/coup_reign_*.)
+BINARY_COLUMNS = ("elected", "male", "militarycareer", "pt_suc", "pt_attempt",
                   *(c for c in ELECTION if c not in ("lastelection", "loss")))
 
 #: The seed's numeric features: its 35 columns after the drop, less the target, the leak

@@ -1,0 +1,121 @@
+"""Scores, permutation importance and the league table of the reduced forest.
+
+Seed, "Building the Model" and "Analyzing the Results": the out-of-bag estimate (the seed
+relies on it instead of cross-validation), then, beyond the seed, test R², ROC-AUC, PR-AUC
+(average precision) and the Brier score -- all from scikit-learn -- and the league table of the
+latest month with honest (out-of-bag or out-of-sample) scores.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
+
+__all__ = ["forest_scores", "permutation_importance_table", "honest_scores", "league_table",
+           "importance_table"]
+
+
+def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    """ROC-AUC, PR-AUC and Brier; None where a metric is undefined (one class only)."""
+    both = 0 < np.sum(y == 1) < len(y)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(average_precision_score(y, p)) if both else None,
+        # probabilities from a regressor on a 0/1 target lie in [0, 1] already
+        "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))) if len(y) else None,
+    }
+
+
+def forest_scores(y_train: np.ndarray, oob_prediction: np.ndarray, y_test: np.ndarray,
+                  test_prediction: np.ndarray) -> dict[str, float | int | None]:
+    """OOB score (R², as sklearn's ``oob_score_``), test R², ROC-AUC, PR-AUC, Brier.
+
+    Training rows never out of bag (NaN) are left out of the OOB score and counted in
+    ``oob_rows_without_trees`` (sklearn would score them as a prediction of 0).
+    """
+    has = ~np.isnan(oob_prediction)
+    out: dict[str, float | int | None] = {
+        "oob_score": float(r2_score(y_train[has], oob_prediction[has])) if has.sum() > 1 else None,
+        "oob_rows_without_trees": int((~has).sum()),
+        "test_r2": float(r2_score(y_test, test_prediction)) if len(y_test) > 1 else None,
+    }
+    out.update({f"test_{k}": v for k, v in _binary_scores(y_test, test_prediction).items()})
+    out.update({f"oob_{k}": v for k, v in
+                _binary_scores(y_train[has], oob_prediction[has]).items()})
+    return out
+
+
+def importance_table(names: Sequence[str], impurity: np.ndarray,
+                     permutation: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Impurity importances (the seed's) beside permutation importances, ranked by impurity."""
+    table = pd.DataFrame({"feature": list(names), "impurity_importance": impurity})
+    if permutation is not None:
+        table = table.merge(permutation, on="feature", how="left")
+    table = table.sort_values("impurity_importance", ascending=False, kind="stable")
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def permutation_importance_table(names: Sequence[str], plan: Sequence[tuple[int, int, int]],
+                                 y_rows: np.ndarray, base_prediction: np.ndarray,
+                                 perm_prediction: np.ndarray) -> pd.DataFrame:
+    """Mean and std over repeats of the drop in R² when one feature's column is shuffled.
+
+    As ``sklearn.inspection.permutation_importance`` with the regressor's default score (R²):
+    ``importance = R²(rows) - R²(rows with feature f shuffled)``.
+    """
+    base = r2_score(y_rows, base_prediction)
+    drops: dict[int, list[float]] = {}
+    for i, (feature, _repeat, _seed) in enumerate(plan):
+        drops.setdefault(feature, []).append(base - r2_score(y_rows, perm_prediction[i]))
+    return pd.DataFrame({
+        "feature": [names[f] for f in drops],
+        "permutation_importance": [float(np.mean(v)) for v in drops.values()],
+        "permutation_importance_std": [float(np.std(v)) for v in drops.values()],
+    })
+
+
+def honest_scores(n_rows: int, train_idx: np.ndarray, test_idx: np.ndarray,
+                  oob_prediction: np.ndarray, test_prediction: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's score that did not see the row: out-of-bag (training) or test prediction.
+
+    Returns the score (NaN where none exists: a training row no tree left out of bag, or a
+    row in neither set) and its source label (``"oob"``, ``"test"``, ``"none"``).
+    """
+    score = np.full(n_rows, np.nan)
+    source = np.full(n_rows, "none", dtype=object)
+    score[train_idx] = oob_prediction
+    source[train_idx] = np.where(np.isnan(oob_prediction), "none", "oob")
+    score[test_idx] = test_prediction
+    source[test_idx] = "test"
+    return score, source
+
+
+def league_table(panel: pd.DataFrame, score: np.ndarray, source: np.ndarray,
+                 f1_threshold: float) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """Countries ranked by their honest score in the latest year-month of the panel.
+
+    Seed: "subset the data to examine only the most recent year and month ... a league table
+    of countries ordered by likelihood of coup attempt", compared with the F1 threshold (a
+    country clears it when its probability is > the threshold, the sweep's rule).
+    """
+    ym = panel["year"].to_numpy() * 12 + panel["month"].to_numpy() - 1
+    latest = int(ym.max())
+    rows = np.flatnonzero(ym == latest)
+    table = pd.DataFrame({
+        "ccode": panel["ccode"].to_numpy()[rows],
+        "country": panel["country"].to_numpy()[rows],
+        "year": latest // 12, "month": latest % 12 + 1,
+        "probability": score[rows],
+        "score_source": source[rows],
+        "government": panel["government"].to_numpy()[rows] if "government" in panel else None,
+    })
+    table["clears_f1_threshold"] = table["probability"] > f1_threshold
+    table = table.sort_values(["probability", "ccode"], ascending=[False, True],
+                              na_position="last", kind="stable").reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table, (latest // 12, latest % 12 + 1)
