@@ -1,0 +1,203 @@
+"""The hazard job end to end on real Dask clusters: determinism, a killed worker, bad input.
+
+Seed: 003_ae2b3031728223ec.txt; spec: HAZARD.md; issue 4.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, leftovers, read_summary, run_dirs
+from riskdask import run_job
+from riskdask.hazard.panel import Period, build_panel, read_panel_file
+from riskdask.hazard.synthetic import generate_panel
+
+SMALL = ["grid.k1.num=9", "grid.k2.num=9", "grid.tile_size=10", "split.n_splits=3",
+         "bootstrap.n_boot=24", "bootstrap.chunk_size=5"]
+TABLES = ("deviation_surface", "hazard_curves", "closure_next_year", "optimum_per_split", "balance")
+
+
+def _same_run(a, b):
+    assert a.summary == b.summary
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a.table(name), b.table(name), check_exact=True)
+
+
+def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
+    one = run_job("hazard", overrides=SMALL, client=local_client(1), out=tmp_path / "one")
+    two = run_job("hazard", overrides=SMALL, client=local_client(2), out=tmp_path / "two")
+    _same_run(one, two)
+    # the run did real work: 81 points x 3 splits, in 9 tiles, and a finite optimum
+    assert one.summary["n_grid_points"] == 81 and one.summary["n_tiles"] == 9
+    assert np.isfinite(one.summary["optimum"]["dev"])
+    surface = one.table("deviation_surface")
+    assert surface.dev_mean.notna().all()
+    # outputs HAZARD.md asks for
+    figs = {p.name for p in (one.run_dir / "figures").glob("*.png")}
+    assert {"fig1_hazard_vs_time_at_risk.png", "fig2_dev_vs_k1.png", "dev_surface_heatmap.png"} <= figs
+    assert (one.run_dir / "report.html").stat().st_size > 10_000
+    assert one.summary["max_stratum_count_difference"] <= 1
+    assert abs(one.summary["sample_sizes"][0] - one.summary["sample_sizes"][1]) <= 1
+
+
+KILL = ["grid.k1.num=101", "grid.k2.num=101", "grid.tile_size=50", "split.n_splits=40",
+        "bootstrap.n_boot=0"]
+
+
+def test_worker_killed_mid_grid_search_gives_identical_result(cli_cluster, local_client, tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "riskdask", "run", "hazard", "--scheduler", cli_cluster.address,
+           "--out", str(out), "--quiet"]
+    for a in KILL:
+        cmd += ["--set", a]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli_cluster.wait_until("hazard-grid-", at_least=3)  # 3 of 205 tiles done
+    done_at_kill = cli_cluster.tasks_in_memory("hazard-grid-")
+    cli_cluster.kill_worker("worker-2")
+    assert proc.poll() is None and done_at_kill < 205  # really killed mid-run
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert cli_cluster.n_workers() == 1
+    [run] = run_dirs(out, "hazard")
+    reference = run_job("hazard", overrides=KILL, client=local_client(2), out=tmp_path / "ref")
+    assert read_summary(run) == reference.summary
+    got = pd.read_parquet(run / "tables" / "deviation_surface.parquet")
+    pd.testing.assert_frame_equal(got, reference.table("deviation_surface"), check_exact=True)
+
+
+# -- bad input via the CLI ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def panel_frame():
+    return generate_panel(120, Period(), seed=7)
+
+
+def _write_config(tmp_path, frame, extra=""):
+    data = tmp_path / "panel.csv"
+    frame.to_csv(data, index=False)
+    cfg = tmp_path / "hazard.toml"
+    cfg.write_text(f'job = "hazard"\n[data]\nsource = "file"\npath = "{data}"\n{extra}')
+    return cfg, data
+
+
+def _expect_bad(cli, tmp_path, cfg, *fragments, sets=None):
+    out = tmp_path / "runs"
+    sets = SUM_SETS if sets is None else sets
+    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", *sets)
+    assert res.code == 2, res.err
+    line = res.err.strip()
+    assert line.startswith("error: ") and "\n" not in line
+    for f in fragments:
+        assert f in line, line
+    assert leftovers(out) == []
+    return line
+
+
+SUM_SETS = ("--set", "grid.k1.values=[0.5, 1.0, 1.5]", "--set", "grid.k2.values=[0.5, 1.0]",
+            "--set", "bootstrap.n_boot=0")
+
+
+def _row_of(frame, mask) -> int:
+    return int(np.flatnonzero(mask)[0]) + 1  # 1-based data row, header excluded
+
+
+def test_duplicate_npo_year_row(cli, tmp_path, panel_frame):
+    bad = pd.concat([panel_frame, panel_frame.iloc[[5]]], ignore_index=True)
+    cfg, data = _write_config(tmp_path, bad)
+    _expect_bad(cli, tmp_path, cfg, str(data), f"row {len(bad)}", "column 'year'", "duplicate")
+
+
+def test_grant_not_zero_or_one(cli, tmp_path, panel_frame):
+    bad = panel_frame.copy()
+    bad["grant"] = bad["grant"].astype(object)
+    bad.loc[17, "grant"] = 2
+    cfg, data = _write_config(tmp_path, bad)
+    _expect_bad(cli, tmp_path, cfg, str(data), "row 18", "column 'grant'", "0 or 1")
+
+
+def test_closure_year_before_the_period(cli, tmp_path, panel_frame):
+    bad = panel_frame.copy()
+    first_npo = bad.npo_id == bad.npo_id.iloc[0]
+    bad.loc[first_npo, "closed_year"] = 1995
+    cfg, data = _write_config(tmp_path, bad)
+    _expect_bad(cli, tmp_path, cfg, str(data), "row 1", "column 'closed_year'", "before the study period")
+
+
+def test_year_outside_the_period(cli, tmp_path, panel_frame):
+    bad = panel_frame.copy()
+    bad.loc[30, "year"] = 2009
+    cfg, data = _write_config(tmp_path, bad)
+    _expect_bad(cli, tmp_path, cfg, str(data), "row 31", "column 'year'", "outside the study period")
+
+
+def test_missing_column(cli, tmp_path, panel_frame):
+    cfg, data = _write_config(tmp_path, panel_frame.drop(columns=["function"]))
+    _expect_bad(cli, tmp_path, cfg, str(data), "column 'function'", "missing column")
+
+
+def test_empty_grid(cli, tmp_path, panel_frame):
+    cfg, _ = _write_config(tmp_path, panel_frame, "[grid]\nk2 = { values = [] }\n")
+    _expect_bad(cli, tmp_path, cfg, "key 'grid.k2'", "empty grid", sets=())
+
+
+def test_k_values_that_make_time_at_risk_negative(cli, tmp_path, panel_frame):
+    cfg, _ = _write_config(tmp_path, panel_frame,
+                           "[grid]\nk1 = { values = [-1.0, 0.5] }\nk2 = { values = [0.5, 1.0] }\n")
+    _expect_bad(cli, tmp_path, cfg, "key 'grid.k1'", "k1=-1", "negative", sets=())
+
+
+def test_npo_without_any_grant_is_excluded_and_counted(cli, tmp_path, panel_frame, local_client):
+    never = pd.DataFrame({"npo_id": "NEVER", "year": np.arange(1997, 2008), "grant": 0,
+                          "field": "culture", "function": "services", "founded_year": 1980,
+                          "closed_year": pd.array([pd.NA] * 11, dtype="Int64")})
+    frame = pd.concat([panel_frame, never], ignore_index=True)
+    cfg, data = _write_config(tmp_path, frame)
+    address = local_client(1).scheduler.address
+    out = tmp_path / "runs"
+    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler", address,
+              *SUM_SETS)
+    assert res.code == 0, res.err
+    [run] = run_dirs(out, "hazard")
+    manifest = json.loads((run / "manifest.json").read_text())
+    [ex] = manifest["exclusions"]
+    assert ex["count"] == 1 and "no grant in any year" in ex["reason"] and ex["source"] == str(data)
+    assert manifest["excluded_rows_total"] == 1
+    summary = read_summary(run)
+    assert summary["n_npos_at_risk"] == 120
+    assert summary["excluded_npos"]["no grant in any year"] == 1
+
+
+# -- loader and generator --------------------------------------------------------------------
+def test_csv_and_parquet_loaders_agree(tmp_path, panel_frame):
+    panel_frame.to_csv(tmp_path / "p.csv", index=False)
+    panel_frame.to_parquet(tmp_path / "p.parquet", index=False)
+    a = build_panel(read_panel_file(tmp_path / "p.csv"), Period(), source="p.csv")
+    b = build_panel(read_panel_file(tmp_path / "p.parquet"), Period(), source="p.parquet")
+    pd.testing.assert_frame_equal(a.npos, b.npos)
+    assert np.array_equal(a.grants, b.grants)
+
+
+def test_synthetic_generator_deterministic_and_inverted_u():
+    from riskdask.hazard.estimators import GridRule, breslow_increments, smooth_hazard
+    from riskdask.hazard.timeatrisk import time_at_risk
+
+    a = generate_panel(seed=11)
+    assert a.equals(generate_panel(seed=11))
+    assert not a.equals(generate_panel(seed=12))
+    panel = build_panel(a, Period())
+    assert len(panel.npos) == 2660 and sum(panel.exclusions.values()) == 0
+    closed = panel.npos.closed_year.dropna()
+    assert closed.min() >= 1998 and 0.15 < panel.event.mean() < 0.5
+    # hazard in the generating time-at-risk N0 + N1 rises, peaks inside the range, then falls
+    t = time_at_risk(panel.features.matrix(), "T", 1.0, 1.0)
+    times, dH = breslow_increments(t, panel.event)
+    grid, bw = GridRule().grid_and_bandwidth(t.max())
+    h = smooth_hazard(grid, times, dH, bw)
+    peak = int(np.argmax(h))
+    assert 15 < peak < 85
+    assert h[0] < 0.5 * h[peak] and h[-1] < 0.8 * h[peak]
