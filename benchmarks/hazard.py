@@ -1,0 +1,156 @@
+"""Benchmark of the hazard grid search (issue 4): our time vs the straightforward time.
+
+Straightforward path (one process): for each (k1, k2) grid point, compute T = k1*N0 + k2*N1,
+fit lifelines ``NelsonAalenFitter(nelson_aalen_smoothing=False)`` on each half-sample
+(~1,330 NPOs each), take the Breslow increments, smooth them with numpy on the 101-point grid
+and compute Dev. It is timed on an evenly spread subset of the grid points and extrapolated
+linearly to the full grid (the output says so); on that subset its Dev is also checked against
+ours.
+
+Ours: the grid tiles as Dask tasks on a 2-worker LocalCluster (cluster start-up excluded; the
+NPO pattern table is scattered once), and the whole ``hazard-full`` job (101 x 101 grid,
+R = 20 splits, bootstrap band, figures, Parquet) on the same cluster.
+
+Run: ``.venv/bin/python benchmarks/hazard.py`` (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lifelines import NelsonAalenFitter  # noqa: E402
+
+from riskdask.engine import map_chunks, plan_chunks  # noqa: E402
+from riskdask.hazard.estimators import GridRule, deviation, smooth_hazard  # noqa: E402
+from riskdask.hazard.gridsearch import (TileInput, coefficient_matrix, compress, evaluate_points,  # noqa: E402
+                                        evaluate_tile, make_grid_points, sample_weights)
+from riskdask.hazard.panel import Period, build_panel  # noqa: E402
+from riskdask.hazard.split import age_band, balanced_splits, stratum_codes  # noqa: E402
+from riskdask.hazard.synthetic import generate_panel  # noqa: E402
+
+
+def straightforward_dev(N0, N1, event, sample, k1, k2, rule: GridRule) -> float:
+    """One grid point the plain way: lifelines per half-sample + numpy smoothing."""
+    t = np.round(k1 * N0 + k2 * N1, 9)
+    grid, bw = rule.grid_and_bandwidth(float(t.max()))
+    curves = []
+    for s in (1, 2):
+        m = sample == s
+        naf = NelsonAalenFitter(nelson_aalen_smoothing=False).fit(t[m], event[m])
+        H = naf.cumulative_hazard_.iloc[:, 0].to_numpy()
+        dH = np.diff(np.concatenate(([0.0], H)))
+        keep = dH > 0
+        curves.append(smooth_hazard(grid, naf.cumulative_hazard_.index.to_numpy()[keep], dH[keep], bw))
+    return deviation(curves[0], curves[1])
+
+
+def worker_peak_rss_mb(client) -> float:
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    return max(client.run(peak).values())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subset", type=int, default=120, help="grid points timed on the straightforward path")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from distributed import Client, LocalCluster
+
+    panel = build_panel(generate_panel(2660, Period(), seed=2018), Period())
+    npos = panel.npos
+    band = age_band((npos.first_break_year - npos.founded_year).to_numpy(), [0, 5, 15, 30])
+    strata = stratum_codes(npos.field, npos.function, band)
+    split = balanced_splits(strata, 2018, 1)
+    F = panel.features.matrix()
+    event = panel.event
+    N0, N1 = F[:, 0], F[:, 1]
+    rule = GridRule()
+    axis = np.linspace(0.05, 2.05, 41)
+    points = make_grid_points(axis, axis)
+    coefs = coefficient_matrix("T", points)
+
+    # -- straightforward, on a subset of the 41 x 41 grid, extrapolated -------------------------
+    subset = np.unique(np.linspace(0, points.size - 1, args.subset).round().astype(int))
+    t0 = time.perf_counter()
+    ref = np.array([straightforward_dev(N0, N1, event, split[0], points.k1[i], points.k2[i], rule)
+                    for i in subset])
+    t_plain_subset = time.perf_counter() - t0
+    t_plain = t_plain_subset / subset.size * points.size
+
+    # -- ours in one process (kernel only), same 41 x 41 grid -----------------------------------
+    table = compress(F, event)
+    W, D = sample_weights(table, split)
+    t0 = time.perf_counter()
+    ours_inproc = evaluate_points(table.features, W, D, coefs, rule)[:, 0]
+    t_inproc = time.perf_counter() - t0
+    max_diff = float(np.max(np.abs(ours_inproc[subset] - ref)))
+
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    client = Client(cluster)
+    try:
+        client.run(lambda: None)
+        # -- ours on the cluster: 41 x 41 grid, R = 1 (the same work as the straightforward path)
+        shared = TileInput(features=table.features, at_risk=W, deaths=D, coefs=coefs, rule=rule)
+        tiles = plan_chunks(points.size, 420, 2018)
+        t0 = time.perf_counter()
+        dist = np.concatenate(map_chunks(evaluate_tile, tiles, client=client, shared=shared,
+                                         label="bench-grid"))[:, 0]
+        t_ours = time.perf_counter() - t0
+        assert np.array_equal(np.isnan(dist), np.isnan(ours_inproc))
+        same = bool(np.allclose(dist, ours_inproc, rtol=0, atol=1e-12, equal_nan=True))
+
+        # -- the whole hazard-full job (101 x 101, R = 20) on the same 2 workers ---------------
+        from riskdask import run_job
+
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            res = run_job("hazard", Path(__file__).resolve().parent.parent / "configs" / "hazard-full.toml",
+                          client=client, out=tmp)
+            t_full = time.perf_counter() - t0
+            timings = res.manifest["timings"]
+            full_summary = res.summary
+        w_peak = worker_peak_rss_mb(client)
+    finally:
+        client.close()
+        cluster.close()
+    c_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    rows = [
+        ("41x41 grid, R=1: straightforward (lifelines NA x2 + numpy smoothing, 1 process)",
+         f"{t_plain:9.2f} s", f"extrapolated from {subset.size} points ({t_plain_subset:.2f} s, "
+                              f"{t_plain_subset / subset.size * 1e3:.2f} ms/point)"),
+        ("41x41 grid, R=1: ours, kernel in 1 process (no Dask)", f"{t_inproc:9.3f} s",
+         f"ratio {t_plain / t_inproc:7.1f}x"),
+        (f"41x41 grid, R=1: ours on {args.workers} local workers ({len(tiles)} tiles)", f"{t_ours:9.3f} s",
+         f"ratio {t_plain / t_ours:7.1f}x (target >= 50x)"),
+        ("101x101 grid, R=20: whole hazard-full job", f"{t_full:9.2f} s",
+         f"grid search {timings.get('grid_search', float('nan')):.2f} s (target <= 60 s)"),
+    ]
+    print("\nhazard benchmark (2,660 synthetic NPOs, half-samples of 1,330; T = k1*N0 + k2*N1)")
+    print("-" * 118)
+    for name, t, note in rows:
+        print(f"{name:<82} {t:>12}  {note}")
+    print("-" * 118)
+    print(f"max |Dev ours - Dev straightforward| on the {subset.size} subset points: {max_diff:.2e}; "
+          f"cluster == in-process: {same}")
+    print(f"hazard-full: {full_summary['n_grid_points']} points x {full_summary['n_splits']} splits in "
+          f"{full_summary['n_tiles']} tiles; stages {timings}")
+    print(f"peak memory: client process {c_peak:.0f} MB, largest worker {w_peak:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
