@@ -271,3 +271,63 @@ def test_relative_mode_scale_invariance_and_absolute_mode_not():
     dev_abs = evaluate_points(table.features, W, D, coefficient_matrix("T", pts), absolute)[:, 0]
     dev_abs = dev_abs.reshape(4, 4)
     assert abs(dev_abs[2, 2] - dev_abs[0, 0]) > 1e-3
+
+
+def test_direction_search_equals_grid_on_the_same_ray():
+    from riskdask.hazard.gridsearch import direction_points
+
+    n0, n1, event, _ = _ties_and_censoring(seed=17, n=700)
+    F = np.column_stack([n0, n1, n0 + n1, n1]).astype(float)
+    split = balanced_split(np.zeros(n0.size, int), np.random.default_rng(4))
+    table = compress(F, event)
+    W, D = sample_weights(table, split[None, :])
+    rule = GridRule()
+    grid = make_grid_points([1.0, 2.0], [1.0, 1.0])  # directions 45 deg and atan(1/2)
+    theta = direction_points(np.array([np.pi / 4, np.arctan2(1.0, 2.0)]))
+    a = evaluate_points(table.features, W, D, coefficient_matrix("T", grid), rule)[:, 0]
+    b = evaluate_points(table.features, W, D, coefficient_matrix("T", theta), rule)[:, 0]
+    np.testing.assert_allclose(b, [a[0], a[2]], rtol=1e-9)
+
+
+def test_extend_one_year_hand_worked():
+    from riskdask.hazard.timeatrisk import extend_one_year
+
+    # 'mixed spells' ends with a grant in 2007: a no-grant 2008 opens a 4th spell
+    hist = np.array([CASES["mixed spells"][0], CASES["spell at the end of the period"][0]])
+    end = np.array([10, 10])
+    no = extend_one_year(hist, end, 0)
+    yes = extend_one_year(hist, end, 1)
+    assert no.N0.tolist() == [11, 4] and yes.N0.tolist() == [11, 4]
+    assert no.N1.tolist() == [4, 1] and yes.N1.tolist() == [3, 1]
+    assert no.X.tolist() == [7, 4] and yes.X.tolist() == [6, 3]
+    # the running 3-year spell of the second history becomes 4 years: Z = 0+1+2+3 = 6
+    assert no.Z.tolist() == [4, 6] and yes.Z.tolist() == [4, 3]
+
+
+def test_next_year_probability_matches_lifelines_survival():
+    from riskdask.hazard.gridsearch import next_year_probability
+
+    _, _, event, t = _ties_and_censoring(seed=21)
+    times, inc = breslow_increments(t, event)
+    naf = NelsonAalenFitter(nelson_aalen_smoothing=False).fit(np.round(t, 9), event)
+    t_now = np.array([0.3, 0.7, 1.1, 1.6])
+    t_next = t_now + 0.4
+    H = lambda x: naf.cumulative_hazard_at_times(x).to_numpy()  # noqa: E731
+    want = 1.0 - np.exp(-H(t_next)) / np.exp(-H(t_now))
+    np.testing.assert_allclose(next_year_probability(times, inc, t_now, t_next), want, rtol=1e-12, atol=1e-14)
+
+
+def test_bootstrap_kernel_reproducible_and_resamples_n():
+    from riskdask.engine import plan_chunks
+    from riskdask.hazard.gridsearch import bootstrap_curves
+
+    n0, n1, event, _ = _ties_and_censoring(seed=23, n=300)
+    F = np.column_stack([n0, n1, n0 + n1, n1]).astype(float)
+    table = compress(F, event)
+    coef = np.array([1.0, 0.5, 0.0, 0.0])
+    shared = {"table": table, "coef": coef, "rule": GridRule(), "scale": float((F @ coef).max())}
+    chunks = plan_chunks(6, 3, seed=5)
+    a = bootstrap_curves(chunks[1], shared)
+    b = bootstrap_curves(chunks[1], shared)
+    c = bootstrap_curves(chunks[0], shared)
+    assert a.shape == (3, 101) and np.array_equal(a, b) and not np.array_equal(a, c)
