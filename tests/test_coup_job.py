@@ -1,0 +1,218 @@
+"""The coup job end to end on real clusters: bit-identical on 1 and 2 workers and with a
+worker killed mid-run; outputs as COUP.md lists; every bad-input case through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import (average_precision_score, brier_score_loss, r2_score,
+                             roc_auc_score)
+
+from conftest import REPO, leftovers, read_summary, run_dirs
+from riskdask.coup.schema import GOVERNMENT_TYPES
+from riskdask.coup.synthetic import synthetic_reign
+from riskdask.coup.sweep import threshold_grid
+from jobs.coup import run_coup
+
+# A small but complete run: 40 synthetic countries (~26k rows), 12 trees in 6 sub-forests.
+SMALL = ["data.synthetic_countries=40", "forest.n_trees=12", "forest.trees_per_task=2",
+         "forest.max_depth=12", "importance.permutation_rows=300",
+         "importance.permutation_repeats=2", "backtest.first_test_year=2017",
+         "backtest.n_trees=4", "backtest.trees_per_task=2"]
+TABLES = ("sweep", "confusion_tables", "importances", "predictions", "league_table", "backtest")
+
+
+def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(run_dir / "tables" / f"{name}.parquet") for name in TABLES}
+
+
+@pytest.fixture(scope="module")
+def small_runs(local_client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coup_runs")
+    one = run_coup(overrides=SMALL, client=local_client(1), out=out / "w1")
+    two = run_coup(overrides=SMALL, client=local_client(2), out=out / "w2")
+    return one, two
+
+
+def test_bit_identical_on_1_and_2_workers(small_runs):
+    one, two = small_runs
+    assert one.summary == two.summary
+    t1, t2 = _tables(one.run_dir), _tables(two.run_dir)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(t1[name], t2[name], check_exact=True, obj=name)
+    assert (one.manifest["cluster"]["n_workers"], two.manifest["cluster"]["n_workers"]) == (1, 2)
+
+
+def test_outputs_are_complete_and_consistent(small_runs):
+    run, _ = small_runs
+    s = run.summary
+    files = {p.name for p in run.run_dir.rglob("*") if p.is_file()}
+    assert {"summary.json", "manifest.json", "report.html", "precision_recall_f1_vs_threshold.png",
+            "pr_curve.png", "importances_top20.png", "league_table_top20.png"} <= files
+    t = _tables(run.run_dir)
+    sweep = t["sweep"]
+    assert len(sweep) == 1000 and np.array_equal(sweep["threshold"], threshold_grid())
+    # every threshold's counts add up to the test set; TP/FP fall as the threshold rises
+    assert ((sweep[["FN", "TP", "TN", "FP"]].sum(axis=1)) == s["n_test"]).all()
+    assert (np.diff(sweep["TP"]) <= 0).all() and (np.diff(sweep["FP"]) <= 0).all()
+    assert (sweep["TP"] + sweep["FN"] == s["attempts_test"]).all()
+    # independent re-computation from the written test predictions with sklearn
+    pred = t["predictions"]
+    test = pred[pred["split"] == "test"]
+    y, p = test["target"].to_numpy(), test["probability"].to_numpy()
+    assert s["test_roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert s["test_pr_auc"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert s["test_brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    assert s["test_r2"] == pytest.approx(r2_score(y, p), abs=1e-12)
+    for name, opt in s["optimal_thresholds"].items():
+        thr = opt["threshold"]
+        tp = int(((p > thr) & (y == 1)).sum())
+        fp = int(((p > thr) & (y == 0)).sum())
+        assert opt["confusion"]["TP"] == tp and opt["confusion"]["FP"] == fp, name
+    assert list(s["confusion_tables"]["f1"]) == ["FN", "TP", "TN", "FP"]
+    f1 = sweep["f1"].to_numpy()
+    assert s["optimal_thresholds"]["f1"]["index"] == int(np.argmax(f1))
+    # OOB score: sklearn's R² over training rows that have an OOB prediction
+    train = pred[(pred["split"] == "train") & (pred["oob_trees"] > 0)]
+    assert s["oob_score"] == pytest.approx(r2_score(train["target"], train["probability"]),
+                                           abs=1e-12)
+    assert s["oob_rows_without_trees"] == int(((pred["split"] == "train")
+                                               & (pred["oob_trees"] == 0)).sum())
+    # the league table: the latest month, every country once, honest scores only, ranked
+    league = t["league_table"]
+    assert s["league_month"] == "2019-03" and league["country"].is_unique
+    assert set(league["score_source"]) <= {"oob", "test", "none"}
+    probs = league["probability"].dropna().to_numpy()
+    assert (np.diff(probs) <= 0).all()
+    thr = s["optimal_thresholds"]["f1"]["threshold"]
+    assert (league["clears_f1_threshold"] == (league["probability"] > thr)).all()
+    imp = t["importances"]
+    assert len(imp) == s["n_features"] == 46
+    assert imp["impurity_importance"].sum() == pytest.approx(1.0, abs=1e-12)
+    assert imp["permutation_importance"].notna().all()
+    bt = t["backtest"]
+    assert set(bt["test_year"]) == {2017, 2018, 2019}
+    assert set(bt["threshold_kind"]) == {"precision", "recall", "f1", "default"}
+    manifest = json.loads((run.run_dir / "manifest.json").read_text())
+    assert any(e["source"] == "oob" for e in manifest["exclusions"]) == \
+        (s["oob_rows_without_trees"] > 0)
+
+
+def test_worker_killed_mid_run_gives_identical_results(cli_cluster, local_client, tmp_path):
+    # one tree per task and deeper trees: enough tasks that most are still to run at the kill
+    args = ["data.synthetic_countries=40", "forest.n_trees=16", "forest.trees_per_task=1",
+            "importance.permutation_repeats=0", "backtest.enabled=false"]
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "riskdask", "run", "coup", "--scheduler", cli_cluster.address,
+           "--out", str(out), "--quiet"]
+    for a in args:
+        cmd += ["--set", a]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    cli_cluster.wait_until("subforests-", at_least=2)
+    done_at_kill = cli_cluster.tasks_in_memory("subforests-")
+    cli_cluster.kill_worker("worker-2")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert cli_cluster.n_workers() == 1
+    assert done_at_kill < 16                             # the kill came mid-forest
+    [run] = run_dirs(out, "coup")
+    reference = run_coup(overrides=args, client=local_client(1), out=tmp_path / "ref")
+    assert read_summary(run) == reference.summary
+    for name in ("sweep", "predictions", "importances", "league_table"):
+        pd.testing.assert_frame_equal(pd.read_parquet(run / "tables" / f"{name}.parquet"),
+                                      reference.table(name), check_exact=True, obj=name)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def base_frame():
+    frame = synthetic_reign(seed=5, n_countries=8)
+    assert frame["pt_attempt"].sum() >= 4
+    return frame
+
+
+def _bad_file(tmp_path, frame) -> Path:
+    path = tmp_path / "reign_bad.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _expect_bad_input(cli, tmp_path, path, *words, extra=()):
+    out = tmp_path / "runs"
+    r = cli("run", "coup", "--set", f"data.path={path}", *extra, "--out", out, "--quiet")
+    assert r.code == 2, r.err
+    assert r.err.startswith("error: ") and r.err.count("\n") == 1, r.err   # one message
+    assert str(path) in r.err
+    for w in words:
+        assert w in r.err, (w, r.err)
+    assert run_dirs(out, "coup") == []                                    # nothing written
+    assert [p for p in leftovers(out) if p != out / "coup"] == []
+    assert not (out / "coup").exists() or not any((out / "coup").iterdir())
+    return r
+
+
+def test_bad_missing_required_column(cli, tmp_path, base_frame):
+    path = _bad_file(tmp_path, base_frame.drop(columns=["tenure_months"]))
+    _expect_bad_input(cli, tmp_path, path, "column 'tenure_months'", "missing required column")
+
+
+def test_bad_non_numeric_value(cli, tmp_path, base_frame):
+    frame = base_frame.astype({"age": object})
+    frame.loc[10, "age"] = "fifty"
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, "row 11", "column 'age'", "'fifty'")
+
+
+def test_bad_pt_attempt_not_binary(cli, tmp_path, base_frame):
+    frame = base_frame.copy()
+    frame.loc[20, "pt_attempt"] = 2
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, "row 21", "column 'pt_attempt'", "0 or 1")
+
+
+def test_bad_unknown_government_label_as_a_real_process(run_cli, tmp_path, base_frame):
+    frame = base_frame.copy()
+    frame.loc[30, "government"] = "Theocracy"
+    path = _bad_file(tmp_path, frame)
+    out = tmp_path / "runs"
+    r = run_cli("run", "coup", "--set", f"data.path={path}", "--out", out, "--quiet")
+    assert r.returncode == 2, r.stderr
+    assert str(path) in r.stderr and "row 31" in r.stderr and "column 'government'" in r.stderr
+    assert "'Theocracy'" in r.stderr
+    assert all(g in r.stderr for g in GOVERNMENT_TYPES)                  # lists the known ones
+    assert run_dirs(out, "coup") == []
+    # `validate` finds the same problem without running anything
+    r2 = run_cli("validate", "coup", "--set", f"data.path={path}")
+    assert r2.returncode == 2 and "'Theocracy'" in r2.stderr
+
+
+def test_bad_duplicate_country_month(cli, tmp_path, base_frame):
+    frame = pd.concat([base_frame, base_frame.iloc[[40]]], ignore_index=True)
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, f"row {len(frame)}", "duplicate country-month",
+                      "already on row 41")
+
+
+def test_bad_month_outside_1_to_12(cli, tmp_path, base_frame):
+    frame = base_frame.copy()
+    frame.loc[50, "month"] = 13
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, "row 51", "column 'month'", "1-12")
+
+
+def test_bad_no_positive_rows_in_training_set(cli, tmp_path, base_frame):
+    frame = base_frame.copy()
+    early = frame["year"] <= 1990
+    assert frame.loc[~early, "pt_attempt"].sum() > 0
+    frame.loc[early, ["pt_attempt", "pt_suc"]] = 0
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, "column 'pt_attempt'", "no positive rows",
+                      "training set",
+                      extra=("--set", "split.kind=temporal", "--set", "split.train_until_year=1990"))
