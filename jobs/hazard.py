@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from riskdask.engine import map_chunks, plan_chunks
 from riskdask.errors import ConfigError
 from riskdask.hazard import analysis, figures
-from riskdask.hazard.estimators import GridRule
+from riskdask.hazard.covariates import cox_baseline, design_matrix
+from riskdask.hazard.estimators import GridRule, smooth_hazard
 from riskdask.hazard.gridsearch import (GridPoints, PatternTable, TileInput, bootstrap_curves,
                                         coefficient_matrix, compress, curves_for, direction_points,
                                         evaluate_tile, make_grid_points, next_year_probability,
@@ -146,6 +147,9 @@ class Config(BaseModel):
     split: SplitConfig = SplitConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
     top_n_report: int = Field(20, ge=0, description="NPOs shown in the report's ranked table")
+    covariates: list[Literal["field", "function", "age"]] = Field(
+        [], description="optional: also fit lifelines' CoxPHFitter at the optimum and report "
+                        "its smoothed baseline hazard")
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -278,6 +282,13 @@ def run(cfg: Config, ctx) -> dict:
                                              label="hazard-bootstrap"), axis=0)
             band_lo, band_hi = analysis.bootstrap_band(boot, cfg.bootstrap.level)
         between = analysis.between_fraction(h[:, 2], h[:, 0], h[:, 1])
+        cox = None
+        if cfg.covariates:
+            t_best = panel.features.matrix() @ coef
+            c_times, c_inc, c_params, c_index = cox_baseline(
+                t_best, event, design_matrix(panel.npos, cfg.covariates))
+            cox = {"hazard": smooth_hazard(cur["grid"], c_times, c_inc, cur["bandwidth"]),
+                   "params": c_params, "concordance": c_index}
 
     with ctx.stage("predict"):
         ranked = _next_year_table(panel, cfg, best, cur, coef)
@@ -287,6 +298,9 @@ def run(cfg: Config, ctx) -> dict:
                                "hazard_sample2": h[:, 1], "hazard_full": h[:, 2]})
         if band_lo is not None:
             curves["full_lower"], curves["full_upper"] = band_lo, band_hi
+        if cox is not None:
+            curves["hazard_cox_baseline"] = cox["hazard"]
+            ctx.write_table("cox_coefficients", cox["params"])
         breslow = pd.DataFrame({"time_at_risk": cur["times"], "dH_sample1": cur["increments"][:, 0],
                                 "dH_sample2": cur["increments"][:, 1],
                                 "dH_full": cur["increments"][:, 2]})
@@ -318,6 +332,9 @@ def run(cfg: Config, ctx) -> dict:
         "full_curve_between_halves_fraction": between,
         "bandwidth": float(cur["bandwidth"]), "max_time_at_risk": float(cur["scale"]),
         "bootstrap": {"n_boot": cfg.bootstrap.n_boot, "level": cfg.bootstrap.level},
+        "cox": None if cox is None else {
+            "covariates": list(cfg.covariates), "concordance": cox["concordance"],
+            "coefficients": cox["params"].set_index("covariate").coef.to_dict()},
         "n_active_ranked": int(len(ranked)),
         "top_closure_risk": ranked.head(5)[["npo_id", "p_close_next_year"]].to_dict("records"),
     }

@@ -30,9 +30,12 @@ def _same_run(a, b):
 
 
 def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
-    one = run_job("hazard", overrides=SMALL, client=local_client(1), out=tmp_path / "one")
-    two = run_job("hazard", overrides=SMALL, client=local_client(2), out=tmp_path / "two")
+    sets = SMALL + ['covariates=["field", "function", "age"]']
+    one = run_job("hazard", overrides=sets, client=local_client(1), out=tmp_path / "one")
+    two = run_job("hazard", overrides=sets, client=local_client(2), out=tmp_path / "two")
     _same_run(one, two)
+    pd.testing.assert_frame_equal(one.table("cox_coefficients"), two.table("cox_coefficients"))
+    assert one.table("hazard_curves").hazard_cox_baseline.gt(0).all()
     # the run did real work: 81 points x 3 splits, in 9 tiles, and a finite optimum
     assert one.summary["n_grid_points"] == 81 and one.summary["n_tiles"] == 9
     assert np.isfinite(one.summary["optimum"]["dev"])
@@ -44,6 +47,26 @@ def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
     assert (one.run_dir / "report.html").stat().st_size > 10_000
     assert one.summary["max_stratum_count_difference"] <= 1
     assert abs(one.summary["sample_sizes"][0] - one.summary["sample_sizes"][1]) <= 1
+
+
+def test_k0_config_and_direction_search_run(local_client, tmp_path):
+    k0 = run_job("hazard", REPO / "configs" / "hazard-k0.toml", client=local_client(2),
+                 out=tmp_path / "k0", overrides=["grid.k1.num=5", "grid.k2.num=5",
+                                                 "split.n_splits=2", "bootstrap.n_boot=0"])
+    assert k0.summary["definition"] == "T1" and k0.summary["n_grid_points"] == 5 * 5 * 5
+    assert k0.summary["optimum"]["k0"] in (0.0, 0.25, 0.5, 1.0, 2.0)
+    assert (k0.run_dir / "figures" / "dev_vs_k0.png").exists()
+    surface = k0.table("deviation_surface")
+    # relative mode: Dev depends on k2/k1 only -> equal on the diagonal k1 = k2 for each k0
+    diag = surface[np.isclose(surface.k1, surface.k2)]
+    spread = diag.groupby("k0").dev_mean.agg(lambda v: v.max() - v.min())
+    assert (spread <= 1e-9 * diag.dev_mean.max()).all()
+    d = run_job("hazard", client=local_client(2), out=tmp_path / "dir",
+                overrides=["grid.mode=direction", "grid.theta_deg.num=31", "split.n_splits=2",
+                           "bootstrap.n_boot=0"])
+    assert d.summary["n_grid_points"] == 31
+    assert 0.0 <= d.summary["optimum"]["theta_deg"] <= 90.0
+    assert (d.run_dir / "figures" / "dev_vs_direction.png").exists()
 
 
 KILL = ["grid.k1.num=101", "grid.k2.num=101", "grid.tile_size=50", "split.n_splits=40",

@@ -331,3 +331,21 @@ def test_bootstrap_kernel_reproducible_and_resamples_n():
     b = bootstrap_curves(chunks[1], shared)
     c = bootstrap_curves(chunks[0], shared)
     assert a.shape == (3, 101) and np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_cox_baseline_with_covariates_equals_breslow_with_risk_scores():
+    from riskdask.hazard.covariates import cox_baseline, design_matrix
+    from riskdask.hazard.panel import Period, build_panel
+    from riskdask.hazard.synthetic import generate_panel
+    from riskdask.hazard.timeatrisk import time_at_risk
+
+    panel = build_panel(generate_panel(400, Period(), seed=3), Period())
+    X = design_matrix(panel.npos, ["function", "age"])
+    assert list(X.columns) == ["function_funding", "function_services", "function_umbrella", "age"]
+    t = time_at_risk(panel.features.matrix(), "T", 0.7, 0.4)
+    times, inc, params, _ = cox_baseline(t, panel.event, X)
+    beta = params.set_index("covariate").coef.reindex(X.columns).to_numpy()
+    Xc = X.to_numpy() - X.to_numpy().mean(axis=0)
+    ref_times, ref_inc = breslow_increments(t, panel.event, risk_score=np.exp(Xc @ beta))
+    np.testing.assert_array_equal(times, ref_times)
+    np.testing.assert_allclose(np.cumsum(inc), np.cumsum(ref_inc), rtol=0, atol=1e-10)
