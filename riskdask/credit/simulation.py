@@ -1,0 +1,488 @@
+"""Monte Carlo kernel of the CreditMetrics model (seed section 3.3, Steps 0-6).
+
+Step 0 (the conditional-forward-value matrix) is computed once and enters the
+kernel as ``loss_by_state[i, w] = FV_i - CFV_i^w``; Steps 1-4 run per chunk of
+scenarios in :func:`simulate_chunk`; Step 5 is the engine's map over chunks and
+the exact tree reduce of :func:`combine_summaries`; Step 6 is
+:func:`simulation_statistics`.
+
+Two correlation paths, both exact samplers of the seed's model:
+
+* **factor** (uniform rho = one factor with loading sqrt(rho), or sector /
+  country factor loadings): ``x_i = beta_i' eta + s_i eps_i`` with independent
+  standard normal factors ``eta`` and idiosyncratic ``eps_i``.  Given the
+  factors, ``x_i < b_k`` iff ``U_i < Phi((b_k - beta_i' eta) / s_i)`` with
+  ``U_i = Phi(eps_i)`` uniform, so the idiosyncratic normal is drawn as its
+  uniform -- one 32-bit integer compared with integer thresholds -- instead of
+  a normal deviate and a matrix product (Step 2 without the n x n Cholesky
+  product).  The conditional probabilities depend only on the obligor's *group*
+  (initial rating, loadings), i.e. a handful of ``ndtr`` calls per scenario.
+  Rounding probabilities down to multiples of 2^-32 moves each migration
+  probability by less than 2.4e-10.
+* **matrix** (a full correlation matrix): Step 2 literally, ``x_c = L x`` with
+  the Cholesky factor, in float32 (a return within 1e-7 of a boundary is the
+  only one whose state can change; probability ~1e-7).
+
+Step 3 maps returns to states by the boundaries of Table 3.1.  Most obligors keep
+their rating, so the kernel first tests the "unchanged" band (two comparisons),
+then resolves the exact state only for the entries that migrated.
+
+Importance sampling (seed Step 1, "sampling with a higher probability from the
+tail"; the mean shift of Glasserman & Li 2005): the systematic normals are drawn
+from ``N(mu, I)`` and every scenario carries the likelihood ratio
+``w = exp(-mu' z + mu' mu / 2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from .summary import (LossSummary, keep_rows, merge_summaries, sort_tail, tail_count,
+                      var_es_from_sorted, batch_means_se)
+
+__all__ = [
+    "SimulationModel",
+    "build_factor_model",
+    "build_matrix_model",
+    "simulate_chunk",
+    "combine_summaries",
+    "simulate_local",
+    "simulation_statistics",
+    "importance_shift",
+]
+
+_U32_SCALE = float(2 ** 32)
+_U32_MAX = 2 ** 32 - 1
+
+
+@dataclass(frozen=True)
+class SimulationModel:
+    """Everything a worker needs; scattered once to the cluster.
+
+    Obligors are stored in *simulation order* (sorted by group so that each
+    group is a contiguous block); ``order[k]`` is the input position of the
+    obligor simulated in column k.
+    """
+
+    kind: str                      # "factor" or "matrix"
+    loss_by_state: np.ndarray      # (n, R) FV_i - CFV_i^w, states worst first
+    initial_state: np.ndarray      # (n,) worst-first state index of the initial rating
+    thresholds: np.ndarray         # (n, R - 1) Table 3.1 boundaries per obligor
+    order: np.ndarray              # (n,) input position of each simulated column
+    confidence: tuple              # confidence levels
+    n_scenarios: int               # sim, for a = round(sim * (1 - confidence))
+    state_rows: int                # tail rows that keep per-obligor states
+    hist_edges: np.ndarray         # loss histogram edges
+    block: int                     # scenarios per cache-sized block
+    shift: np.ndarray | None = None          # IS mean shift of the systematic normals
+    # factor path
+    group_start: np.ndarray | None = None    # (G + 1,) block boundaries
+    group_loadings: np.ndarray | None = None  # (G, K) loadings on independent factors
+    group_idio: np.ndarray | None = None     # (G,) idiosyncratic standard deviation
+    group_of_obligor: np.ndarray | None = None  # (n,)
+    # matrix path
+    cholesky: np.ndarray | None = None       # (n, n) float32 lower triangular
+
+    @property
+    def n_obligors(self) -> int:
+        return self.loss_by_state.shape[0]
+
+    @property
+    def n_states(self) -> int:
+        return self.loss_by_state.shape[1]
+
+    @property
+    def tail_counts(self) -> list[int]:
+        return [tail_count(self.n_scenarios, c) for c in self.confidence]
+
+    @property
+    def weight_needed(self) -> float:
+        """Tail weight to keep: the largest ``a`` over the confidence levels."""
+        return float(max(self.tail_counts))
+
+
+def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
+            state_rows, hist_edges, block):
+    loss_by_state = np.ascontiguousarray(loss_by_state, dtype=float)
+    n = loss_by_state.shape[0]
+    if block is None:
+        block = int(max(64, min(8192, (1 << 20) // max(n, 1))))
+    return dict(loss_by_state=loss_by_state,
+                initial_state=np.asarray(initial_state, dtype=np.int64),
+                thresholds=np.asarray(thresholds, dtype=float),
+                confidence=tuple(float(c) for c in confidence),
+                n_scenarios=int(n_scenarios), state_rows=int(state_rows),
+                hist_edges=np.asarray(hist_edges, dtype=float), block=int(block))
+
+
+def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, confidence,
+                       n_scenarios, hist_edges, state_rows=20_000, shift=None,
+                       block=None) -> SimulationModel:
+    """Model for a uniform correlation or a factor model.
+
+    Parameters
+    ----------
+    loss_by_state : ndarray, shape (n, R)
+        ``FV_i - CFV_i^w`` with states worst first (zero at the initial state).
+    initial_state : ndarray of int, shape (n,)
+        Worst-first index of each initial rating.
+    thresholds : ndarray, shape (n, R - 1)
+        Migration boundaries (Table 3.1) of each obligor.
+    loadings : ndarray, shape (n, K)
+        Loadings on *independent* standard normal factors (uniform rho: one
+        column sqrt(rho)); each row's squared norm must be below 1.
+    confidence, n_scenarios, hist_edges, state_rows, shift, block
+        See :class:`SimulationModel`.
+    """
+    base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
+                   state_rows, hist_edges, block)
+    loadings = np.atleast_2d(np.asarray(loadings, dtype=float))
+    n = base["loss_by_state"].shape[0]
+    r2 = np.einsum("ik,ik->i", loadings, loadings)
+    if np.any(r2 >= 1.0):
+        raise ValueError("factor loadings must have squared norm below 1")
+    key = np.column_stack([base["initial_state"].astype(float), base["thresholds"], loadings])
+    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    group = group.ravel()
+    order = np.argsort(group, kind="stable")
+    group_sorted = group[order]
+    n_groups = first.size
+    group_start = np.searchsorted(group_sorted, np.arange(n_groups + 1))
+    reps = order[group_start[:-1]]
+    return SimulationModel(
+        kind="factor",
+        loss_by_state=base["loss_by_state"][order],
+        initial_state=base["initial_state"][order],
+        thresholds=base["thresholds"][order],
+        order=order,
+        confidence=base["confidence"], n_scenarios=base["n_scenarios"],
+        state_rows=base["state_rows"], hist_edges=base["hist_edges"], block=base["block"],
+        shift=None if shift is None else np.asarray(shift, dtype=float).ravel(),
+        group_start=group_start,
+        group_loadings=np.ascontiguousarray(loadings[reps]),
+        group_idio=np.sqrt(1.0 - r2[reps]),
+        group_of_obligor=group_sorted,
+    )
+
+
+def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *, confidence,
+                       n_scenarios, hist_edges, state_rows=20_000, shift=None,
+                       block=None) -> SimulationModel:
+    """Model for a full n x n correlation matrix (Step 2 by Cholesky).
+
+    ``correlation`` must be symmetric positive definite (the loaders check and
+    report the smallest eigenvalue otherwise).
+    """
+    base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
+                   state_rows, hist_edges, block)
+    chol = np.linalg.cholesky(np.asarray(correlation, dtype=float))
+    n = chol.shape[0]
+    return SimulationModel(
+        kind="matrix", order=np.arange(n), cholesky=np.ascontiguousarray(chol, dtype=np.float32),
+        shift=None if shift is None else np.asarray(shift, dtype=float).ravel(), **base)
+
+
+def importance_shift(model_kind: str, loss_at_default, default_threshold, loadings_or_chol,
+                     target_confidence: float, size: float | None = None) -> np.ndarray:
+    """Mean shift of the systematic normals for importance sampling.
+
+    The direction is the gradient, at zero, of the conditional expected default
+    loss ``sum_i LGD_i * Phi((b_D,i - beta_i' z) / s_i)`` with respect to the
+    independent systematic normals (negated: towards losses); its length is
+    ``Phi^-1(target_confidence)`` unless ``size`` is given, which centres the
+    sampling at the factor quantile that drives the target tail (Glasserman &
+    Li 2005, one-factor case; the seed's Step 1).
+
+    Parameters
+    ----------
+    model_kind : {"factor", "matrix"}
+    loss_at_default : ndarray (n,)
+    default_threshold : ndarray (n,)
+        ``b_D`` of each obligor.
+    loadings_or_chol : ndarray
+        (n, K) loadings on independent factors, or the (n, n) Cholesky factor.
+    target_confidence : float
+    size : float, optional
+    """
+    lgd = np.asarray(loss_at_default, dtype=float)
+    b = np.asarray(default_threshold, dtype=float)
+    a = np.asarray(loadings_or_chol, dtype=float)
+    if model_kind == "factor":
+        sd = np.sqrt(np.clip(1.0 - np.einsum("ik,ik->i", a, a), 1e-12, None))
+    else:
+        sd = np.ones(lgd.size)
+    dens = np.where(np.isfinite(b), np.exp(-0.5 * np.where(np.isfinite(b), b, 0.0) ** 2), 0.0)
+    g = (lgd * dens / sd) @ a
+    norm = np.linalg.norm(g)
+    if norm == 0.0:
+        g = a.sum(axis=0)
+        norm = np.linalg.norm(g)
+    direction = g / norm
+    length = ndtri(target_confidence) if size is None else float(size)
+    return -length * direction
+
+
+# ------------------------------------------------------------------------------ kernel
+def _probabilities_to_u32(p):
+    """Cumulative probabilities as 32-bit integer thresholds: ``U < C`` has
+    probability ``C / 2^32`` for a uniform 32-bit integer ``U``."""
+    scaled = np.floor(p * _U32_SCALE)
+    return np.minimum(scaled, _U32_MAX).astype(np.uint32)
+
+
+def _weights(rng, z, shift):
+    if shift is None:
+        return np.ones(z.shape[0])
+    return np.exp(-(z @ shift) + 0.5 * float(shift @ shift))
+
+
+def _factor_block(rng, model: SimulationModel, sb: int):
+    """Steps 1-3 for ``sb`` scenarios of the factor path; returns migrations."""
+    n = model.n_obligors
+    k = model.group_loadings.shape[1]
+    eta = rng.standard_normal((sb, k))
+    if model.shift is not None:
+        eta += model.shift
+    w = _weights(rng, eta, model.shift)
+    systematic = eta @ model.group_loadings.T                              # (sb, G)
+    starts = model.group_start
+    reps = starts[:-1]
+    thr = model.thresholds[reps]                                           # (G, R-1)
+    z = (thr[None, :, :] - systematic[:, :, None]) / model.group_idio[None, :, None]
+    cut = _probabilities_to_u32(ndtr(z))                                   # (sb, G, R-1)
+    raw = rng.bit_generator.random_raw((sb * n + 1) // 2)
+    u = raw.view(np.uint32)[: sb * n].reshape(sb, n)
+    moved = np.empty((sb, n), dtype=bool)
+    top = model.n_states - 1
+    for g in range(reps.size):
+        o0, o1 = starts[g], starts[g + 1]
+        state = model.initial_state[o0]
+        view = moved[:, o0:o1]
+        block = u[:, o0:o1]
+        if state > 0:
+            np.less(block, cut[:, g, state - 1][:, None], out=view)
+        else:
+            view[...] = False
+        if state < top:
+            view |= block >= cut[:, g, state][:, None]
+    idx = np.flatnonzero(moved)
+    s = idx // n
+    i = idx - s * n
+    gi = model.group_of_obligor[i]
+    new_state = (u.ravel()[idx][:, None] >= cut[s, gi, :]).sum(axis=1)
+    return w, s, i, new_state
+
+
+def _matrix_block(rng, model: SimulationModel, sb: int):
+    """Steps 1-3 for ``sb`` scenarios of the full-matrix path (x_c = L x)."""
+    from threadpoolctl import threadpool_limits
+
+    n = model.n_obligors
+    e = rng.standard_normal((sb, n), dtype=np.float32)
+    if model.shift is not None:
+        e += model.shift.astype(np.float32)
+        w = np.exp(-(e.astype(np.float64) @ model.shift) + 0.5 * float(model.shift @ model.shift))
+    else:
+        w = np.ones(sb)
+    # One BLAS thread: workers are single-threaded processes, and a fixed thread
+    # count keeps the float32 product bit-identical from run to run.
+    with threadpool_limits(1):
+        x = e @ model.cholesky.T
+    thr = model.thresholds.astype(np.float32)
+    state0 = model.initial_state
+    rows = np.arange(n)
+    padded = np.concatenate([np.full((n, 1), -np.inf, np.float32), thr,
+                             np.full((n, 1), np.inf, np.float32)], axis=1)
+    lo = padded[rows, state0]
+    hi = padded[rows, state0 + 1]
+    moved = (x < lo) | (x >= hi)
+    idx = np.flatnonzero(moved)
+    s = idx // n
+    i = idx - s * n
+    new_state = (x.ravel()[idx][:, None] >= thr[i]).sum(axis=1)
+    return w, s, i, new_state
+
+
+def _states_for(rows, sb, s, i, new_state, initial_state):
+    """Dense forward states (uint8) of the selected scenario rows of a block."""
+    states = np.repeat(initial_state.astype(np.uint8)[None, :], rows.size, axis=0)
+    pos = np.full(sb, -1, dtype=np.int64)
+    pos[rows] = np.arange(rows.size)
+    hit = pos[s] >= 0
+    states[pos[s[hit]], i[hit]] = new_state[hit]
+    return states
+
+
+def _histogram(loss, w, edges):
+    counts, _ = np.histogram(loss, bins=edges, weights=w)
+    under = w[loss < edges[0]].sum()
+    over = w[loss > edges[-1]].sum()
+    return np.concatenate([[under], counts, [over]])
+
+
+def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
+    """Steps 1-4 for one chunk of scenarios, summarised for an exact merge.
+
+    Parameters
+    ----------
+    chunk : riskdask.engine.Chunk
+        Scenario range ``[start, stop)`` and its random stream.
+    model : SimulationModel
+
+    Returns
+    -------
+    LossSummary
+        Moments, per-obligor loss sums, the tail buffer with states, the loss
+        histogram and this chunk's own VaR/ES (for batch means).
+    """
+    rng = chunk.rng()
+    n = model.n_obligors
+    size = chunk.size
+    need = model.weight_needed
+    block_fn = _factor_block if model.kind == "factor" else _matrix_block
+    loss = np.empty(size)
+    weight = np.empty(size)
+    obligor_loss = np.zeros(n)
+    cand_loss, cand_w, cand_id, cand_states = [], [], [], []
+    for b0 in range(0, size, model.block):
+        sb = min(model.block, size - b0)
+        w, s, i, new_state = block_fn(rng, model, sb)
+        step_loss = model.loss_by_state[i, new_state]                  # Step 4
+        scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
+        loss[b0:b0 + sb] = scen_loss
+        weight[b0:b0 + sb] = w
+        obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
+        ids = chunk.start + b0 + np.arange(sb)
+        order = sort_tail(scen_loss, ids)
+        keep = keep_rows(w[order], need)
+        sel = order[:keep]
+        cand_loss.append(scen_loss[sel])
+        cand_w.append(w[sel])
+        cand_id.append(ids[sel])
+        cand_states.append(_states_for(sel[: model.state_rows], sb, s, i, new_state,
+                                       model.initial_state))
+    t_loss = np.concatenate(cand_loss)
+    t_w = np.concatenate(cand_w)
+    t_id = np.concatenate(cand_id)
+    # Row positions of every candidate inside the concatenated states (or -1).
+    state_pos = []
+    offset = 0
+    for cl, cs in zip(cand_loss, cand_states):
+        pos = np.full(cl.size, -1, dtype=np.int64)
+        pos[: cs.shape[0]] = offset + np.arange(cs.shape[0])
+        state_pos.append(pos)
+        offset += cs.shape[0]
+    state_pos = np.concatenate(state_pos)
+    all_states = np.concatenate(cand_states) if offset else np.empty((0, n), np.uint8)
+    order = sort_tail(t_loss, t_id)
+    keep = keep_rows(t_w[order], need)
+    order = order[:keep]
+    n_states = min(keep, model.state_rows)
+    states = all_states[state_pos[order[:n_states]]]
+
+    w_sum = float(weight.sum())
+    mean = float(np.dot(weight, loss) / w_sum)
+    m2 = float(np.dot(weight, (loss - mean) ** 2))
+    batch = [chunk.index, mean, np.sqrt(m2 / w_sum)]
+    tl, tw = t_loss[order], t_w[order]
+    for c in model.confidence:
+        a_c = tail_count(size, c)
+        if a_c < 2:
+            batch += [np.nan, np.nan]
+        else:
+            v, e, _ = var_es_from_sorted(tl, tw, mean, a_c)
+            batch += [v, e]
+    return LossSummary(
+        first_chunk=chunk.index, last_chunk=chunk.index, n=size, weight_sum=w_sum,
+        mean=mean, m2=m2, obligor_loss=obligor_loss, tail_loss=tl, tail_weight=tw,
+        tail_scenario=t_id[order], tail_states=states,
+        histogram=_histogram(loss, weight, model.hist_edges),
+        batches=np.array([batch], dtype=float),
+        meta={"weight_needed": need, "state_rows": model.state_rows},
+    )
+
+
+def combine_summaries(a: LossSummary, b: LossSummary) -> LossSummary:
+    """Associative exact merge for the engine's tree reduce (Step 5)."""
+    return merge_summaries(a, b, weight_needed=a.meta["weight_needed"],
+                           state_rows=a.meta["state_rows"])
+
+
+def simulate_local(model: SimulationModel, chunks) -> LossSummary:
+    """Single-process run of the same chunks, reduced in the engine's tree order."""
+    level = [simulate_chunk(c, model) for c in chunks]
+    while len(level) > 1:
+        nxt = [combine_summaries(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+# --------------------------------------------------------------------------- Step 6
+def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portfolio: float):
+    """Seed Step 6 from a merged summary, with Monte Carlo standard errors.
+
+    Returns
+    -------
+    dict
+        ``el``, ``ul`` (simulated, seed definitions: ``FV_P - mean SFV`` and the
+        population standard deviation), their batch-means standard errors, the
+        mean SFV, and per confidence level ``a``, ``var``, ``es`` with standard
+        errors and percentages of FV_P; ``contributions`` (n, levels) -- each
+        obligor's expected loss in the ES tail minus its mean loss, summing to
+        ES -- and ``tail_loss`` (n, levels), the expected loss in the tail
+        (NaN for a level whose tail exceeds the state buffer);
+        ``obligor_mean_loss`` (n,), in input order.
+    """
+    n_chunks = summary.batches.shape[0]
+    sizes = np.full(n_chunks, float(summary.n) / n_chunks)
+    # Chunk sizes: all equal but the last (plan_chunks); recover them exactly.
+    chunk_size = int(np.ceil(summary.n / n_chunks))
+    sizes = np.full(n_chunks, float(chunk_size))
+    sizes[-1] = summary.n - chunk_size * (n_chunks - 1)
+    mean_loss = summary.mean
+    ul = float(np.sqrt(summary.m2 / summary.weight_sum))
+    b = summary.batches
+    out = {
+        "n_scenarios": summary.n,
+        "n_chunks": n_chunks,
+        "mean_sfv": fv_portfolio - mean_loss,
+        "el": mean_loss,
+        "el_se": batch_means_se(b[:, 1], sizes),
+        "ul": ul,
+        "ul_se": batch_means_se(b[:, 2], sizes),
+        "weight_sum": summary.weight_sum,
+        "levels": [],
+    }
+    inverse = np.empty_like(model.order)
+    inverse[model.order] = np.arange(model.order.size)
+    obligor_mean = summary.obligor_loss / summary.weight_sum
+    out["obligor_mean_loss"] = obligor_mean[inverse]
+    contributions = np.full((model.n_obligors, len(model.confidence)), np.nan)
+    tail_losses = np.full_like(contributions, np.nan)
+    rows = np.arange(model.n_obligors)
+    for j, (c, a) in enumerate(zip(model.confidence, model.tail_counts)):
+        var, es, k = var_es_from_sorted(summary.tail_loss, summary.tail_weight, mean_loss, a)
+        level = {
+            "confidence": c, "a": a,
+            "var": var, "var_se": batch_means_se(b[:, 3 + 2 * j], sizes),
+            "es": es, "es_se": batch_means_se(b[:, 4 + 2 * j], sizes),
+            "var_pct": 100.0 * var / fv_portfolio, "es_pct": 100.0 * es / fv_portfolio,
+            "tail_scenarios": k,
+            "contributions": bool(0 < k <= summary.tail_states.shape[0]),
+        }
+        if level["contributions"]:
+            w = summary.tail_weight[:k]
+            states = summary.tail_states[:k]
+            per = model.loss_by_state[rows[None, :], states]               # (k, n)
+            tail_mean = (w @ per) / w.sum()
+            tail_losses[:, j] = tail_mean[inverse]
+            contributions[:, j] = (tail_mean - obligor_mean)[inverse]
+        out["levels"].append(level)
+    out["contributions"] = contributions
+    out["tail_obligor_loss"] = tail_losses
+    return out

@@ -1,0 +1,197 @@
+"""Exact mergeable summaries of simulated losses and the seed's Step 6 statistics.
+
+A chunk of scenarios is summarised by a :class:`LossSummary`; two summaries of
+disjoint scenario sets merge with :func:`merge_summaries` into the summary of the
+union.  The merge is exact where it matters:
+
+* the tail buffer keeps every scenario that can still be among the worst ``a``
+  of the union (ordered by loss, ties by scenario number, so the kept set does
+  not depend on how the scenarios were grouped), with its weight and, for the
+  first rows, the forward state of every obligor -- enough to recompute ES
+  contributions exactly after any number of merges;
+* moments merge by Chan's parallel formulas and per-obligor sums by addition,
+  both in the tree order fixed by chunk index, hence bit-identical for any
+  number of workers.
+
+Losses are ``L = FV_P - SFV`` (seed Step 4); with weights ``w`` (1 for plain
+sampling, the likelihood ratio with importance sampling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "LossSummary",
+    "merge_summaries",
+    "tail_index",
+    "var_es_from_sorted",
+    "tail_count",
+    "sort_tail",
+    "keep_rows",
+    "batch_means_se",
+]
+
+
+def tail_count(n_scenarios: int, confidence: float) -> int:
+    """``a = sim * (1 - confidence)`` rounded to the nearest integer (seed Step 6)."""
+    return int(np.floor(n_scenarios * (1.0 - confidence) + 0.5))
+
+
+@dataclass
+class LossSummary:
+    """Mergeable summary of a set of simulated scenarios.
+
+    Attributes
+    ----------
+    first_chunk, last_chunk : int
+        Range of chunk indices merged so far (only consecutive ranges merge).
+    n : int
+        Number of scenarios.
+    weight_sum, mean, m2 : float
+        Sum of weights, weighted mean loss and weighted sum of squared
+        deviations (Chan et al. 1979 parallel update).
+    obligor_loss : ndarray (n_obligors,)
+        ``sum_s w_s * loss_is`` per obligor (simulation order).
+    tail_loss, tail_weight : ndarray (k,)
+        Tail buffer, sorted by loss descending then scenario number ascending.
+    tail_scenario : ndarray of int64 (k,)
+        Global scenario numbers of the buffer rows.
+    tail_states : ndarray of uint8 (min(k, cap), n_obligors)
+        Forward state (worst first) of every obligor for the first rows.
+    histogram : ndarray (bins + 2,)
+        Weighted counts: underflow, bins, overflow.
+    batches : ndarray (chunks, 3 + 2 * levels)
+        Per chunk: index, mean loss, std loss, then VaR and ES per level
+        (NaN where the chunk is too small for the level), for batch means.
+    """
+
+    first_chunk: int
+    last_chunk: int
+    n: int
+    weight_sum: float
+    mean: float
+    m2: float
+    obligor_loss: np.ndarray
+    tail_loss: np.ndarray
+    tail_weight: np.ndarray
+    tail_scenario: np.ndarray
+    tail_states: np.ndarray
+    histogram: np.ndarray
+    batches: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def sort_tail(loss, scenario) -> np.ndarray:
+    """Order of rows by loss descending, ties by scenario number ascending."""
+    return np.lexsort((scenario, -loss))
+
+
+def keep_rows(weight_sorted, weight_needed: float) -> int:
+    """Rows to keep: every row whose strictly-preceding cumulative weight is
+    below ``weight_needed`` (such a row can still be among the worst ``a`` of
+    any superset, since supersets only add rows in front of it)."""
+    before = np.concatenate([[0.0], np.cumsum(weight_sorted)[:-1]])
+    return int(np.searchsorted(before, weight_needed, side="left"))
+
+
+def merge_summaries(a: LossSummary, b: LossSummary, *, weight_needed: float,
+                    state_rows: int) -> LossSummary:
+    """Summary of the union of two disjoint scenario sets (associative, exact)."""
+    if a.last_chunk + 1 != b.first_chunk:
+        # The reduce tree only merges neighbours; guard against misuse.
+        a, b = (b, a) if b.last_chunk + 1 == a.first_chunk else (a, b)
+    w = a.weight_sum + b.weight_sum
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.weight_sum / w)
+    m2 = a.m2 + b.m2 + delta * delta * (a.weight_sum * b.weight_sum / w)
+
+    loss = np.concatenate([a.tail_loss, b.tail_loss])
+    weight = np.concatenate([a.tail_weight, b.tail_weight])
+    scen = np.concatenate([a.tail_scenario, b.tail_scenario])
+    order = sort_tail(loss, scen)
+    keep = keep_rows(weight[order], weight_needed)
+    order = order[:keep]
+    # Rows that carry states: any row ranked < state_rows in the union was ranked
+    # < state_rows in its own summary, so its states are available.
+    n_states = min(keep, state_rows)
+    states = np.empty((n_states, a.obligor_loss.size), dtype=np.uint8)
+    n_a = a.tail_loss.size
+    for pos, src in enumerate(order[:n_states]):
+        states[pos] = a.tail_states[src] if src < n_a else b.tail_states[src - n_a]
+    return LossSummary(
+        first_chunk=a.first_chunk,
+        last_chunk=b.last_chunk,
+        n=a.n + b.n,
+        weight_sum=w,
+        mean=mean,
+        m2=m2,
+        obligor_loss=a.obligor_loss + b.obligor_loss,
+        tail_loss=loss[order],
+        tail_weight=weight[order],
+        tail_scenario=scen[order],
+        tail_states=states,
+        histogram=a.histogram + b.histogram,
+        batches=np.concatenate([a.batches, b.batches]),
+        meta=a.meta,
+    )
+
+
+def tail_index(weight_sorted, a: float) -> int:
+    """Position of SFV_(a): the first sorted row whose cumulative weight reaches ``a``.
+
+    With unit weights this is row ``a - 1`` (0-based), the seed's ``SFV_(a)``.
+    Returns ``len`` if the buffer does not reach ``a``.
+    """
+    cum = np.cumsum(weight_sorted)
+    return int(np.searchsorted(cum, a, side="left"))
+
+
+def var_es_from_sorted(loss_sorted, weight_sorted, mean_loss: float, a: int):
+    """VaR and ES (seed Step 6) from a tail sorted by loss descending.
+
+    Parameters
+    ----------
+    loss_sorted, weight_sorted : ndarray
+        Losses ``FV_P - SFV`` sorted worst first, and their weights.
+    mean_loss : float
+        Weighted mean loss, ``FV_P - mean(SFV)``.
+    a : int
+        ``round(sim * (1 - confidence))``, at least 2.
+
+    Returns
+    -------
+    var, es, k : float, float, int
+        ``VaR = mean(SFV) - SFV_(a)`` and
+        ``ES = mean(SFV) - sum_{i<a} w_i SFV_(i) / sum_{i<a} w_i`` -- with unit
+        weights exactly the seed's ``1/(a-1) sum_{i=1}^{a-1} SFV_(i)`` -- and
+        ``k``, the 0-based position of ``SFV_(a)``.
+    """
+    k = tail_index(weight_sorted, a)
+    if k >= len(loss_sorted) or k == 0:
+        return float("nan"), float("nan"), k
+    var = float(loss_sorted[k] - mean_loss)
+    w = weight_sorted[:k]
+    es = float(np.dot(w, loss_sorted[:k]) / w.sum() - mean_loss)
+    return var, es, k
+
+
+def batch_means_se(values, sizes) -> float:
+    """Standard error of a statistic from its values on B batches (chunks).
+
+    ``SE^2 = B / (B - 1) * sum_b (n_b / N)^2 (x_b - xbar)^2`` with the
+    size-weighted mean ``xbar``; with equal batches this is
+    ``sd(x_b, ddof=1) / sqrt(B)``.  NaN if fewer than two batches have a value.
+    """
+    x = np.asarray(values, dtype=float)
+    nb = np.asarray(sizes, dtype=float)
+    ok = np.isfinite(x)
+    x, nb = x[ok], nb[ok]
+    b = x.size
+    if b < 2:
+        return float("nan")
+    total = nb.sum()
+    xbar = np.dot(nb, x) / total
+    return float(np.sqrt(b / (b - 1) * np.sum((nb / total) ** 2 * (x - xbar) ** 2)))
