@@ -241,3 +241,14 @@ def test_permuted_predictions_equal_the_forest_on_permuted_rows():
         # only that column moved
         others = np.delete(np.arange(rows.shape[1]), feature)
         np.testing.assert_array_equal(X_perm[i][:, others], rows[:, others])
+
+
+def test_fast_bins_equal_searchsorted_on_even_and_uneven_grids():
+    rng = np.random.default_rng(21)
+    p, _ = _awkward_scores(rng, 20000)
+    p = np.concatenate([p, [-0.5, 1.5, 1e-300, 1 - 1e-16]])      # outside [0, 1] and extremes
+    for grid in (threshold_grid(), threshold_grid(7),
+                 np.sort(np.concatenate([[0.0, 1.0], rng.random(50)]))):   # uneven grid
+        k = threshold_bins(p, grid)
+        np.testing.assert_array_equal(k, np.searchsorted(grid, p, side="left"))
+        np.testing.assert_array_equal(k, (p[:, None] > grid[None, :]).sum(axis=1))

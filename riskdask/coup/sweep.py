@@ -58,13 +58,28 @@ def _as_labels(y) -> np.ndarray:
 def threshold_bins(p, grid: np.ndarray | None = None) -> np.ndarray:
     """Bin of each score: ``k(p) = #{j : grid[j] < p}``, in ``0 .. len(grid)``.
 
-    ``p`` is positive at threshold ``j`` iff ``j < k(p)``. ``searchsorted(side="left")``
-    returns the first ``j`` with ``not (grid[j] < p)``, i.e. it evaluates exactly the float64
-    comparison of the rule ``p > t`` -- so scores equal to a grid value fall on the same side
-    as in the plain loop.
+    ``p`` is positive at threshold ``j`` iff ``j < k(p)``. The bin is *defined* by the float64
+    comparisons of the rule ``p > t`` -- ``grid[k-1] < p <= grid[k]`` -- so scores equal to a
+    grid value fall on the same side as in the plain loop. It is found fast (a linear guess
+    ``ceil(p * (n - 1))``, exact for an evenly spaced grid up to one step of rounding, moved by
+    at most one bin by those very comparisons), then *verified* with them; any score the guess
+    missed (only possible on an uneven grid) gets ``numpy.searchsorted(side="left")``, which
+    evaluates the same comparisons. Random gathers from a 1,000-entry table beat a binary
+    search over it by about 4x on millions of scores.
     """
     grid = threshold_grid() if grid is None else np.asarray(grid, dtype=np.float64)
-    return np.searchsorted(grid, _as_scores(p), side="left")
+    p = _as_scores(p)
+    n = grid.size
+    padded = np.concatenate([[-np.inf], grid, [np.inf]])   # padded[k] = grid[k-1]
+    guess = np.ceil(p * (n - 1))
+    np.clip(guess, 0, n, out=guess)
+    k = guess.astype(np.intp)
+    k -= padded[k] >= p          # guess one too high: grid[k-1] is not below p
+    k += padded[k + 1] < p       # guess one too low: grid[k] is still below p
+    wrong = ~((padded[k] < p) & (p <= padded[k + 1]))
+    if wrong.any():
+        k[wrong] = np.searchsorted(grid, p[wrong], side="left")
+    return k
 
 
 @dataclass(frozen=True)
@@ -104,9 +119,9 @@ def bin_counts(p, y, grid: np.ndarray | None = None) -> BinCounts:
     if k.shape != y.shape:
         raise ValueError("scores and labels differ in length")
     n_bins = grid.size + 1
-    pos = np.bincount(k[y], minlength=n_bins).astype(np.int64)
-    neg = np.bincount(k[~y], minlength=n_bins).astype(np.int64)
-    return BinCounts(pos=pos, neg=neg)
+    # one bincount over (bin, label) pairs: column 0 negatives, column 1 positives
+    both = np.bincount(2 * k + y, minlength=2 * n_bins).astype(np.int64).reshape(n_bins, 2)
+    return BinCounts(pos=np.ascontiguousarray(both[:, 1]), neg=np.ascontiguousarray(both[:, 0]))
 
 
 def combine_bin_counts(a: BinCounts, b: BinCounts) -> BinCounts:
