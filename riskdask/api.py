@@ -24,6 +24,7 @@ from .cluster import connect, describe_cluster
 from .config import load_config
 from .report import render_report
 from .run import RunContext, RunDirectory, package_versions, to_jsonable, write_json
+from .schedule import RunLock, prune_runs, update_latest
 
 __all__ = ["JobResult", "run_job", "validate_job", "ClientProvider"]
 
@@ -56,13 +57,16 @@ class ClientProvider:
     """Connects to a cluster on first use and shares it across jobs; ``close()`` ends it."""
 
     def __init__(self, *, client=None, scheduler: str | None = None, cluster=None,
-                 n_workers: int | None = None, quiet: bool = False):
-        from .cluster import load_spec
+                 n_workers: int | None = None, security=None, quiet: bool = False):
+        from .cluster import load_spec, with_security
 
         self._client = client
         if cluster is not None and not hasattr(cluster, "model_dump"):
             cluster = load_spec(cluster)  # a bad spec fails now, before anything is written
-        self._kw = dict(scheduler=scheduler, cluster=cluster, n_workers=n_workers, quiet=quiet)
+        if cluster is not None:
+            with_security(cluster, security)  # a kind that takes no TLS fails now too
+        self._kw = dict(scheduler=scheduler, cluster=cluster, n_workers=n_workers,
+                        security=security, quiet=quiet)
         self._stack = contextlib.ExitStack()
 
     def __call__(self):
@@ -110,7 +114,8 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
             overrides: Sequence[str] = (), client=None, scheduler: str | None = None,
             cluster: str | Path | None = None, n_workers: int | None = None,
             out: str | Path = "runs", quiet: bool = True,
-            client_provider: Callable[[], Any] | None = None) -> JobResult:
+            client_provider: Callable[[], Any] | None = None, security=None,
+            keep: int | None = None, lock: bool = True) -> JobResult:
     """Run one job end to end and write its run directory atomically.
 
     Parameters
@@ -127,6 +132,14 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
         As the CLI's ``--scheduler``, ``--cluster`` and ``--workers``.
     out : path
         Runs folder; the run directory is ``<out>/<job>/<UTC stamp>-<config hash>/``.
+    security : riskdask.cluster.SecuritySpec, optional
+        TLS files, as the CLI's ``--tls-ca``/``--tls-cert``/``--tls-key``.
+    keep : int, optional
+        Retention: after success keep only the ``keep`` newest run directories of the job.
+    lock : bool
+        Refuse to start (:class:`riskdask.schedule.RunLocked`) while another run of the same
+        job and config holds ``<out>/<job>/.lock-<config hash>``; on success point
+        ``<out>/<job>/latest`` at the new run directory.
 
     Returns
     -------
@@ -134,10 +147,33 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     """
     module = _job_module(job)
     loaded = load_config(job, module.Config, config, overrides)
+    if keep is not None and keep < 1:
+        raise ValueError("keep must be at least 1")
+    run_lock = RunLock(Path(out) / job, loaded.hash).acquire() if lock else None
+    try:
+        result = _run_locked(job, module, loaded, client=client, scheduler=scheduler,
+                             cluster=cluster, n_workers=n_workers, out=out, quiet=quiet,
+                             client_provider=client_provider, security=security)
+        # Still under the lock, so a later run of this config cannot be overtaken here.
+        if lock:
+            update_latest(result.run_dir.parent, result.run_dir)
+        if keep is not None:
+            prune_runs(result.run_dir.parent, keep, protect=result.run_dir)
+    finally:
+        if run_lock is not None:
+            run_lock.release()
+            with contextlib.suppress(OSError):  # a failed first run leaves no empty folder
+                run_lock.job_dir.rmdir()
+    return result
+
+
+def _run_locked(job, module, loaded, *, client, scheduler, cluster, n_workers, out, quiet,
+                client_provider, security) -> JobResult:
+    """The body of :func:`run_job`, called with the run lock held."""
     cfg = loaded.config
     provider = client_provider or ClientProvider(client=client, scheduler=scheduler,
                                                  cluster=cluster, n_workers=n_workers,
-                                                 quiet=quiet)
+                                                 security=security, quiet=quiet)
     own_provider = client_provider is None
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """``riskdask`` command line: a thin layer over :mod:`riskdask.api`.
 
 Exit codes: 0 success, 2 bad input or config (one message naming file/row/column/key),
-1 anything else, 130 interrupted.
+1 anything else, 75 skipped because the same job and config is already running (a scheduled
+run overlapping the previous one), 130 interrupted. ``deploy/README.md`` has the table.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 from . import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, InputError
 from .report import flatten, format_value
+from .schedule import EXIT_LOCKED, RunLocked
 
 EXIT_INTERRUPTED = 130
 
@@ -82,17 +84,33 @@ def validate_cmd(job, config, overrides):
 @_apply(_common_config)
 @click.option("--scheduler", metavar="ADDRESS", help="Use a running scheduler, e.g. tcp://10.0.0.5:8786.")
 @click.option("--cluster", "cluster_spec", type=click.Path(dir_okay=False),
-              help="Build the cluster from a spec file in cluster/ (local, address, ...).")
+              help="Build the cluster from a spec file in cluster/ (local, address, ssh, slurm, pbs, "
+                   "kubernetes, ec2, gcp; see cluster/README.md).")
 @click.option("--workers", "n_workers", type=click.IntRange(1, 512),
               help="Workers of the default local cluster (default: one per core).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Runs folder; each run writes <out>/<job>/<UTC stamp>-<config hash>/.")
+@click.option("--keep", type=click.IntRange(min=1), metavar="N",
+              help="Retention: after success keep only the N newest run directories of each job.")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
+              help="TLS: CA certificate (PEM); with --tls-cert/--tls-key the client, a local "
+                   "cluster and --cluster specs use tls://.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="TLS: this node's certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="TLS: this node's private key (PEM), if not inside --tls-cert.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or cluster messages.")
-def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, out, quiet):
-    """Run one or more jobs (or `all`) and write their run directories."""
+def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, out, keep,
+            tls_ca, tls_cert, tls_key, quiet):
+    """Run one or more jobs (or `all`) and write their run directories.
+
+    A run holds a lock per job and config: while it runs, a second run of the same job and
+    config exits at once with code 75. On success <out>/<job>/latest points to the new run.
+    """
     from jobs import MAIN_JOBS, available_jobs
 
     from .api import ClientProvider, run_job
+    from .cluster import SecuritySpec
     from .engine import set_progress
 
     names = list(job_names)
@@ -100,13 +118,27 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
         names = [n for n in MAIN_JOBS if n in available_jobs(include_extra=False)]
     if config and len(names) > 1:
         raise click.UsageError("--config applies to one job; run the jobs one at a time")
+    security = None
+    if tls_ca or tls_cert or tls_key:
+        if not (tls_ca and tls_cert):
+            raise click.UsageError("TLS needs at least --tls-ca and --tls-cert")
+        security = SecuritySpec(ca_file=tls_ca, cert=tls_cert, key=tls_key)
     set_progress(False if quiet else None)
+    locked = []
     with ClientProvider(scheduler=scheduler, cluster=cluster_spec, n_workers=n_workers,
-                        quiet=quiet) as provider:
+                        security=security, quiet=quiet) as provider:
         for name in names:
-            result = run_job(name, config, overrides=overrides, out=out,
-                             client_provider=provider)
+            try:
+                result = run_job(name, config, overrides=overrides, out=out,
+                                 client_provider=provider, keep=keep)
+            except RunLocked as exc:  # the other jobs of `run all` still run
+                click.echo(f"skipped {name}: {exc}", err=True)
+                locked.append(name)
+                continue
             _print_headline(result)
+    if locked:
+        raise RunLocked(f"{len(locked)} job(s) skipped because a run was in progress: "
+                        f"{', '.join(locked)}")
 
 
 def _print_headline(result) -> None:
@@ -136,6 +168,9 @@ def main(argv=None) -> int:
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_BAD_INPUT
+    except RunLocked as exc:
+        click.echo(f"locked: {exc}", err=True)
+        return EXIT_LOCKED
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

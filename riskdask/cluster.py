@@ -3,27 +3,39 @@
 ``connect()`` is a context manager that yields a :class:`distributed.Client` and always closes
 it -- and shuts a cluster it started down -- even when the job fails.
 
-Spec files live in ``cluster/`` (see ``cluster/README.md``). Each is TOML with a ``kind`` key:
+Spec files live in ``cluster/`` (see ``cluster/README.md``, which says how to start each). Each
+is TOML with a ``kind`` key:
 
 - ``local``: a :class:`distributed.LocalCluster` of processes (the default when no option is given);
-- ``address``: connect to a running scheduler (same as ``--scheduler``).
+- ``address``: connect to a running scheduler (same as ``--scheduler``);
+- ``ssh``: :func:`distributed.deploy.ssh.SSHCluster` -- a scheduler and workers started over SSH;
+- ``slurm``, ``pbs``: batch jobs through ``dask-jobqueue`` (``SLURMCluster``, ``PBSCluster``);
+- ``kubernetes``: a ``DaskCluster`` resource for the dask-kubernetes operator (``KubeCluster``);
+- ``ec2``, ``gcp``: cloud VMs through ``dask-cloudprovider`` (``EC2Cluster``, ``GCPCluster``).
+
+Optional packages (``dask-jobqueue``, ``dask-kubernetes``, ``dask-cloudprovider``, ``asyncssh``)
+are imported only when their spec is built; when one is missing the error names the pip extra
+to install. A ``[security]`` section (CA, certificate, key) turns on TLS for the kinds that
+take it: the client, the local cluster and the cluster it builds then all use ``tls://``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .config import read_toml, validate_config
 from .errors import ConfigError
 
-__all__ = ["LocalSpec", "AddressSpec", "SPEC_KINDS", "load_spec", "connect", "describe_cluster",
-           "default_n_workers"]
+__all__ = ["SecuritySpec", "LocalSpec", "AddressSpec", "SSHSpec", "SlurmSpec", "PBSSpec",
+           "KubernetesSpec", "EC2Spec", "GCPSpec", "SPEC_KINDS", "load_spec", "connect",
+           "describe_cluster", "default_n_workers"]
 
 
 def default_n_workers() -> int:
@@ -34,46 +46,437 @@ def default_n_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class LocalSpec(BaseModel):
-    """A LocalCluster of worker processes on this machine."""
+def _optional(module: str, *, kind: str, extra: str, package: str, source: str | None = None):
+    """Import an optional dependency, or say which pip extra brings it in."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the '{kind}' cluster needs the {package} package, which is not installed "
+            f"({exc}); install it with: pip install 'riskdask[{extra}]'",
+            file=source, key="kind") from None
+
+
+# -- TLS ------------------------------------------------------------------------------------
+class SecuritySpec(BaseModel):
+    """TLS material: a CA that signed every node's certificate, and this node's cert and key.
+
+    The same files serve the client, the scheduler and the workers (one certificate for the
+    whole cluster is the usual setup; give each machine its own if you prefer -- all that
+    matters is that the CA signed them). Relative paths in a spec file are read relative to
+    that file.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    ca_file: Path = Field(..., description="PEM file of the certificate authority")
+    cert: Path = Field(..., description="PEM certificate (may also hold the key)")
+    key: Path | None = Field(None, description="PEM private key, if not inside `cert`")
+    require_encryption: bool = Field(True, description="refuse any plain tcp:// connection")
+
+    def resolved(self, base: Path) -> "SecuritySpec":
+        """The same section with relative paths taken relative to ``base``."""
+        fix = {name: (base / p if p is not None and not p.is_absolute() else p)
+               for name, p in (("ca_file", self.ca_file), ("cert", self.cert), ("key", self.key))}
+        return self.model_copy(update=fix)
+
+    def to_security(self, source: str | None = None):
+        """A :class:`distributed.Security` for every role (client, scheduler, worker)."""
+        from distributed import Security
+
+        for name in ("ca_file", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"TLS file not found: {path}", file=source,
+                                  key=f"security.{name}")
+        cert, key = str(self.cert), str(self.key) if self.key else None
+        return Security(tls_ca_file=str(self.ca_file), require_encryption=self.require_encryption,
+                        tls_client_cert=cert, tls_client_key=key,
+                        tls_scheduler_cert=cert, tls_scheduler_key=key,
+                        tls_worker_cert=cert, tls_worker_key=key)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    _source: str | None = PrivateAttr(None)
+
+    def dask_security(self):
+        """The ``distributed.Security`` of this spec's ``[security]`` section, or None."""
+        section = getattr(self, "security", None)
+        return section.to_security(self._source) if section is not None else None
+
+    def _adapt_or_scale(self, cluster, n_workers: int, adapt: "Adapt | None"):
+        if adapt is not None:
+            cluster.adapt(minimum=adapt.minimum, maximum=adapt.maximum)
+        elif n_workers:
+            cluster.scale(n_workers)
+        return cluster
+
+
+class Adapt(BaseModel):
+    """Adaptive scaling bounds, in workers (replaces a fixed ``n_workers``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    minimum: int = Field(0, ge=0)
+    maximum: int = Field(..., ge=1)
+
+
+# -- local and address ---------------------------------------------------------------------
+class LocalSpec(_Spec):
+    """A LocalCluster of worker processes on this machine."""
+
     kind: Literal["local"] = "local"
     n_workers: int | None = Field(None, ge=1, le=512, description="default: one per core")
     threads_per_worker: int = Field(1, ge=1, le=64)
     memory_limit: str = "auto"
     dashboard_address: str = ":8787"
+    security: SecuritySpec | None = None
 
     def build(self):
         from distributed import LocalCluster
 
+        kwargs: dict[str, Any] = {}
+        security = self.dask_security()
+        if security is not None:
+            kwargs = {"security": security, "protocol": "tls://", "host": "127.0.0.1"}
         return LocalCluster(n_workers=self.n_workers or default_n_workers(),
                             threads_per_worker=self.threads_per_worker, processes=True,
                             memory_limit=self.memory_limit,
-                            dashboard_address=self.dashboard_address)
+                            dashboard_address=self.dashboard_address, **kwargs)
 
 
-class AddressSpec(BaseModel):
+class AddressSpec(_Spec):
     """A scheduler that is already running (``dask scheduler`` + ``dask worker``)."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["address"] = "address"
     address: str = Field(..., pattern=r"^(tcp|tls|ws|wss|inproc|ucx)://.+")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
+    security: SecuritySpec | None = None
+
+
+# -- SSH ------------------------------------------------------------------------------------
+class SSHConnect(BaseModel):
+    """Options for ``asyncssh.connect`` (the same for every host)."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    client_keys: list[str] = Field(default_factory=list, description="private key files")
+    known_hosts: str | None = Field(None, description="known_hosts file (default: ~/.ssh/known_hosts)")
+    check_host_keys: bool = Field(True, description="false only on a trusted private network")
+
+    def asyncssh_options(self) -> dict:
+        opts: dict[str, Any] = {"port": self.port}
+        if self.username:
+            opts["username"] = self.username
+        if self.client_keys:
+            opts["client_keys"] = [os.path.expanduser(k) for k in self.client_keys]
+        if not self.check_host_keys:
+            opts["known_hosts"] = None
+        elif self.known_hosts:
+            opts["known_hosts"] = os.path.expanduser(self.known_hosts)
+        return opts
+
+
+class SSHSpec(_Spec):
+    """Scheduler on the first host, workers on the others, all started over SSH.
+
+    Every host needs the same Python environment with riskdask installed at
+    ``remote_python`` (default: this interpreter's path).
+    """
+
+    kind: Literal["ssh"]
+    hosts: list[str] = Field(..., min_length=2,
+                             description="first host runs the scheduler, the rest run workers")
+    workers_per_host: int = Field(1, ge=1, le=512)
+    threads_per_worker: int = Field(1, ge=1, le=64)
+    memory_limit: str = "auto"
+    remote_python: str | None = None
+    scheduler_port: int = Field(8786, ge=0, le=65535, description="0: any free port")
+    dashboard_address: str = ":8787"
+    local_directory: str | None = None
+    connect: SSHConnect = Field(default_factory=SSHConnect)
+
+    def cluster_kwargs(self) -> dict:
+        """Arguments for :func:`distributed.deploy.ssh.SSHCluster`."""
+        worker_options: dict[str, Any] = {"n_workers": self.workers_per_host,
+                                          "nthreads": self.threads_per_worker,
+                                          "memory_limit": self.memory_limit}
+        if self.local_directory:
+            worker_options["local_directory"] = self.local_directory
+        return {"hosts": list(self.hosts),
+                "connect_options": self.connect.asyncssh_options(),
+                "worker_options": worker_options,
+                "scheduler_options": {"port": self.scheduler_port,
+                                      "dashboard_address": self.dashboard_address},
+                "remote_python": self.remote_python or sys.executable}
+
+    def build(self):
+        _optional("asyncssh", kind="ssh", extra="ssh", package="asyncssh", source=self._source)
+        from distributed.deploy.ssh import SSHCluster
+
+        return SSHCluster(**self.cluster_kwargs())
+
+
+# -- batch schedulers (dask-jobqueue) -------------------------------------------------------
+class _JobQueueSpec(_Spec):
+    """One batch job = ``processes`` Dask workers sharing ``cores`` and ``memory``."""
+
+    _CLASS: ClassVar[str] = ""
+    cores: int = Field(..., ge=1, le=1024, description="cores per batch job")
+    processes: int = Field(1, ge=1, le=1024, description="worker processes per batch job")
+    memory: str = Field(..., pattern=r"^\d+(\.\d+)?\s*[KMGTP]i?B$",
+                        description="memory per batch job, e.g. 16GiB")
+    walltime: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+    queue: str | None = None
+    account: str | None = None
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_script_prologue: list[str] = Field(default_factory=list,
+                                           description="shell lines run before the worker")
+    interface: str | None = Field(None, description="network interface, e.g. ib0")
+    local_directory: str | None = None
+    log_directory: str | None = None
+    python: str | None = Field(None, description="python on the compute nodes")
+    job_name: str = "riskdask"
+    n_workers: int = Field(0, ge=0, le=100_000, description="workers to start (scale)")
+    adapt: Adapt | None = None
+    dashboard_address: str = ":8787"
+    security: SecuritySpec | None = None
+
+    def cluster_kwargs(self) -> dict:
+        """Arguments for the dask-jobqueue cluster class (None values left to its defaults)."""
+        kwargs: dict[str, Any] = {
+            "cores": self.cores, "processes": self.processes, "memory": self.memory,
+            "walltime": self.walltime, "queue": self.queue, "account": self.account,
+            "job_extra_directives": list(self.job_extra_directives),
+            "job_script_prologue": list(self.job_script_prologue),
+            "interface": self.interface, "local_directory": self.local_directory,
+            "log_directory": self.log_directory, "python": self.python, "job_name": self.job_name,
+            "scheduler_options": {"dashboard_address": self.dashboard_address},
+        }
+        security = self.dask_security()
+        if security is not None:
+            kwargs.update(security=security, protocol="tls://")
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def make_cluster(self):
+        """The dask-jobqueue cluster, with no job submitted yet."""
+        mod = _optional("dask_jobqueue", kind=self.kind, extra="jobqueue",
+                        package="dask-jobqueue", source=self._source)
+        return getattr(mod, self._CLASS)(**self.cluster_kwargs())
+
+    def build(self):
+        return self._adapt_or_scale(self.make_cluster(), self.n_workers, self.adapt)
+
+
+class SlurmSpec(_JobQueueSpec):
+    """Workers as Slurm jobs (``sbatch``) through ``dask_jobqueue.SLURMCluster``."""
+
+    _CLASS: ClassVar[str] = "SLURMCluster"
+    kind: Literal["slurm"]
+
+
+class PBSSpec(_JobQueueSpec):
+    """Workers as PBS/Torque jobs (``qsub``) through ``dask_jobqueue.PBSCluster``."""
+
+    _CLASS: ClassVar[str] = "PBSCluster"
+    kind: Literal["pbs"]
+
+
+# -- Kubernetes (dask-kubernetes operator) --------------------------------------------------
+class KubeResources(BaseModel):
+    """Container resources of the scheduler and worker pods (Kubernetes quantities)."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests: dict[Literal["cpu", "memory"], str] = Field(default_factory=dict)
+    limits: dict[Literal["cpu", "memory"], str] = Field(default_factory=dict)
+
+
+class KubernetesSpec(_Spec):
+    """A ``DaskCluster`` resource that the dask-kubernetes operator turns into pods.
+
+    The operator must be installed in the cluster (``helm install dask-kubernetes-operator``),
+    and ``image`` must contain riskdask (see ``deploy/Dockerfile``).
+    """
+
+    kind: Literal["kubernetes"]
+    name: str = Field("riskdask", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
+    namespace: str | None = None
+    image: str = Field(..., min_length=1)
+    n_workers: int = Field(2, ge=0, le=10_000)
+    adapt: Adapt | None = None
+    resources: KubeResources = Field(default_factory=KubeResources)
+    env: dict[str, str] = Field(default_factory=dict)
+    worker_command: str = "dask-worker"
+    scheduler_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    idle_timeout: int = Field(0, ge=0, description="seconds; 0 keeps an idle cluster")
+
+    def manifest(self) -> dict:
+        """The ``DaskCluster`` resource as a dict (what ``kubectl apply`` would take)."""
+        mod = _optional("dask_kubernetes.operator", kind="kubernetes", extra="kubernetes",
+                        package="dask-kubernetes", source=self._source)
+        resources = {k: dict(v) for k, v in self.resources.model_dump().items() if v} or None
+        return mod.make_cluster_spec(
+            name=self.name, image=self.image, n_workers=self.n_workers, resources=resources,
+            env=dict(self.env) or None, worker_command=self.worker_command,
+            scheduler_service_type=self.scheduler_service_type, idle_timeout=self.idle_timeout)
+
+    def build(self):
+        mod = _optional("dask_kubernetes.operator", kind="kubernetes", extra="kubernetes",
+                        package="dask-kubernetes", source=self._source)
+        kwargs: dict[str, Any] = {"custom_cluster_spec": self.manifest()}
+        if self.namespace:
+            kwargs["namespace"] = self.namespace
+        cluster = mod.KubeCluster(**kwargs)
+        if self.adapt is not None:
+            cluster.adapt(minimum=self.adapt.minimum, maximum=self.adapt.maximum)
+        return cluster
+
+
+# -- cloud VMs (dask-cloudprovider) ---------------------------------------------------------
+class _CloudSpec(_Spec):
+    """Fields every dask-cloudprovider VM cluster takes.
+
+    Without a ``[security]`` section dask-cloudprovider makes temporary TLS certificates for
+    the cluster itself (its ``security=True`` default), so traffic is encrypted either way.
+    """
+
+    _MODULE: ClassVar[str] = ""
+    _CLASS: ClassVar[str] = ""
+    n_workers: int = Field(..., ge=0, le=10_000)
+    docker_image: str = Field(..., min_length=1, description="must contain riskdask")
+    threads_per_worker: int = Field(1, ge=1, le=256)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    auto_shutdown: bool = True
+    debug: bool = False
+    adapt: Adapt | None = None
+    security: SecuritySpec | None = None
+
+    def _common_kwargs(self) -> dict:
+        kwargs: dict[str, Any] = {"n_workers": self.n_workers, "docker_image": self.docker_image,
+                                  "worker_options": {"nthreads": self.threads_per_worker},
+                                  "auto_shutdown": self.auto_shutdown, "debug": self.debug}
+        if self.env_vars:
+            kwargs["env_vars"] = dict(self.env_vars)
+        security = self.dask_security()
+        if security is not None:
+            kwargs["security"] = security
+        return kwargs
+
+    def _specific_kwargs(self) -> dict:
+        return {}
+
+    def cluster_kwargs(self) -> dict:
+        """Constructor arguments of the cloud cluster class; unset fields use its defaults."""
+        specific = {k: v for k, v in self._specific_kwargs().items() if v not in (None, [], {})}
+        return {**self._common_kwargs(), **specific}
+
+    def cluster_class(self):
+        """The dask-cloudprovider class (imported now, so a missing package is named)."""
+        mod = _optional(self._MODULE, kind=self.kind, extra="cloud",
+                        package=f"dask-cloudprovider[{self._MODULE.rsplit('.', 1)[-1]}]",
+                        source=self._source)
+        return getattr(mod, self._CLASS)
+
+    def build(self):
+        cluster = self.cluster_class()(**self.cluster_kwargs())
+        if self.adapt is not None:
+            cluster.adapt(minimum=self.adapt.minimum, maximum=self.adapt.maximum)
+        return cluster
+
+
+class EC2Spec(_CloudSpec):
+    """Scheduler and workers on AWS EC2 instances (``dask_cloudprovider.aws.EC2Cluster``)."""
+
+    _MODULE: ClassVar[str] = "dask_cloudprovider.aws"
+    _CLASS: ClassVar[str] = "EC2Cluster"
+    kind: Literal["ec2"]
+    region: str = Field(..., min_length=1)
+    availability_zone: str | None = None
+    ami: str | None = None
+    instance_type: str | None = Field(None, description="both scheduler and workers")
+    scheduler_instance_type: str | None = None
+    worker_instance_type: str | None = None
+    vpc: str | None = None
+    subnet_id: str | None = None
+    security_groups: list[str] = Field(default_factory=list)
+    key_name: str | None = None
+    iam_instance_profile: dict[str, str] = Field(default_factory=dict)
+    filesystem_size: int | None = Field(None, ge=8, description="GB")
+    spot: bool = False
+    instance_tags: dict[str, str] = Field(default_factory=dict)
+    use_private_ip: bool | None = None
+
+    def _specific_kwargs(self) -> dict:
+        return {"region": self.region, "availability_zone": self.availability_zone,
+                "ami": self.ami, "instance_type": self.instance_type,
+                "scheduler_instance_type": self.scheduler_instance_type,
+                "worker_instance_type": self.worker_instance_type, "vpc": self.vpc,
+                "subnet_id": self.subnet_id, "security_groups": list(self.security_groups),
+                "key_name": self.key_name, "iam_instance_profile": dict(self.iam_instance_profile),
+                "filesystem_size": self.filesystem_size, "spot": self.spot,
+                "instance_tags": dict(self.instance_tags), "use_private_ip": self.use_private_ip}
+
+
+class GCPSpec(_CloudSpec):
+    """Scheduler and workers on Google Compute Engine (``dask_cloudprovider.gcp.GCPCluster``)."""
+
+    _MODULE: ClassVar[str] = "dask_cloudprovider.gcp"
+    _CLASS: ClassVar[str] = "GCPCluster"
+    kind: Literal["gcp"]
+    projectid: str = Field(..., min_length=1)
+    zone: str = Field(..., min_length=1)
+    machine_type: str | None = Field(None, description="both scheduler and workers")
+    scheduler_machine_type: str | None = None
+    worker_machine_type: str | None = None
+    source_image: str | None = None
+    network: str | None = None
+    filesystem_size: int | None = Field(None, ge=10, description="GB")
+    preemptible: bool | None = None
+    instance_labels: dict[str, str] = Field(default_factory=dict)
+    service_account: str | None = None
+
+    def _specific_kwargs(self) -> dict:
+        return {"projectid": self.projectid, "zone": self.zone, "machine_type": self.machine_type,
+                "scheduler_machine_type": self.scheduler_machine_type,
+                "worker_machine_type": self.worker_machine_type,
+                "source_image": self.source_image, "network": self.network,
+                "filesystem_size": self.filesystem_size, "preemptible": self.preemptible,
+                "instance_labels": dict(self.instance_labels),
+                "service_account": self.service_account}
 
 
 #: Spec kinds this module can build, by their ``kind`` key.
-SPEC_KINDS: dict[str, type[BaseModel]] = {"local": LocalSpec, "address": AddressSpec}
+SPEC_KINDS: dict[str, type[BaseModel]] = {
+    "local": LocalSpec, "address": AddressSpec, "ssh": SSHSpec, "slurm": SlurmSpec,
+    "pbs": PBSSpec, "kubernetes": KubernetesSpec, "ec2": EC2Spec, "gcp": GCPSpec,
+}
 
 
 def load_spec(path: str | Path) -> BaseModel:
     """Read and validate a cluster spec file; errors name the file and key."""
-    data = read_toml(Path(path))
+    path = Path(path)
+    data = read_toml(path)
     kind = data.get("kind")
     if kind not in SPEC_KINDS:
         raise ConfigError(f"unknown cluster kind {kind!r} (known: {', '.join(SPEC_KINDS)})",
                           file=path, key="kind")
-    return validate_config(SPEC_KINDS[kind], data, source=str(path))
+    spec = validate_config(SPEC_KINDS[kind], data, source=str(path))
+    if getattr(spec, "security", None) is not None:
+        spec = spec.model_copy(update={"security": spec.security.resolved(path.parent)})
+    spec._source = str(path)
+    return spec
+
+
+def with_security(spec: BaseModel, security: SecuritySpec | None) -> BaseModel:
+    """``spec`` with its ``[security]`` section replaced (the CLI's ``--tls-*`` options)."""
+    if security is None:
+        return spec
+    if "security" not in type(spec).model_fields:
+        raise ConfigError(f"the '{spec.kind}' cluster kind takes no TLS options "
+                          "(see cluster/README.md)", file=spec._source, key="security")
+    new = spec.model_copy(update={"security": security})
+    new._source = spec._source
+    return new
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -83,17 +486,21 @@ def _say(message: str, quiet: bool) -> None:
 
 @contextlib.contextmanager
 def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | None = None,
-            n_workers: int | None = None, quiet: bool = False) -> Iterator:
+            n_workers: int | None = None, security: SecuritySpec | None = None,
+            quiet: bool = False) -> Iterator:
     """Yield a connected client; close it (and any cluster started here) on the way out.
 
     Parameters
     ----------
     scheduler : str, optional
-        Address of a running scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        Address of a running scheduler, e.g. ``tcp://10.0.0.5:8786`` (``tls://`` with TLS).
     cluster : path or spec model, optional
         A spec file from ``cluster/`` (or an already-loaded spec).
     n_workers : int, optional
         Worker count for the default local cluster (default: one per core).
+    security : SecuritySpec, optional
+        TLS files (the CLI's ``--tls-ca``/``--tls-cert``/``--tls-key``); replaces the spec's
+        ``[security]`` section.
     quiet : bool
         Do not print the dashboard link.
     """
@@ -108,11 +515,16 @@ def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | N
         spec = cluster if isinstance(cluster, BaseModel) else load_spec(cluster)
     else:
         spec = LocalSpec(n_workers=n_workers)
+    spec = with_security(spec, security)
 
     with contextlib.ExitStack() as stack:
         if isinstance(spec, AddressSpec):
+            sec = spec.dask_security()
+            if spec.address.startswith("tls://") and sec is None and not _tls_in_dask_config():
+                raise ConfigError(f"{spec.address} is a TLS scheduler: give --tls-ca, --tls-cert "
+                                  "and --tls-key (or a [security] section)", key="--scheduler")
             try:
-                client = Client(spec.address, timeout=spec.timeout)
+                client = Client(spec.address, timeout=spec.timeout, security=sec)
             except OSError as exc:
                 raise ConfigError(f"cannot reach the scheduler at {spec.address}: {exc}",
                                   key="--scheduler") from None
@@ -126,6 +538,13 @@ def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | N
         if client.dashboard_link:
             _say(f"Dask dashboard: {client.dashboard_link}", quiet)
         yield client
+
+
+def _tls_in_dask_config() -> bool:
+    """Whether Dask's own config (``distributed.comm.tls.*``) already names a CA."""
+    from distributed import Security
+
+    return Security().tls_ca_file is not None
 
 
 def describe_cluster(client) -> dict:

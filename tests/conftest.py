@@ -177,10 +177,11 @@ def run_cli():
 
 
 def run_dirs(out: Path, job: str) -> list[Path]:
-    """Finished run directories of ``job`` under ``out`` (temporary ones excluded)."""
+    """Finished run directories of ``job`` under ``out`` (temporary ones and the ``latest``
+    symlink excluded)."""
     base = Path(out) / job
-    return sorted(p for p in base.glob("*") if p.is_dir() and not p.name.startswith(".")) \
-        if base.exists() else []
+    return sorted(p for p in base.glob("*") if p.is_dir() and not p.is_symlink()
+                  and not p.name.startswith(".")) if base.exists() else []
 
 
 def leftovers(out: Path) -> list[Path]:
