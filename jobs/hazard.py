@@ -24,7 +24,7 @@ from riskdask.hazard.estimators import GridRule, smooth_hazard
 from riskdask.hazard.gridsearch import (GridPoints, PatternTable, TileInput, bootstrap_curves,
                                         coefficient_matrix, compress, curves_for, direction_points,
                                         evaluate_tile, make_grid_points, next_year_probability,
-                                        sample_weights)
+                                        sample_weights, time_at_risk_range)
 from riskdask.hazard.panel import NPOPanel, Period, build_panel, read_panel_file
 from riskdask.hazard.split import age_band, balance_table, balanced_splits, stratum_codes
 from riskdask.hazard.synthetic import generate_panel
@@ -128,6 +128,12 @@ class SplitConfig(_Section):
     age_bands: list[int] = Field([0, 5, 15, 30], min_length=1,
                                  description="left edges of the age bands (age at the first break)")
 
+    @model_validator(mode="after")
+    def _increasing(self):
+        if any(b <= a for a, b in zip(self.age_bands, self.age_bands[1:])):
+            raise ValueError("age_bands must be strictly increasing")
+        return self
+
 
 class BootstrapConfig(_Section):
     n_boot: int = Field(200, ge=0, le=100_000)
@@ -162,10 +168,19 @@ class HazardInputs:
     rule: GridRule
 
 
+#: Which coefficients each definition uses (seed eqs. 5, 9-14).
+USES = {"T": ("k1", "k2"), "T0": (), "T1": ("k1", "k2", "k0"), "T2": ("k0",), "T3": ()}
+
+
 def _grid_points(cfg: Config) -> GridPoints:
     k0 = cfg.grid.k0.array()
     if k0.size == 0:
         raise ConfigError("empty grid: no k0 values", key="grid.k0")
+    uses = USES[cfg.definition]
+    if "k0" not in uses:
+        k0 = k0[:1]
+    if "k1" not in uses:  # T0, T2, T3: nothing to search over in (k1, k2)
+        return make_grid_points([1.0], [1.0], k0)
     if cfg.grid.mode == "direction":
         if cfg.smoothing.mode != "relative":
             raise ConfigError("the direction search needs smoothing.mode = 'relative' (only the "
@@ -182,20 +197,15 @@ def _grid_points(cfg: Config) -> GridPoints:
 
 def _check_time_at_risk(cfg: Config, panel: NPOPanel, points: GridPoints) -> None:
     """Every grid point must give T >= 0 for every NPO and a positive max T (the scale)."""
-    F = panel.features.matrix()
-    C = coefficient_matrix(cfg.definition, points)
-    T = F @ C.T  # (n_npos, n_points); small: features are few thousand x 4
-    tmin = T.min(axis=0)
-    tmax = T.max(axis=0)
+    tmin, tmax, worst = time_at_risk_range(panel.features.matrix(), cfg.definition, points)
     key = "grid.theta_deg" if cfg.grid.mode == "direction" else "grid.k1"
     bad = np.flatnonzero(tmin < 0)
     if bad.size:
         i = int(bad[0])
-        j = int(np.argmin(T[:, i]))
-        row = panel.npos.iloc[j]
+        n0, n1, x, z = worst[i]
         raise ConfigError(
             f"k1={points.k1[i]:g}, k2={points.k2[i]:g}, k0={points.k0[i]:g} make the time-at-risk "
-            f"negative ({tmin[i]:g} for npo_id {row.npo_id!r}: N0={row.N0}, N1={row.N1}, X={row.X}); "
+            f"negative ({tmin[i]:g} for an NPO with N0={n0:g}, N1={n1:g}, X={x:g}, Z={z:g}); "
             f"{bad.size} of {points.size} grid points do", key=key)
     zero = np.flatnonzero(tmax <= 0)
     if zero.size:
@@ -313,12 +323,14 @@ def run(cfg: Config, ctx) -> dict:
         ctx.write_table("closure_next_year", ranked)
         ctx.write_table("npo_time_at_risk", _npo_table(panel, splits[0], coef))
         _figures(ctx, cfg, surface, best, per_split, curves)
+        ctx.add_report_section("Method", _method_html(cfg, rule, best))
         if cfg.top_n_report:
             ctx.add_report_section("Highest probability of closure within the next year",
                                    ranked.head(cfg.top_n_report).to_html(index=False, float_format="%.4f"))
 
     summary = {
         "definition": cfg.definition,
+        "coefficients_searched": list(USES[cfg.definition]),
         "grid_rule": rule.describe(),
         "scale_invariant": bool(cfg.smoothing.mode == "relative" and cfg.definition in SCALABLE_DEFINITIONS),
         "n_npos_at_risk": int(len(panel.npos)), "n_closed": int(event.sum()),
@@ -387,19 +399,43 @@ def _figures(ctx, cfg: Config, surface, best, per_split, curves) -> None:
         curves, f"{name} at the optimum k1={best['k1']:.3g}, k2={best['k2']:.3g}, k0={best['k0']:.3g}"),
         caption="Seed Figure 1: smoothed hazard rate vs time-at-risk for the two samples "
                 "(split 0), the full sample and its bootstrap band")
-    if cfg.grid.mode == "k1k2":
+    if cfg.grid.mode == "k1k2" and np.unique(surface.k1).size > 1 and np.unique(surface.k2).size > 1:
         ctx.write_figure("fig2_dev_vs_k1", figures.dev_vs_k1_figure(surface, best["k0"]),
                          caption="Seed Figure 2: Dev vs k1 for several constant k2")
         ctx.write_figure("dev_surface_heatmap", figures.surface_heatmap(
             surface, best["k0"], best["ratio_k2_k1"], per_split.ratio_k2_k1.to_numpy()),
             caption="Dev over (k1, k2): in relative mode constant along rays k2/k1 = const; "
                     "red: the optimum ray; thin lines: each split's optimum")
-    else:
+    elif cfg.grid.mode == "direction":
         ctx.write_figure("dev_vs_direction", figures.dev_vs_theta_figure(surface),
                          caption="Direction search: Dev vs theta with k1 = cos(theta), k2 = sin(theta)")
     if np.unique(surface.k0).size > 1:
         ctx.write_figure("dev_vs_k0", figures.dev_vs_k0_figure(surface),
                          caption="Smallest Dev over (k1, k2) at each k0 (Appendix A, T1)")
+
+
+def _method_html(cfg: Config, rule: GridRule, best: dict) -> str:
+    formula = {"T": "T = k1·N0 + k2·N1 (seed eq. 5)", "T0": "T0 = N0 (Appendix A, eq. 9)",
+               "T1": "T1 = k1·N0 + k2·Y, Y = N1 + (1+k0)·N2 + (1+2k0)·N3 + … (eqs. 10, 12)",
+               "T2": "T2 = Y (eq. 13)", "T3": "T3 = X (eq. 14)"}[cfg.definition]
+    invariant = (cfg.smoothing.mode == "relative" and cfg.definition in SCALABLE_DEFINITIONS)
+    return (
+        f"<p>Time-at-risk: <b>{formula}</b>. N0 counts the years from the first no-grant year after "
+        f"a grant year <i>to and including</i> the closure year (or {cfg.period.end}); N_j is the "
+        f"number of no-grant spells of at least j years in that window, X the no-grant years.</p>"
+        f"<p>Baseline hazard: Breslow/Nelson–Aalen increments d/n at the distinct failure times "
+        f"(T rounded to 9 decimals), smoothed with the Gaussian kernel h(t) = (1/b) Σ K((t−t_i)/b) ΔH(t_i) "
+        f"(seed eq. 4). Grid and bandwidth: <b>{rule.describe()}</b>. "
+        + ("In this mode Dev(c·k1, c·k2) = Dev(k1, k2): only the direction k2/k1 matters and the "
+           "minimum is a ray, reported as k2/k1 and its angle. " if invariant else
+           "In this mode the scale of the coefficients matters. ")
+        + f"Dev = sqrt(S/101)/V with V from sample {cfg.split.sample_one} (the standard curve), "
+          f"averaged over {cfg.split.n_splits} balanced splits (strata: field × function × age band "
+          f"{cfg.split.age_bands}).</p>"
+        f"<p>Next-year closure probability: 1 − exp(−(H(T_next) − H(T_now))) from the full-sample "
+        f"Breslow cumulative hazard at the optimum (k1={best['k1']:.4g}, k2={best['k2']:.4g}, "
+        f"k0={best['k0']:.4g}); T_next is the time-at-risk after one more year without a grant "
+        f"(ranking) or with one.</p>")
 
 
 def headline(summary: dict) -> list[tuple[str, object]]:

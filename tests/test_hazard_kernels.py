@@ -349,3 +349,23 @@ def test_cox_baseline_with_covariates_equals_breslow_with_risk_scores():
     ref_times, ref_inc = breslow_increments(t, panel.event, risk_score=np.exp(Xc @ beta))
     np.testing.assert_array_equal(times, ref_times)
     np.testing.assert_allclose(np.cumsum(inc), np.cumsum(ref_inc), rtol=0, atol=1e-10)
+
+
+def test_sample_one_names_the_standard_curve():
+    n0, n1, event, _ = _ties_and_censoring(seed=29, n=500)
+    F = np.column_stack([n0, n1, n0 + n1, n1]).astype(float)
+    split = balanced_split(np.zeros(n0.size, int), np.random.default_rng(6))
+    table = compress(F, event)
+    pts = make_grid_points([0.8], [0.3])
+    C = coefficient_matrix("T", pts)
+    rule = GridRule()
+    W1, D1 = sample_weights(table, split[None, :], sample_one=1)
+    W2, D2 = sample_weights(table, split[None, :], sample_one=2)
+    d1 = evaluate_points(table.features, W1, D1, C, rule)[0, 0]
+    d2 = evaluate_points(table.features, W2, D2, C, rule)[0, 0]
+    t = time_at_risk(F, "T", 0.8, 0.3)
+    grid, bw = rule.grid_and_bandwidth(float(np.round(t, 9).max()))
+    h = [smooth_hazard(grid, *breslow_increments(t[split == s], event[split == s]), bw) for s in (1, 2)]
+    assert d1 == pytest.approx(deviation(h[0], h[1]), rel=1e-10)
+    assert d2 == pytest.approx(deviation(h[1], h[0]), rel=1e-10)
+    assert abs(d1 - d2) > 1e-6

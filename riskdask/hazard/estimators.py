@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["TIME_DECIMALS", "N_GRID", "GridRule", "breslow_increments", "cumulative_hazard_at",
            "gaussian_kernel", "smooth_hazard", "deviation", "weighted_increments",
-           "smoothed_hazard_columns", "deviation_columns"]
+           "deviation_columns", "round_times"]
 
 TIME_DECIMALS = 9
 #: Number of points of the common evaluation grid (seed Section 2.4: "101 is ... the number of
@@ -72,13 +72,12 @@ def breslow_increments(durations, events, risk_score=None, weights=None):
     e = np.asarray(events, dtype=bool)
     w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=np.float64)
     r = np.ones_like(t) if risk_score is None else np.asarray(risk_score, dtype=np.float64)
-    times, dH = weighted_increments(t, e, (w * r)[:, None], (w * e)[:, None])
+    times, dH = weighted_increments(t, (w * r)[:, None], (w * e)[:, None])
     keep = dH[:, 0] > 0
     return times[keep], dH[keep, 0]
 
 
-def weighted_increments(t_rounded: np.ndarray, events: np.ndarray, at_risk_weight: np.ndarray,
-                        death_weight: np.ndarray):
+def weighted_increments(t_rounded: np.ndarray, at_risk_weight: np.ndarray, death_weight: np.ndarray):
     """Increments ``d/n`` at every distinct time, for several weight columns at once.
 
     The workhorse of the grid search: one sort of the (rounded) times serves every column
@@ -88,8 +87,6 @@ def weighted_increments(t_rounded: np.ndarray, events: np.ndarray, at_risk_weigh
     ----------
     t_rounded : ndarray, shape (p,)
         Rounded times (see :func:`round_times`).
-    events : ndarray of bool, shape (p,)
-        Unused except through ``death_weight``; kept for clarity of call sites.
     at_risk_weight : ndarray, shape (p, c)
         Contribution of each row to the at-risk sum of each column (counts, or count * risk score).
     death_weight : ndarray, shape (p, c)
@@ -136,11 +133,6 @@ def smooth_hazard(grid, times, increments, bandwidth: float) -> np.ndarray:
     grid = np.asarray(grid, dtype=np.float64)
     kmat = gaussian_kernel((grid[:, None] - np.asarray(times, dtype=np.float64)[None, :]) / bandwidth)
     return (kmat @ np.asarray(increments, dtype=np.float64)) / bandwidth
-
-
-def smoothed_hazard_columns(grid, times, increments, bandwidth):
-    """Alias of :func:`smooth_hazard` for 2-D increments (one curve per column)."""
-    return smooth_hazard(grid, times, increments, bandwidth)
 
 
 def deviation(H1, H2) -> float:

@@ -28,7 +28,7 @@ from .timeatrisk import coefficients
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
            "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for",
-           "bootstrap_curves", "min_time_at_risk", "coefficient_matrix", "next_year_probability"]
+           "bootstrap_curves", "time_at_risk_range", "coefficient_matrix", "next_year_probability"]
 
 
 @dataclass(frozen=True)
@@ -124,15 +124,30 @@ def coefficient_matrix(definition: str, points: GridPoints, start: int = 0, stop
                      for i in range(start, stop)])
 
 
-def min_time_at_risk(features: np.ndarray, definition: str, points: GridPoints) -> np.ndarray:
-    """The smallest time-at-risk over the NPOs at every grid point (negative = invalid k)."""
-    C = coefficient_matrix(definition, points)
-    return (np.asarray(features, float) @ C.T).min(axis=0)
+def time_at_risk_range(features: np.ndarray, definition: str, points: GridPoints,
+                       block: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smallest and largest time-at-risk over the NPOs at every grid point, and the row of
+    ``features`` where the smallest is reached (negative minimum = invalid k values).
+
+    Works on the distinct feature rows, in blocks of grid points, so memory stays flat in the
+    number of grid points.
+    """
+    uniq = np.unique(np.asarray(features, float), axis=0)
+    tmin = np.empty(points.size)
+    tmax = np.empty(points.size)
+    argmin_row = np.empty(points.size, dtype=np.int64)
+    for start in range(0, points.size, block):
+        stop = min(start + block, points.size)
+        T = uniq @ coefficient_matrix(definition, points, start, stop).T
+        tmin[start:stop] = T.min(axis=0)
+        tmax[start:stop] = T.max(axis=0)
+        argmin_row[start:stop] = T.argmin(axis=0)
+    return tmin, tmax, uniq[argmin_row]
 
 
 def _curves(t_rounded, at_risk, deaths, rule: GridRule, scale: float):
     """Smoothed hazards (101 x c) of every weight column for one set of pattern times."""
-    times, inc = weighted_increments(t_rounded, None, at_risk, deaths)
+    times, inc = weighted_increments(t_rounded, at_risk, deaths)
     failing = inc.any(axis=1)  # only failure times carry kernel mass
     grid, bw = rule.grid_and_bandwidth(scale)
     return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw)
@@ -201,7 +216,7 @@ def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule:
     """
     t = round_times(table.features @ coef)
     deaths = weights * table.event[:, None]
-    times, inc = weighted_increments(t, None, weights, deaths)
+    times, inc = weighted_increments(t, weights, deaths)
     grid, bw = rule.grid_and_bandwidth(float(t.max()))
     failing = inc.any(axis=1)
     h = smooth_hazard(grid, times[failing], inc[failing], bw)
@@ -223,7 +238,7 @@ def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
         draw = rng.integers(0, n, size=n)
         W[:, j] = np.bincount(table.inverse[draw], minlength=table.n_patterns)
     t = round_times(table.features @ shared["coef"])
-    times, inc = weighted_increments(t, None, W, W * table.event[:, None])
+    times, inc = weighted_increments(t, W, W * table.event[:, None])
     failing = inc.any(axis=1)
     grid, bw = shared["rule"].grid_and_bandwidth(shared["scale"])
     return smooth_hazard(grid, times[failing], inc[failing], bw).T
