@@ -235,7 +235,8 @@ def load_inputs(cfg: Config, ctx) -> HazardInputs:
     if ctx is not None:
         ctx.add_input("npo_panel", path, rows=panel.n_rows, fingerprint=digest, description=desc)
         for reason, count in panel.exclusions.items():
-            ctx.exclude(source, f"NPO {reason} (count is NPOs)", count)
+            ctx.exclude(source, f"NPOs with {reason} (count and rows are NPOs / npo_ids)", count,
+                        rows=panel.excluded_ids[reason])
     points = _grid_points(cfg)
     _check_time_at_risk(cfg, panel, points)
     npos = panel.npos

@@ -189,6 +189,7 @@ def test_npo_without_any_grant_is_excluded_and_counted(cli, tmp_path, panel_fram
     manifest = json.loads((run / "manifest.json").read_text())
     [ex] = manifest["exclusions"]
     assert ex["count"] == 1 and "no grant in any year" in ex["reason"] and ex["source"] == str(data)
+    assert ex["rows"] == ["NEVER"]
     assert manifest["excluded_rows_total"] == 1
     summary = read_summary(run)
     assert summary["n_npos_at_risk"] == 120

@@ -69,6 +69,8 @@ class NPOPanel:
     features : SpellFeatures
     exclusions : dict
         ``reason -> number of NPOs``.
+    excluded_ids : dict
+        ``reason -> npo_ids`` of the excluded NPOs.
     n_rows, n_npos_in_file : int
     """
 
@@ -77,6 +79,7 @@ class NPOPanel:
     features: SpellFeatures
     period: Period
     exclusions: dict = dc_field(default_factory=dict)
+    excluded_ids: dict = dc_field(default_factory=dict)
     n_rows: int = 0
     n_npos_in_file: int = 0
 
@@ -244,6 +247,9 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>")
         "closed before closures are counted": int(np.count_nonzero(early)),
         "no break in grants (never at risk)": int(np.count_nonzero(no_break)),
     }
+    excluded_ids = {"no grant in any year": npo_codes[no_grant].tolist(),
+                    "closed before closures are counted": npo_codes[early].tolist(),
+                    "no break in grants (never at risk)": npo_codes[no_break].tolist()}
     keep = ~(no_grant | early | no_break)
     if not keep.any():
         raise InputError("no NPO is at risk (none had a grant followed by a break in grants)", file=source)
@@ -262,5 +268,5 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>")
         "N0": f.N0, "N1": f.N1, "X": f.X, "Z": f.Z,
     })
     return NPOPanel(npos=npos, grants=G[kept], features=f, period=period,
-                    exclusions={k: v for k, v in exclusions.items()},
+                    exclusions=exclusions, excluded_ids=excluded_ids,
                     n_rows=len(frame), n_npos_in_file=int(n_npo))
