@@ -21,7 +21,7 @@ from riskdask.errors import ConfigError
 from riskdask.hazard import analysis, figures
 from riskdask.hazard.covariates import cox_baseline, design_matrix
 from riskdask.hazard.estimators import GridRule, smooth_hazard
-from riskdask.hazard.gridsearch import (GridPoints, PatternTable, TileInput, bootstrap_curves,
+from riskdask.hazard.gridsearch import (GridPoints, TileInput, bootstrap_curves,
                                         coefficient_matrix, compress, curves_for, direction_points,
                                         evaluate_tile, make_grid_points, next_year_probability,
                                         sample_weights, time_at_risk_range)

@@ -7,7 +7,8 @@ compares them. The kernels here are pure numpy; the job hands tiles of grid poin
 Why it is fast
 --------------
 * Every definition is linear in the features ``(N0, N1, X, Z)`` (:mod:`.timeatrisk`), and
-  those take few distinct values (N0 <= number of years ...). NPOs that share features and
+  those take few distinct values (N0 and X are at most the number of years of the period;
+  2,660 synthetic NPOs have ~240 distinct rows). NPOs that share features and
   event status are one *pattern*; a sample is a vector of pattern counts. The Breslow
   estimator with frequency weights is exactly the estimator on the expanded data.
 * One sort of the pattern times per grid point serves every column at once: both halves of
