@@ -83,7 +83,8 @@ def test_worker_killed_mid_grid_search_gives_identical_result(cli_cluster, local
     cli_cluster.wait_until("hazard-grid-", at_least=3)  # 3 of 205 tiles done
     done_at_kill = cli_cluster.tasks_in_memory("hazard-grid-")
     cli_cluster.kill_worker("worker-2")
-    assert proc.poll() is None and done_at_kill < 205  # really killed mid-run
+    # really killed mid-grid-search: the job still running, most tiles still to do (~12 here)
+    assert proc.poll() is None and done_at_kill < 150
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert cli_cluster.n_workers() == 1
