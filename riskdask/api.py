@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .cluster import connect, describe_cluster
 from .config import load_config
+from .errors import ConfigError
 from .report import render_report
 from .run import RunContext, RunDirectory, package_versions, to_jsonable, write_json
 from .schedule import RunLock, prune_runs, update_latest
@@ -88,6 +89,17 @@ class ClientProvider:
         self.close()
 
 
+@contextlib.contextmanager
+def _config_errors_name(source: str):
+    """A config problem found by a job (e.g. k values that make T negative) names the file."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.file is None:
+            exc.file = source
+        raise
+
+
 def _job_module(job: str):
     from jobs import get_job
 
@@ -104,7 +116,8 @@ def validate_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     module = _job_module(job)
     loaded = load_config(job, module.Config, config, overrides)
     ctx = RunContext(job=job, config=loaded.config, run_dir=None)
-    module.load_inputs(loaded.config, ctx)
+    with _config_errors_name(loaded.source):
+        module.load_inputs(loaded.config, ctx)
     return {"job": job, "config_source": loaded.source, "config_hash": loaded.hash,
             "config": loaded.config.model_dump(mode="json"), "inputs": ctx.inputs,
             "exclusions": ctx.exclusions}
@@ -180,7 +193,7 @@ def _run_locked(job, module, loaded, *, client, scheduler, cluster, n_workers, o
     run_dir = RunDirectory(out, job, loaded.hash, started)
     try:
         ctx = RunContext(job=job, config=cfg, run_dir=run_dir, client_factory=provider)
-        with ctx.stage("job"):
+        with ctx.stage("job"), _config_errors_name(loaded.source):
             summary = module.run(cfg, ctx)
         if not ctx.summary:
             ctx.set_summary(summary or {})

@@ -166,13 +166,13 @@ def test_missing_column(cli, tmp_path, panel_frame):
 
 def test_empty_grid(cli, tmp_path, panel_frame):
     cfg, _ = _write_config(tmp_path, panel_frame, "[grid]\nk2 = { values = [] }\n")
-    _expect_bad(cli, tmp_path, cfg, "key 'grid.k2'", "empty grid", sets=())
+    _expect_bad(cli, tmp_path, cfg, str(cfg), "key 'grid.k2'", "empty grid", sets=())
 
 
 def test_k_values_that_make_time_at_risk_negative(cli, tmp_path, panel_frame):
     cfg, _ = _write_config(tmp_path, panel_frame,
                            "[grid]\nk1 = { values = [-1.0, 0.5] }\nk2 = { values = [0.5, 1.0] }\n")
-    _expect_bad(cli, tmp_path, cfg, "key 'grid.k1'", "k1=-1", "negative", sets=())
+    _expect_bad(cli, tmp_path, cfg, str(cfg), "key 'grid.k1'", "k1=-1", "negative", sets=())
 
 
 def test_npo_without_any_grant_is_excluded_and_counted(cli, tmp_path, panel_frame, local_client):
