@@ -1,0 +1,531 @@
+"""credit: CreditMetrics portfolio credit risk (seed ``004_8c70402d356208da.txt``, 3.2-3.3).
+
+Analytic FV, EFV, EL (split into migration and default) and UL (eqs. 3.1-3.11); distributed
+Monte Carlo VaR and ES (Steps 0-6) with an exact tree reduce, Monte Carlo standard errors,
+optional importance sampling, and each obligor's contribution to ES.
+
+Wiring only: config -> data (riskdask.credit.data / synthetic) -> Step 0 and analytics ->
+simulation chunks (and, for a full correlation matrix, analytic pair tiles) on the engine ->
+outputs. The maths is in ``riskdask/credit/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from riskdask.credit import figures
+from riskdask.credit.analytic import (deviations_worst_first, obligor_bounds, pair_tile_covariance,
+                                      ul_collapsed, ul_from_covariance_sum)
+from riskdask.credit.data import (Portfolio, align_curves, build_portfolio, load_cashflows,
+                                  load_correlation_matrix, load_curves, load_factor_correlation,
+                                  load_loadings, load_matrix, load_portfolio_file,
+                                  sector_country_loadings, validate_portfolio)
+from riskdask.credit.ratings import MigrationMatrix
+from riskdask.credit.simulation import (SimulationModel, build_factor_model, build_matrix_model,
+                                        combine_summaries, importance_shift, simulate_chunk,
+                                        simulation_statistics)
+from riskdask.credit.summary import tail_count
+from riskdask.credit.synthetic import DATA_DIR, synthetic_portfolio
+from riskdask.credit.valuation import conditional_forward_values, obligor_analytics
+from riskdask.engine import map_chunks, map_reduce, plan_chunks
+from riskdask.errors import ConfigError, InputError
+
+NAME = "credit"
+DESCRIPTION = ("CreditMetrics portfolio credit risk: analytic EL/UL, distributed Monte Carlo "
+               "VaR/ES with exact reduce, importance sampling, ES contributions")
+TITLE = "riskdask · credit — CreditMetrics portfolio VaR / ES (ECB approach, seed §3.2–3.3)"
+
+EMBEDDED_MATRIX = DATA_DIR / "migration_creditmetrics_1997.csv"
+EMBEDDED_CURVES = DATA_DIR / "curves.csv"
+MATRIX_CITATION = ("J.P. Morgan, CreditMetrics - Technical Document (1997), Table 6.3: one-year "
+                   "transition matrix (S&P)")
+
+
+# ----------------------------------------------------------------------------- config
+class PortfolioConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, description="positions CSV/Parquet; omit for the synthetic "
+                                               "central-bank-style portfolio")
+    cashflows: str | None = Field(None, description="explicit cash flows CSV (position_id, "
+                                                    "time, amount) instead of bond terms")
+    synthetic_seed: int = Field(2009, ge=0)
+    synthetic_obligors: int = Field(200, ge=2, le=100_000)
+
+
+class MatrixConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, description="migration matrix CSV; omit for the embedded "
+                                               "CreditMetrics (1997) table")
+    units: Literal["percent", "fraction"] = "percent"
+    normalize: bool = Field(False, description="rescale rows that do not sum to 1 (recorded)")
+    tolerance: float = Field(1e-6, gt=0, le=0.01)
+
+
+class CurvesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, description="zero curves CSV; omit for the embedded ones")
+
+
+class CorrelationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["uniform", "factor", "matrix"] = "factor"
+    rho: float = Field(0.3, ge=0, lt=1, description="uniform asset correlation")
+    loadings: str | None = Field(None, description="factor: loadings CSV; omit to build them "
+                                                   "from sector and country")
+    factor_correlation: str | None = Field(None, description="factor: K x K factor correlation "
+                                                             "CSV (default: independent)")
+    global_loading: float = Field(0.4, ge=0, lt=1)
+    sector_loading: float = Field(0.3, ge=0, lt=1)
+    country_loading: float = Field(0.3, ge=0, lt=1)
+    matrix: str | None = Field(None, description="matrix: full n x n correlation CSV")
+    tile_obligors: int = Field(128, ge=8, le=4096, description="matrix: obligors per side of "
+                                                                "an analytic UL pair tile")
+
+
+class SimulationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_scenarios: int = Field(200_000, ge=100, le=10**10)
+    chunk_size: int = Field(25_000, ge=100, le=10**8)
+    confidence: list[float] = Field(default_factory=lambda: [0.99, 0.999, 0.9999])
+    contribution_rows: int = Field(20_000, ge=0, le=10**7,
+                                   description="tail scenarios that keep per-obligor states")
+    histogram_bins: int = Field(200, ge=10, le=100_000)
+
+    @field_validator("confidence")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one confidence level")
+        for c in v:
+            if not 0.5 <= c < 1:
+                raise ValueError(f"confidence level {c} outside [0.5, 1)")
+        if len(set(v)) != len(v):
+            raise ValueError("a confidence level is listed twice")
+        return sorted(v)
+
+
+class ImportanceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    target_confidence: float = Field(0.999, ge=0.5, lt=1,
+                                     description="shift size Phi^-1(target) unless shift is set")
+    shift: float | None = Field(None, ge=0, le=10, description="length of the mean shift")
+    compare_plain: bool = Field(True, description="also run plain sampling (same scenario "
+                                                  "count) and report the variance reduction")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    top_contributors: int = Field(20, ge=1, le=10_000)
+    tail_rows: int = Field(1000, ge=1, le=10**6, description="rows of the tail-scenario table")
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = Field(2009, ge=0)
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
+    matrix: MatrixConfig = Field(default_factory=MatrixConfig)
+    curves: CurvesConfig = Field(default_factory=CurvesConfig)
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    importance_sampling: ImportanceConfig = Field(default_factory=ImportanceConfig)
+    outputs: OutputConfig = Field(default_factory=OutputConfig)
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass
+class CreditInputs:
+    matrix: MigrationMatrix
+    curves: object
+    portfolio: Portfolio
+    correlation_kind: str
+    loadings: np.ndarray | None = None        # (n, K) on independent factors
+    factor_names: list = field(default_factory=list)
+    correlation: np.ndarray | None = None     # (n, n)
+    notes: list = field(default_factory=list)
+
+
+def _check_levels(cfg: Config) -> None:
+    """The seed's a = round(sim (1 - confidence)) must be at least 2 (ES averages a - 1)."""
+    n = cfg.simulation.n_scenarios
+    for c in cfg.simulation.confidence:
+        a = tail_count(n, c)
+        if a < 2:
+            raise ConfigError(f"confidence level {c} is too high for {n:,} scenarios: a = "
+                              f"round({n} x (1 - {c})) = {a} < 2 (need at least "
+                              f"{int(np.ceil(1.5 / (1 - c))):,} scenarios)",
+                              key="simulation.confidence")
+
+
+def load_inputs(cfg: Config, ctx=None) -> CreditInputs:
+    """Read and validate matrix, curves, portfolio (and cash flows) and correlation."""
+    _check_levels(cfg)
+    notes = []
+    matrix_path = cfg.matrix.path or EMBEDDED_MATRIX
+    matrix, rescaled = load_matrix(matrix_path, units=cfg.matrix.units,
+                                   normalize=cfg.matrix.normalize,
+                                   tolerance=cfg.matrix.tolerance,
+                                   source=MATRIX_CITATION if cfg.matrix.path is None else "")
+    for rating, total in rescaled:
+        notes.append(f"migration matrix row {rating} summed to {total:.6f}; rescaled to 1 "
+                     "(matrix.normalize = true)")
+    if cfg.portfolio.path is None:
+        raw = synthetic_portfolio(cfg.portfolio.synthetic_seed, cfg.portfolio.synthetic_obligors)
+        portfolio_path = f"<synthetic portfolio seed={cfg.portfolio.synthetic_seed}>"
+    else:
+        portfolio_path = cfg.portfolio.path
+        raw = load_portfolio_file(portfolio_path)
+    positions = validate_portfolio(raw, portfolio_path, matrix,
+                                   need_terms=cfg.portfolio.cashflows is None)
+    cashflows = None
+    if cfg.portfolio.cashflows is not None:
+        cashflows = load_cashflows(cfg.portfolio.cashflows, positions["position_id"])
+    portfolio = build_portfolio(positions, matrix, cashflows)
+    curves_path = cfg.curves.path or EMBEDDED_CURVES
+    curves = align_curves(load_curves(curves_path), matrix,
+                          sorted(set(portfolio.obligors["rating"])), curves_path)
+
+    ids = list(portfolio.obligors["obligor_id"])
+    kind = cfg.correlation.kind
+    inputs = CreditInputs(matrix=matrix, curves=curves, portfolio=portfolio,
+                          correlation_kind=kind, notes=notes)
+    if kind == "uniform":
+        inputs.loadings = np.full((len(ids), 1), np.sqrt(cfg.correlation.rho))
+        inputs.factor_names = ["uniform"]
+    elif kind == "factor":
+        if cfg.correlation.loadings is None:
+            loadings, names = sector_country_loadings(
+                portfolio.obligors, cfg.correlation.global_loading,
+                cfg.correlation.sector_loading, cfg.correlation.country_loading)
+            where, key = "<sector/country loadings>", "correlation.global_loading"
+        else:
+            loadings, names = load_loadings(cfg.correlation.loadings, ids)
+            where, key = cfg.correlation.loadings, None
+        if cfg.correlation.factor_correlation is not None:
+            fc = load_factor_correlation(cfg.correlation.factor_correlation, names)
+            loadings = loadings @ np.linalg.cholesky(fc)   # loadings on independent factors
+        r2 = np.einsum("ik,ik->i", loadings, loadings)
+        bad = np.flatnonzero(r2 >= 1.0)
+        if bad.size:
+            i = int(bad[0])
+            msg = (f"obligor {ids[i]!r}: systematic variance {r2[i]:.4f} >= 1 (sum of squared "
+                   "loadings, after the factor correlation) leaves no idiosyncratic part")
+            if key is not None:
+                raise ConfigError(msg, key=key)
+            raise InputError(msg, file=where, row=i + 1)
+        inputs.loadings, inputs.factor_names = loadings, names
+    else:
+        if cfg.correlation.matrix is None:
+            raise ConfigError("correlation.kind = 'matrix' needs correlation.matrix (a CSV)",
+                              key="correlation.matrix")
+        inputs.correlation = load_correlation_matrix(cfg.correlation.matrix, ids)
+    if ctx is not None:
+        _record_inputs(cfg, ctx, inputs, matrix_path, curves_path, portfolio_path)
+    return inputs
+
+
+def _record_inputs(cfg, ctx, inputs, matrix_path, curves_path, portfolio_path):
+    ctx.add_input("migration_matrix", matrix_path, rows=len(inputs.matrix.initial_ratings),
+                  description=inputs.matrix.source)
+    ctx.add_input("curves", curves_path, rows=int(inputs.curves.tenors.size),
+                  description="rating zero curves (continuous compounding)")
+    if cfg.portfolio.path is None:
+        ctx.add_input("portfolio", rows=len(inputs.portfolio.positions),
+                      fingerprint=f"synthetic seed={cfg.portfolio.synthetic_seed} "
+                                  f"obligors={cfg.portfolio.synthetic_obligors}",
+                      description="embedded synthetic central-bank-style portfolio (a stand-in)")
+    else:
+        ctx.add_input("portfolio", portfolio_path, rows=len(inputs.portfolio.positions),
+                      description="positions")
+    if cfg.portfolio.cashflows:
+        ctx.add_input("cashflows", cfg.portfolio.cashflows, rows=len(inputs.portfolio.cf_time))
+    for name in ("loadings", "factor_correlation", "matrix"):
+        path = getattr(cfg.correlation, name)
+        if path and (name != "matrix" or inputs.correlation_kind == "matrix") and \
+                (name == "matrix" or inputs.correlation_kind == "factor"):
+            ctx.add_input(f"correlation_{name}", path)
+
+
+# ----------------------------------------------------------------------------- stages
+@dataclass
+class Analytics:
+    cfv: np.ndarray
+    per_obligor: object
+    fv_portfolio: float
+    efv_sum: float
+    el: float
+    el_migration: float
+    el_default: float
+    ul: float
+    bounds: np.ndarray
+
+
+def _tile_task(chunk, shared, *, tiles):
+    """Analytic UL covariance sum over one tile of obligor pairs (full matrix)."""
+    (i0, i1), (j0, j1) = tiles[chunk.index]
+    d, b, c = shared["deviations"], shared["bounds"], shared["correlation"]
+    return pair_tile_covariance(d[i0:i1], d[j0:j1], b[i0:i1], b[j0:j1], c[i0:i1, j0:j1],
+                                same_block=(i0 == j0))
+
+
+def _analytics(cfg: Config, ctx, inputs: CreditInputs) -> Analytics:
+    pf, matrix = inputs.portfolio, inputs.matrix
+    cfv = conditional_forward_values(pf.cf_obligor, pf.cf_time, pf.cf_amount, inputs.curves,
+                                     pf.obligors["recovery_value"].to_numpy(), pf.n_obligors)
+    per = obligor_analytics(cfv, pf.initial_index, matrix.probabilities)
+    bounds = obligor_bounds(pf.initial_index, matrix.probabilities)
+    dev = deviations_worst_first(cfv, per.efv)
+    ul2_sum = float(np.sum(per.ul ** 2))
+    if inputs.correlation_kind in ("uniform", "factor"):
+        # Cells: obligors with the same initial rating and loadings share every pair table.
+        key = np.column_stack([pf.initial_index.astype(float), inputs.loadings])
+        cells_key, cell = np.unique(key, axis=0, return_inverse=True)
+        cell_loadings = cells_key[:, 1:]
+        cell_rating = cells_key[:, 0].astype(np.int64)
+        cell_corr = cell_loadings @ cell_loadings.T
+        ul = ul_collapsed(dev, obligor_bounds(cell_rating, matrix.probabilities), cell.ravel(),
+                          cell_corr, ul2_sum)
+    else:
+        n = pf.n_obligors
+        t = cfg.correlation.tile_obligors
+        edges = list(range(0, n, t)) + [n]
+        blocks = list(zip(edges[:-1], edges[1:]))
+        tiles = [(bi, bj) for a, bi in enumerate(blocks) for bj in blocks[a:]]
+        chunks = plan_chunks(len(tiles), 1, cfg.seed)
+        parts = map_chunks(_tile_task, chunks, client=ctx.client,
+                           shared={"deviations": dev, "bounds": bounds,
+                                   "correlation": inputs.correlation},
+                           kernel_kwargs={"tiles": tiles}, label="credit-ul-tiles")
+        ul = ul_from_covariance_sum(ul2_sum, float(np.sum(parts)))
+    fv_p = float(per.fv.sum())
+    efv_sum = float(per.efv.sum())
+    return Analytics(cfv=cfv, per_obligor=per, fv_portfolio=fv_p, efv_sum=efv_sum,
+                     el=fv_p - efv_sum, el_migration=float(per.el_migration.sum()),
+                     el_default=float(per.el_default.sum()), ul=ul, bounds=bounds)
+
+
+def _model(cfg: Config, inputs: CreditInputs, an: Analytics, *, shift) -> SimulationModel:
+    pf = inputs.portfolio
+    r = inputs.matrix.n_states
+    loss_by_state = (an.per_obligor.fv[:, None] - an.cfv)[:, ::-1]
+    initial_state = (r - 1) - pf.initial_index
+    thresholds = an.bounds[:, 1:-1]
+    lo = max(float(np.sum(loss_by_state.min(axis=1))), an.el - 4.0 * an.ul)
+    hi = min(float(np.sum(loss_by_state.max(axis=1))), an.el + 30.0 * an.ul)
+    if not hi > lo:
+        hi = lo + 1.0
+    common = dict(confidence=cfg.simulation.confidence, n_scenarios=cfg.simulation.n_scenarios,
+                  hist_edges=np.linspace(lo, hi, cfg.simulation.histogram_bins + 1),
+                  state_rows=cfg.simulation.contribution_rows, shift=shift)
+    if inputs.correlation_kind == "matrix":
+        return build_matrix_model(loss_by_state, initial_state, thresholds, inputs.correlation,
+                                  **common)
+    return build_factor_model(loss_by_state, initial_state, thresholds, inputs.loadings, **common)
+
+
+def _shift(cfg: Config, inputs: CreditInputs, an: Analytics):
+    if not cfg.importance_sampling.enabled:
+        return None
+    lgd = an.per_obligor.fv - an.cfv[:, -1]
+    b_default = an.bounds[:, 1]
+    if inputs.correlation_kind == "matrix":
+        return importance_shift("matrix", lgd, b_default, np.linalg.cholesky(inputs.correlation),
+                                cfg.importance_sampling.target_confidence,
+                                cfg.importance_sampling.shift)
+    return importance_shift("factor", lgd, b_default, inputs.loadings,
+                            cfg.importance_sampling.target_confidence,
+                            cfg.importance_sampling.shift)
+
+
+def _simulate(cfg: Config, ctx, model: SimulationModel, fv_p: float, label: str) -> dict:
+    chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size, cfg.seed)
+    summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=ctx.client,
+                         shared=model, label=label)
+    stats = simulation_statistics(summary, model, fv_p)
+    stats["_summary"] = summary
+    return stats
+
+
+def _level_key(c: float) -> str:
+    return f"{100 * c:g}".replace(".", "_")
+
+
+# ----------------------------------------------------------------------------- outputs
+def _tables(cfg, ctx, inputs, an, stats, model):
+    pf = inputs.portfolio
+    per = an.per_obligor
+    ob = pf.obligors.copy()
+    ob["fv"] = per.fv
+    ob["efv"] = per.efv
+    ob["el"] = per.el
+    ob["el_migration"] = per.el_migration
+    ob["el_default"] = per.el_default
+    ob["ul"] = per.ul
+    ob["simulated_mean_loss"] = stats["obligor_mean_loss"]
+    for j, c in enumerate(cfg.simulation.confidence):
+        ob[f"es_contribution_{_level_key(c)}"] = stats["contributions"][:, j]
+    ctx.write_table("obligors", ob)
+
+    cfv = pd.DataFrame(an.cfv, columns=[f"cfv_{r}" for r in inputs.matrix.scale])
+    cfv.insert(0, "obligor_id", pf.obligors["obligor_id"].to_numpy())
+    cfv.insert(1, "rating", pf.obligors["rating"].to_numpy())
+    ctx.write_table("cfv_matrix", cfv)
+
+    s = stats["_summary"]
+    edges = model.hist_edges
+    hist = s.histogram / s.weight_sum
+    ctx.write_table("loss_histogram", pd.DataFrame({
+        "loss_from": np.concatenate([[-np.inf], edges[:-1], [edges[-1]]]),
+        "loss_to": np.concatenate([[edges[0]], edges[1:], [np.inf]]),
+        "probability": hist}))
+
+    k = min(cfg.outputs.tail_rows, s.tail_loss.size)
+    tail = pd.DataFrame({"rank": np.arange(1, k + 1), "scenario": s.tail_scenario[:k],
+                         "loss": s.tail_loss[:k], "sfv": an.fv_portfolio - s.tail_loss[:k],
+                         "weight": s.tail_weight[:k]})
+    m = min(k, s.tail_states.shape[0])
+    defaults = np.full(k, -1)
+    downgrades = np.full(k, -1)
+    if m:
+        st = s.tail_states[:m]
+        defaults[:m] = (st == 0).sum(axis=1)
+        downgrades[:m] = ((st < model.initial_state[None, :]) & (st > 0)).sum(axis=1)
+    tail["n_defaults"] = defaults
+    tail["n_downgrades"] = downgrades
+    ctx.write_table("tail_scenarios", tail)
+
+    rows = []
+    for j, level in enumerate(stats["levels"]):
+        if not level["contributions"]:
+            continue
+        contrib = stats["contributions"][:, j]
+        order = np.argsort(-contrib, kind="stable")
+        for rank, i in enumerate(order, 1):
+            rows.append({"confidence": level["confidence"], "rank": rank,
+                         "obligor_id": pf.obligors["obligor_id"].iloc[i],
+                         "name": pf.obligors["name"].iloc[i],
+                         "rating": pf.obligors["rating"].iloc[i],
+                         "tail_expected_loss": stats["tail_obligor_loss"][i, j],
+                         "mean_loss": stats["obligor_mean_loss"][i],
+                         "es_contribution": contrib[i],
+                         "share_of_es": contrib[i] / level["es"] if level["es"] else np.nan})
+    ctx.write_table("es_contributions", pd.DataFrame(rows))
+
+    ctx.write_table("risk_measures", pd.DataFrame([
+        {k: v for k, v in lv.items() if k != "contributions"} for lv in stats["levels"]]))
+
+
+def run(cfg: Config, ctx) -> dict:
+    with ctx.stage("load"):
+        inputs = load_inputs(cfg, ctx)
+    with ctx.stage("analytics"):
+        an = _analytics(cfg, ctx, inputs)
+    with ctx.stage("simulation"):
+        shift = _shift(cfg, inputs, an)
+        model = _model(cfg, inputs, an, shift=shift)
+        stats = _simulate(cfg, ctx, model, an.fv_portfolio, "credit-scenarios")
+    plain = None
+    if shift is not None and cfg.importance_sampling.compare_plain:
+        with ctx.stage("plain_sampling"):
+            plain_model = _model(cfg, inputs, an, shift=None)
+            plain = _simulate(cfg, ctx, plain_model, an.fv_portfolio, "credit-plain")
+
+    levels = []
+    for j, lv in enumerate(stats["levels"]):
+        entry = {k: lv[k] for k in ("confidence", "a", "var", "var_se", "var_pct", "es",
+                                    "es_se", "es_pct")}
+        if plain is not None:
+            p = plain["levels"][j]
+            entry["plain_var"], entry["plain_var_se"] = p["var"], p["var_se"]
+            entry["plain_es"], entry["plain_es_se"] = p["es"], p["es_se"]
+            entry["variance_reduction_var"] = (p["var_se"] / lv["var_se"]) ** 2
+            entry["variance_reduction_es"] = (p["es_se"] / lv["es_se"]) ** 2
+        levels.append(entry)
+    n_chunk_small = [lv["confidence"] for lv in stats["levels"]
+                     if not np.isfinite(lv["var_se"])]
+    notes = list(inputs.notes)
+    if n_chunk_small:
+        notes.append("no batch-means standard error at confidence "
+                     f"{', '.join(map(str, n_chunk_small))}: a chunk has fewer than 2 tail "
+                     "scenarios there (raise simulation.chunk_size)")
+    no_contrib = [lv["confidence"] for lv in stats["levels"] if not lv["contributions"]]
+    if no_contrib:
+        notes.append("no ES contributions at confidence "
+                     f"{', '.join(map(str, no_contrib))}: the tail has more scenarios than "
+                     "simulation.contribution_rows")
+    fv_p = an.fv_portfolio
+    summary = {
+        "portfolio": "synthetic" if cfg.portfolio.path is None else cfg.portfolio.path,
+        "n_obligors": inputs.portfolio.n_obligors,
+        "n_positions": len(inputs.portfolio.positions),
+        "migration_matrix": inputs.matrix.source,
+        "correlation": inputs.correlation_kind,
+        "fv_portfolio": fv_p,
+        "efv_sum": an.efv_sum,
+        "el_analytic": an.el, "el_analytic_pct": 100 * an.el / fv_p,
+        "el_migration": an.el_migration, "el_default": an.el_default,
+        "ul_analytic": an.ul, "ul_analytic_pct": 100 * an.ul / fv_p,
+        "n_scenarios": stats["n_scenarios"], "n_chunks": stats["n_chunks"],
+        "importance_sampling": shift is not None,
+        "el_simulated": stats["el"], "el_simulated_se": stats["el_se"],
+        "el_simulated_pct": 100 * stats["el"] / fv_p,
+        "ul_simulated": stats["ul"], "ul_simulated_se": stats["ul_se"],
+        "ul_simulated_pct": 100 * stats["ul"] / fv_p,
+        "el_z": (stats["el"] - an.el) / stats["el_se"],
+        "ul_z": (stats["ul"] - an.ul) / stats["ul_se"],
+        "mean_sfv": stats["mean_sfv"],
+        "levels": levels,
+        "notes": notes,
+    }
+    if shift is not None:
+        summary["importance_shift"] = [float(x) for x in np.atleast_1d(shift)[:50]]
+        summary["importance_shift_norm"] = float(np.linalg.norm(shift))
+    with ctx.stage("outputs"):
+        _tables(cfg, ctx, inputs, an, stats, model)
+        ctx.write_figure("loss_distribution",
+                         figures.loss_distribution(model.hist_edges, stats["_summary"], stats,
+                                                   fv_p),
+                         caption="Simulated one-year loss distribution (FV_P − SFV) with VaR "
+                                 "and ES at each confidence level")
+        j = len(cfg.simulation.confidence) - 1
+        while j >= 0 and not stats["levels"][j]["contributions"]:
+            j -= 1
+        if j >= 0:
+            ctx.write_figure("top_contributors",
+                             figures.top_contributors(inputs.portfolio.obligors,
+                                                      stats["contributions"][:, j],
+                                                      stats["levels"][j],
+                                                      cfg.outputs.top_contributors),
+                             caption="Obligors with the largest contribution to ES "
+                                     f"({100 * cfg.simulation.confidence[j]:g}%)")
+    ctx.set_summary(summary)
+    return summary
+
+
+def headline(summary: dict) -> list[tuple[str, object]]:
+    out = [("obligors / positions", f"{summary['n_obligors']} / {summary['n_positions']}"),
+           ("FV_P (EUR)", f"{summary['fv_portfolio']:,.0f}"),
+           ("EL analytic / simulated", f"{summary['el_analytic']:,.0f} / "
+                                       f"{summary['el_simulated']:,.0f}"),
+           ("UL analytic / simulated", f"{summary['ul_analytic']:,.0f} / "
+                                       f"{summary['ul_simulated']:,.0f}"),
+           ("scenarios", f"{summary['n_scenarios']:,}")]
+    for lv in summary["levels"]:
+        var = lv["var"] if lv["var"] is not None else float("nan")
+        es = lv["es"] if lv["es"] is not None else float("nan")
+        out.append((f"VaR / ES {100 * lv['confidence']:g}%",
+                    f"{var:,.0f} / {es:,.0f} ({lv['var_pct']:.3f}% / {lv['es_pct']:.3f}%)"))
+    return out
+
+
+def run_credit(config=None, *, overrides=(), client=None, out="runs", **kw):
+    """Python API: run the credit job; returns a :class:`riskdask.api.JobResult`."""
+    from riskdask.api import run_job
+
+    return run_job(NAME, config, overrides=overrides, client=client, out=out, **kw)

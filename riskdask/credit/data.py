@@ -1,0 +1,465 @@
+"""Loaders and validation of the credit job's inputs.
+
+Every problem with a user file raises :class:`~riskdask.errors.InputError` naming
+the file, the 1-based data row (header = row 0) and the column.  File formats:
+
+portfolio (CSV or Parquet), one row per position
+    ``position_id, obligor_id, rating, nominal, recovery_rate`` and either the
+    bond terms ``coupon, frequency, maturity`` or a separate cash-flow file;
+    optional ``sector, country, name``.
+cash flows (CSV), optional
+    ``position_id, time, amount``.
+migration matrix (CSV)
+    ``rating`` then one column per forward rating, best first, the last being
+    default; one row per non-default initial rating.
+curves (CSV)
+    ``tenor`` then one column of zero rates (decimal, continuous compounding)
+    per non-default rating.
+factor loadings (CSV)
+    ``obligor_id`` then one column per factor.  Optional factor correlation
+    (CSV): ``factor`` then one column per factor.
+correlation matrix (CSV)
+    ``obligor_id`` then one column per obligor id (same order as the rows).
+Lines starting with ``#`` are comments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from riskdask.errors import InputError
+
+from .ratings import MigrationMatrix
+from .valuation import RatingCurves, bond_cash_flows
+
+__all__ = [
+    "read_table",
+    "numeric_column",
+    "load_matrix",
+    "load_curves",
+    "validate_portfolio",
+    "load_portfolio_file",
+    "load_cashflows",
+    "load_loadings",
+    "load_factor_correlation",
+    "load_correlation_matrix",
+    "check_correlation_matrix",
+    "Portfolio",
+    "build_portfolio",
+    "sector_country_loadings",
+]
+
+
+# ------------------------------------------------------------------------------ generic
+def read_table(path, *, required=(), what="file") -> pd.DataFrame:
+    """Read a CSV (``#`` comments) or Parquet file as strings/values; check columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", file=path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False,
+                             skipinitialspace=True)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read {what}: {exc}", file=path) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in required:
+        if col not in df.columns:
+            raise InputError(f"missing required column (columns are: {', '.join(df.columns)})",
+                             file=path, column=col)
+    if len(df) == 0:
+        raise InputError(f"{what} has no data rows", file=path)
+    return df
+
+
+def numeric_column(df: pd.DataFrame, column: str, path, *, integer=False) -> np.ndarray:
+    """A column as float (or int) array; the first non-numeric cell is an InputError."""
+    raw = df[column]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        values = raw.to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+    else:
+        text = raw.astype(str).str.strip()
+        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise InputError(f"not a finite number: {raw.iloc[r]!r}", file=path, row=r + 1,
+                         column=column)
+    if integer:
+        if np.any(values != np.round(values)):
+            r = int(np.flatnonzero(values != np.round(values))[0])
+            raise InputError(f"not an integer: {raw.iloc[r]!r}", file=path, row=r + 1,
+                             column=column)
+        return values.astype(np.int64)
+    return values
+
+
+def _text_column(df, column, path) -> np.ndarray:
+    values = df[column].astype(str).str.strip().to_numpy()
+    empty = values == ""
+    if empty.any():
+        r = int(np.flatnonzero(empty)[0])
+        raise InputError("empty cell", file=path, row=r + 1, column=column)
+    return values
+
+
+# ------------------------------------------------------------------------------ matrix
+def load_matrix(path, *, units: str = "percent", normalize: bool = False,
+                tolerance: float = 1e-6, source: str = "") -> tuple[MigrationMatrix, list]:
+    """Read and validate a one-year migration matrix.
+
+    Returns the matrix and a list of the rows that were rescaled (with
+    ``normalize``), as ``(rating, original sum)``.  A row that does not sum to 1
+    (within ``tolerance``) is an error unless ``normalize`` is set.
+    """
+    df = read_table(path, required=("rating",), what="migration matrix")
+    scale = tuple(c for c in df.columns if c != "rating")
+    if len(scale) < 2:
+        raise InputError("needs at least two forward-rating columns", file=path)
+    if len(set(scale)) != len(scale):
+        raise InputError("a forward rating appears twice in the header", file=path)
+    ratings = _text_column(df, "rating", path)
+    probs = np.column_stack([numeric_column(df, c, path) for c in scale])
+    factor = 100.0 if units == "percent" else 1.0
+    probs = probs / factor
+    initial = scale[:-1]
+    seen = {}
+    for r, rating in enumerate(ratings):
+        if rating not in initial:
+            raise InputError(f"initial rating {rating!r} is not a non-default forward rating "
+                             f"of the header ({', '.join(initial)})", file=path, row=r + 1,
+                             column="rating")
+        if rating in seen:
+            raise InputError(f"rating {rating!r} appears twice (rows {seen[rating]} and {r + 1})",
+                             file=path, row=r + 1, column="rating")
+        seen[rating] = r + 1
+    missing = [x for x in initial if x not in seen]
+    if missing:
+        raise InputError(f"no row for initial rating(s) {', '.join(missing)}", file=path,
+                         column="rating")
+    neg = np.argwhere(probs < 0)
+    if neg.size:
+        r, c = neg[0]
+        raise InputError("negative probability", file=path, row=int(r) + 1, column=scale[c])
+    sums = probs.sum(axis=1)
+    rescaled = []
+    for r, s in enumerate(sums):
+        if abs(s - 1.0) > tolerance:
+            if not normalize:
+                raise InputError(
+                    f"row {ratings[r]!r} sums to {s * factor:.6g}"
+                    f"{'%' if units == 'percent' else ''}, not "
+                    f"{'100%' if units == 'percent' else '1'} (tolerance {tolerance:g}; set "
+                    "normalize = true to rescale)", file=path, row=r + 1, column="rating")
+            rescaled.append((str(ratings[r]), float(s)))
+    if normalize:
+        probs = probs / sums[:, None]
+    order = [seen[x] - 1 for x in initial]
+    matrix = MigrationMatrix(scale=scale, probabilities=probs[order], source=source or str(path))
+    return matrix, rescaled
+
+
+# ------------------------------------------------------------------------------ curves
+def load_curves(path) -> RatingCurves:
+    """Read zero curves: ``tenor`` plus one decimal-rate column per rating."""
+    df = read_table(path, required=("tenor",), what="curves file")
+    tenors = numeric_column(df, "tenor", path)
+    bad = np.flatnonzero(tenors <= 0)
+    if bad.size:
+        raise InputError("tenor must be positive", file=path, row=int(bad[0]) + 1,
+                         column="tenor")
+    dec = np.flatnonzero(np.diff(tenors) <= 0)
+    if dec.size:
+        raise InputError("tenors must be strictly increasing", file=path, row=int(dec[0]) + 2,
+                         column="tenor")
+    ratings = tuple(c for c in df.columns if c != "tenor")
+    rates = np.vstack([numeric_column(df, c, path) for c in ratings]) if ratings else \
+        np.empty((0, tenors.size))
+    out = np.argwhere(np.abs(rates) > 1.0)
+    if out.size:
+        c, r = out[0]
+        raise InputError(f"zero rate {rates[c, r]} is not a decimal rate (|y| <= 1)",
+                         file=path, row=int(r) + 1, column=ratings[c])
+    return RatingCurves(ratings=ratings, tenors=tenors, rates=rates)
+
+
+def align_curves(curves: RatingCurves, matrix: MigrationMatrix, ratings_in_use, path
+                 ) -> RatingCurves:
+    """Curves in the matrix's rating order; every rating that can occur must have one.
+
+    Forward ratings reachable from the initial ratings in use (probability > 0)
+    all need a curve, since their CFV is a discounted value (eq. 3.4).
+    """
+    needed = []
+    for rating in ratings_in_use:
+        row = matrix.probabilities[matrix.index(rating)]
+        needed += [matrix.scale[j] for j in np.flatnonzero(row[:-1] > 0)]
+    needed = set(needed) | set(ratings_in_use)
+    rates = []
+    for rating in matrix.initial_ratings:
+        if rating in curves.ratings:
+            rates.append(curves.rates[curves.ratings.index(rating)])
+        elif rating in needed:
+            raise InputError(f"no curve for rating {rating!r}, which is in use (initial rating "
+                             "or reachable by migration)", file=path, column=rating)
+        else:
+            rates.append(np.full(curves.tenors.size, np.nan))
+    return RatingCurves(ratings=matrix.initial_ratings, tenors=curves.tenors,
+                        rates=np.vstack(rates))
+
+
+# ------------------------------------------------------------------------------ portfolio
+TERMS = ("coupon", "frequency", "maturity")
+
+
+def load_portfolio_file(path) -> pd.DataFrame:
+    return read_table(path, required=("position_id", "obligor_id", "rating", "nominal",
+                                      "recovery_rate"), what="portfolio")
+
+
+def validate_portfolio(df: pd.DataFrame, path, matrix: MigrationMatrix, *,
+                       need_terms: bool) -> pd.DataFrame:
+    """Typed, validated positions (one row per position)."""
+    out = pd.DataFrame({
+        "position_id": _text_column(df, "position_id", path),
+        "obligor_id": _text_column(df, "obligor_id", path),
+        "rating": _text_column(df, "rating", path),
+    })
+    dup = out["position_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero(out["position_id"].to_numpy() == out["position_id"][r])[0])
+        raise InputError(f"duplicate position id {out['position_id'][r]!r} (first at row "
+                         f"{first + 1})", file=path, row=r + 1, column="position_id")
+    known = set(matrix.initial_ratings)
+    unknown = ~out["rating"].isin(known).to_numpy()
+    if unknown.any():
+        r = int(np.flatnonzero(unknown)[0])
+        extra = " (a defaulted position has no credit risk left to model)" \
+            if out["rating"][r] == matrix.default_rating else ""
+        raise InputError(f"unknown rating {out['rating'][r]!r}{extra}; the migration matrix "
+                         f"has {', '.join(matrix.initial_ratings)}", file=path, row=r + 1,
+                         column="rating")
+    out["nominal"] = numeric_column(df, "nominal", path)
+    bad = np.flatnonzero(out["nominal"].to_numpy() < 0)
+    if bad.size:
+        raise InputError(f"negative nominal {out['nominal'][bad[0]]}", file=path,
+                         row=int(bad[0]) + 1, column="nominal")
+    out["recovery_rate"] = numeric_column(df, "recovery_rate", path)
+    rr = out["recovery_rate"].to_numpy()
+    bad = np.flatnonzero((rr < 0) | (rr > 1))
+    if bad.size:
+        raise InputError(f"recovery rate {rr[bad[0]]} outside [0, 1]", file=path,
+                         row=int(bad[0]) + 1, column="recovery_rate")
+    for col in ("sector", "country", "name"):
+        out[col] = df[col].astype(str).str.strip().to_numpy() if col in df.columns else ""
+    if need_terms:
+        for col in TERMS:
+            if col not in df.columns:
+                raise InputError("missing bond-term column (or give a cash-flow file)",
+                                 file=path, column=col)
+        out["coupon"] = numeric_column(df, "coupon", path)
+        out["frequency"] = numeric_column(df, "frequency", path, integer=True)
+        out["maturity"] = numeric_column(df, "maturity", path)
+        for col, ok, text in (("coupon", out["coupon"] >= 0, "negative coupon"),
+                              ("frequency", out["frequency"] >= 1, "frequency must be >= 1"),
+                              ("maturity", out["maturity"] > 0,
+                               "maturity must be positive (cash-flow time <= 0)")):
+            bad = np.flatnonzero(~ok.to_numpy())
+            if bad.size:
+                raise InputError(f"{text}: {df[col].iloc[bad[0]]!r}", file=path,
+                                 row=int(bad[0]) + 1, column=col)
+    # One rating per obligor: its positions migrate together.
+    first_rating = out.groupby("obligor_id", sort=False)["rating"].transform("first")
+    clash = (out["rating"] != first_rating).to_numpy()
+    if clash.any():
+        r = int(np.flatnonzero(clash)[0])
+        raise InputError(f"obligor {out['obligor_id'][r]!r} has positions with different "
+                         f"ratings ({first_rating[r]!r} and {out['rating'][r]!r})", file=path,
+                         row=r + 1, column="rating")
+    return out
+
+
+def load_cashflows(path, position_ids) -> pd.DataFrame:
+    """Explicit cash flows ``position_id, time, amount``; every position needs one."""
+    df = read_table(path, required=("position_id", "time", "amount"), what="cash-flow file")
+    pid = _text_column(df, "position_id", path)
+    time = numeric_column(df, "time", path)
+    amount = numeric_column(df, "amount", path)
+    bad = np.flatnonzero(time <= 0)
+    if bad.size:
+        raise InputError(f"cash-flow time {time[bad[0]]} <= 0 (cash flows must lie after "
+                         "today)", file=path, row=int(bad[0]) + 1, column="time")
+    known = set(position_ids)
+    unknown = np.flatnonzero(~pd.Series(pid).isin(known).to_numpy())
+    if unknown.size:
+        raise InputError(f"position {pid[unknown[0]]!r} is not in the portfolio", file=path,
+                         row=int(unknown[0]) + 1, column="position_id")
+    missing = sorted(known - set(pid))
+    if missing:
+        raise InputError(f"no cash flows for position(s) {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}", file=path,
+                         column="position_id")
+    return pd.DataFrame({"position_id": pid, "time": time, "amount": amount})
+
+
+@dataclass
+class Portfolio:
+    """Positions aggregated to obligors (they migrate together)."""
+
+    positions: pd.DataFrame
+    obligors: pd.DataFrame            # obligor_id, rating, sector, country, name, nominal, recovery_value
+    initial_index: np.ndarray         # best-first scale index per obligor
+    cf_obligor: np.ndarray
+    cf_time: np.ndarray
+    cf_amount: np.ndarray
+    notes: list = field(default_factory=list)
+
+    @property
+    def n_obligors(self) -> int:
+        return len(self.obligors)
+
+
+def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
+                    cashflows: pd.DataFrame | None = None) -> Portfolio:
+    """Obligor table and cash flows (generated from bond terms or given)."""
+    codes, uniques = pd.factorize(positions["obligor_id"], sort=False)
+    n = len(uniques)
+    recovery_value = np.bincount(codes, weights=positions["nominal"] * positions["recovery_rate"],
+                                 minlength=n)
+    nominal = np.bincount(codes, weights=positions["nominal"], minlength=n)
+    first = pd.DataFrame({"code": codes, "i": np.arange(len(positions))}).groupby("code")["i"].min()
+    first = first.reindex(range(n)).to_numpy()
+    obligors = pd.DataFrame({
+        "obligor_id": np.asarray(uniques),
+        "name": positions["name"].to_numpy()[first],
+        "sector": positions["sector"].to_numpy()[first],
+        "country": positions["country"].to_numpy()[first],
+        "rating": positions["rating"].to_numpy()[first],
+        "nominal": nominal,
+        "recovery_value": recovery_value,
+        "n_positions": np.bincount(codes, minlength=n),
+    })
+    initial_index = np.array([matrix.index(r) for r in obligors["rating"]], dtype=np.int64)
+    if cashflows is None:
+        pos, time, amount = bond_cash_flows(positions["nominal"], positions["coupon"],
+                                            positions["frequency"], positions["maturity"])
+        cf_obligor = codes[pos]
+    else:
+        index = pd.Series(np.arange(len(positions)), index=positions["position_id"])
+        pos = index.loc[cashflows["position_id"]].to_numpy()
+        cf_obligor, time, amount = codes[pos], cashflows["time"].to_numpy(), \
+            cashflows["amount"].to_numpy()
+    return Portfolio(positions=positions, obligors=obligors, initial_index=initial_index,
+                     cf_obligor=np.asarray(cf_obligor), cf_time=np.asarray(time, dtype=float),
+                     cf_amount=np.asarray(amount, dtype=float))
+
+
+# ------------------------------------------------------------------------------ correlation
+def sector_country_loadings(obligors: pd.DataFrame, global_loading: float,
+                            sector_loading: float, country_loading: float):
+    """Loadings on a global factor, one factor per sector and one per country.
+
+    ``rho_ij = g^2 + s^2 [same sector] + c^2 [same country]``.
+
+    Returns
+    -------
+    loadings : ndarray (n, 1 + sectors + countries)
+    names : list of str
+    """
+    sectors = sorted(set(obligors["sector"]))
+    countries = sorted(set(obligors["country"]))
+    names = ["global"] + [f"sector:{s}" for s in sectors] + [f"country:{c}" for c in countries]
+    n = len(obligors)
+    out = np.zeros((n, len(names)))
+    out[:, 0] = global_loading
+    s_idx = np.array([sectors.index(s) for s in obligors["sector"]])
+    c_idx = np.array([countries.index(c) for c in obligors["country"]])
+    out[np.arange(n), 1 + s_idx] = sector_loading
+    out[np.arange(n), 1 + len(sectors) + c_idx] = country_loading
+    return out, names
+
+
+def load_loadings(path, obligor_ids) -> tuple[np.ndarray, list[str]]:
+    """Factor loadings per obligor (rows in any order; every obligor needed once)."""
+    df = read_table(path, required=("obligor_id",), what="factor-loadings file")
+    ids = _text_column(df, "obligor_id", path)
+    factors = [c for c in df.columns if c != "obligor_id"]
+    if not factors:
+        raise InputError("no factor columns", file=path)
+    values = np.column_stack([numeric_column(df, c, path) for c in factors])
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        raise InputError(f"obligor {ids[r]!r} listed twice", file=path, row=r + 1,
+                         column="obligor_id")
+    where = {v: i for i, v in enumerate(ids)}
+    missing = [o for o in obligor_ids if o not in where]
+    if missing:
+        raise InputError(f"no loadings for obligor(s) {', '.join(missing[:5])}", file=path,
+                         column="obligor_id")
+    return values[[where[o] for o in obligor_ids]], factors
+
+
+def load_factor_correlation(path, factors) -> np.ndarray:
+    """K x K factor correlation matrix (``factor`` column plus one column per factor)."""
+    df = read_table(path, required=("factor",), what="factor-correlation file")
+    names = list(_text_column(df, "factor", path))
+    if names != list(factors) or [c for c in df.columns if c != "factor"] != list(factors):
+        raise InputError(f"rows and columns must be the loadings' factors in order "
+                         f"({', '.join(factors)})", file=path, column="factor")
+    m = np.column_stack([numeric_column(df, c, path) for c in factors])
+    return check_correlation_matrix(m, path, list(factors))
+
+
+def check_correlation_matrix(m, path, labels) -> np.ndarray:
+    """Unit diagonal, symmetric, entries in [-1, 1], positive definite."""
+    m = np.asarray(m, dtype=float)
+    n = m.shape[0]
+    diag = np.flatnonzero(np.abs(np.diag(m) - 1.0) > 1e-12)
+    if diag.size:
+        r = int(diag[0])
+        raise InputError(f"diagonal entry is {m[r, r]}, not 1", file=path, row=r + 1,
+                         column=str(labels[r]))
+    out = np.argwhere(np.abs(m) > 1.0)
+    if out.size:
+        r, c = out[0]
+        raise InputError(f"correlation {m[r, c]} outside [-1, 1]", file=path, row=int(r) + 1,
+                         column=str(labels[c]))
+    asym = np.argwhere(np.abs(m - m.T) > 1e-12)
+    if asym.size:
+        r, c = asym[0]
+        raise InputError(f"matrix is not symmetric: entry {m[r, c]} but {m[c, r]} at row "
+                         f"{c + 1}, column '{labels[r]}'", file=path, row=int(r) + 1,
+                         column=str(labels[c]))
+    smallest = float(np.linalg.eigvalsh(m)[0])
+    if smallest <= 1e-10 * n:
+        raise InputError(f"correlation matrix is not positive definite: smallest eigenvalue "
+                         f"{smallest:.6g}", file=path)
+    return m
+
+
+def load_correlation_matrix(path, obligor_ids) -> np.ndarray:
+    """Full n x n asset correlation matrix, reordered to the portfolio's obligors."""
+    df = read_table(path, required=("obligor_id",), what="correlation matrix")
+    ids = list(_text_column(df, "obligor_id", path))
+    cols = [c for c in df.columns if c != "obligor_id"]
+    if cols != ids:
+        raise InputError("the column headers must be the obligor ids of the rows, in the same "
+                         "order", file=path, column="obligor_id")
+    missing = [o for o in obligor_ids if o not in set(ids)]
+    if missing:
+        raise InputError(f"no row for obligor(s) {', '.join(missing[:5])}", file=path,
+                         column="obligor_id")
+    m = np.column_stack([numeric_column(df, c, path) for c in cols])
+    m = check_correlation_matrix(m, path, ids)
+    where = {v: i for i, v in enumerate(ids)}
+    take = [where[o] for o in obligor_ids]
+    return m[np.ix_(take, take)]
