@@ -252,3 +252,18 @@ def test_fast_bins_equal_searchsorted_on_even_and_uneven_grids():
         k = threshold_bins(p, grid)
         np.testing.assert_array_equal(k, np.searchsorted(grid, p, side="left"))
         np.testing.assert_array_equal(k, (p[:, None] > grid[None, :]).sum(axis=1))
+
+
+def test_blocked_counting_over_many_blocks_equals_mask_loop():
+    """More rows than one 32k block (and a partial last block), labels as bool/int/float."""
+    rng = np.random.default_rng(17)
+    p, y = _awkward_scores(rng, 70_000)
+    want = _mask_loop(p, y)
+    for labels in (y, y.astype(bool), y.astype(np.int8), y.astype(float)):
+        got = confusion_from_counts(bin_counts(p, labels))
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    with pytest.raises(ValueError, match="0 or 1"):
+        bin_counts(p[:3], np.array([0, 2, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        bin_counts(np.array([0.1, np.nan]), np.array([0, 1]))

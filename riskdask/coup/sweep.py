@@ -30,6 +30,8 @@ __all__ = ["N_THRESHOLDS", "threshold_grid", "threshold_bins", "BinCounts", "bin
 #: The seed's number of thresholds.
 N_THRESHOLDS = 1000
 
+_BLOCK = 1 << 15
+
 #: The seed's order when it prints a confusion table.
 CONFUSION_ORDER = ("FN", "TP", "TN", "FP")
 
@@ -41,18 +43,30 @@ def threshold_grid(n: int = N_THRESHOLDS) -> np.ndarray:
 
 def _as_scores(p) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(p)):
-        raise ValueError("scores must be finite (no NaN or inf)")
+    if np.isnan(p).any():
+        raise ValueError("scores must not be NaN")
     return p
 
 
 def _as_labels(y) -> np.ndarray:
+    """0/1 labels as bool or small integers (no copy when they already are)."""
     y = np.asarray(y).ravel()
     if y.dtype == bool:
         return y
+    if y.size and np.issubdtype(y.dtype, np.integer):
+        if y.min() < 0 or y.max() > 1:
+            raise ValueError("labels must be 0 or 1")
+        return y
     if not np.all((y == 0) | (y == 1)):
         raise ValueError("labels must be 0 or 1")
-    return y.astype(bool)
+    return y.astype(np.int8)
+
+
+def _is_even(grid: np.ndarray) -> bool:
+    """Whether ``grid[j]`` is ``j / (n - 1)`` up to rounding (as ``linspace(0, 1, n)`` is)."""
+    n = grid.size
+    ideal = np.arange(n) / max(n - 1, 1)
+    return bool(n >= 2 and np.all(np.abs(grid - ideal) <= 4 * np.finfo(float).eps))
 
 
 def threshold_bins(p, grid: np.ndarray | None = None) -> np.ndarray:
@@ -60,25 +74,36 @@ def threshold_bins(p, grid: np.ndarray | None = None) -> np.ndarray:
 
     ``p`` is positive at threshold ``j`` iff ``j < k(p)``. The bin is *defined* by the float64
     comparisons of the rule ``p > t`` -- ``grid[k-1] < p <= grid[k]`` -- so scores equal to a
-    grid value fall on the same side as in the plain loop. It is found fast (a linear guess
-    ``ceil(p * (n - 1))``, exact for an evenly spaced grid up to one step of rounding, moved by
-    at most one bin by those very comparisons), then *verified* with them; any score the guess
-    missed (only possible on an uneven grid) gets ``numpy.searchsorted(side="left")``, which
-    evaluates the same comparisons. Random gathers from a 1,000-entry table beat a binary
-    search over it by about 4x on millions of scores.
+    grid value fall on the same side as in the plain loop.
+
+    It is found fast: the linear guess ``ceil(p * (n - 1))`` can be off by one bin only where
+    ``p`` lies within rounding of a threshold (the grid is ``j / (n - 1)`` up to a few ulps),
+    and one step down where ``grid[k-1] >= p`` and one step up where ``grid[k] < p`` -- the
+    rule's own comparisons -- put it right. On any other grid the result is verified with
+    those comparisons and misses get ``numpy.searchsorted(side="left")``, which evaluates the
+    same comparisons. Gathers from a 1,000-entry table beat a binary search over it by ~4x on
+    millions of scores.
     """
     grid = threshold_grid() if grid is None else np.asarray(grid, dtype=np.float64)
-    p = _as_scores(p)
+    return _bins(_as_scores(p), grid, _padded(grid), _is_even(grid))
+
+
+def _padded(grid: np.ndarray) -> np.ndarray:
+    return np.concatenate([[-np.inf], grid, [np.inf]])   # padded[k] = grid[k-1]
+
+
+def _bins(p: np.ndarray, grid: np.ndarray, padded: np.ndarray, even: bool) -> np.ndarray:
     n = grid.size
-    padded = np.concatenate([[-np.inf], grid, [np.inf]])   # padded[k] = grid[k-1]
-    guess = np.ceil(p * (n - 1))
+    guess = p * (n - 1)
+    np.ceil(guess, out=guess)
     np.clip(guess, 0, n, out=guess)
     k = guess.astype(np.intp)
-    k -= padded[k] >= p          # guess one too high: grid[k-1] is not below p
-    k += padded[k + 1] < p       # guess one too low: grid[k] is still below p
-    wrong = ~((padded[k] < p) & (p <= padded[k + 1]))
-    if wrong.any():
-        k[wrong] = np.searchsorted(grid, p[wrong], side="left")
+    k -= padded.take(k) >= p         # one too high: grid[k-1] is not below p
+    k += padded.take(k + 1) < p      # one too low: grid[k] is still below p
+    if not even:
+        wrong = ~((padded.take(k) < p) & (p <= padded.take(k + 1)))
+        if wrong.any():
+            k[wrong] = np.searchsorted(grid, p[wrong], side="left")
     return k
 
 
@@ -114,13 +139,19 @@ def bin_counts(p, y, grid: np.ndarray | None = None) -> BinCounts:
         Increasing thresholds; the seed's 1,000 by default.
     """
     grid = threshold_grid() if grid is None else np.asarray(grid, dtype=np.float64)
-    y = _as_labels(y)
-    k = threshold_bins(p, grid)
-    if k.shape != y.shape:
+    p, y = _as_scores(p), _as_labels(y)
+    if p.shape != y.shape:
         raise ValueError("scores and labels differ in length")
+    padded, even = _padded(grid), _is_even(grid)
     n_bins = grid.size + 1
-    # one bincount over (bin, label) pairs: column 0 negatives, column 1 positives
-    both = np.bincount(2 * k + y, minlength=2 * n_bins).astype(np.int64).reshape(n_bins, 2)
+    both = np.zeros(2 * n_bins, dtype=np.int64)
+    # Blocks of 32k scores keep the temporaries in cache: about twice as fast on millions of
+    # rows as whole-array passes. One bincount over (bin, label) pairs per block.
+    for start in range(0, p.size, _BLOCK):
+        sl = slice(start, start + _BLOCK)
+        k = _bins(p[sl], grid, padded, even)
+        both += np.bincount(2 * k + y[sl], minlength=2 * n_bins)
+    both = both.reshape(n_bins, 2)       # column 0 negatives, column 1 positives
     return BinCounts(pos=np.ascontiguousarray(both[:, 1]), neg=np.ascontiguousarray(both[:, 0]))
 
 
