@@ -322,7 +322,8 @@ def _model(cfg: Config, inputs: CreditInputs, an: Analytics, *, shift) -> Simula
         hi = lo + 1.0
     common = dict(confidence=cfg.simulation.confidence, n_scenarios=cfg.simulation.n_scenarios,
                   hist_edges=np.linspace(lo, hi, cfg.simulation.histogram_bins + 1),
-                  state_rows=cfg.simulation.contribution_rows, shift=shift)
+                  state_rows=cfg.simulation.contribution_rows, shift=shift,
+                  expected_loss=an.per_obligor.fv - an.per_obligor.efv)
     if inputs.correlation_kind == "matrix":
         return build_matrix_model(loss_by_state, initial_state, thresholds, inputs.correlation,
                                   **common)
@@ -460,6 +461,15 @@ def run(cfg: Config, ctx) -> dict:
                      f"{', '.join(map(str, no_contrib))}: the tail has more scenarios than "
                      "simulation.contribution_rows")
     fv_p = an.fv_portfolio
+    # EL / UL from plain sampling when there is one: the likelihood-ratio-weighted moments
+    # are dominated by rare huge weights (VaR/ES use the analytic mean then, see
+    # SimulationModel.reference_mean).
+    moments = plain if plain is not None else stats
+    if shift is not None:
+        notes.append("importance sampling: VaR and ES are measured from the analytic mean "
+                     "(sum of EFV_i); " + ("EL and UL simulated by the plain-sampling run"
+                                          if plain is not None else
+                                          "EL and UL are likelihood-ratio estimates (noisy)"))
     summary = {
         "portfolio": "synthetic" if cfg.portfolio.path is None else cfg.portfolio.path,
         "n_obligors": inputs.portfolio.n_obligors,
@@ -473,13 +483,13 @@ def run(cfg: Config, ctx) -> dict:
         "ul_analytic": an.ul, "ul_analytic_pct": 100 * an.ul / fv_p,
         "n_scenarios": stats["n_scenarios"], "n_chunks": stats["n_chunks"],
         "importance_sampling": shift is not None,
-        "el_simulated": stats["el"], "el_simulated_se": stats["el_se"],
-        "el_simulated_pct": 100 * stats["el"] / fv_p,
-        "ul_simulated": stats["ul"], "ul_simulated_se": stats["ul_se"],
-        "ul_simulated_pct": 100 * stats["ul"] / fv_p,
-        "el_z": (stats["el"] - an.el) / stats["el_se"],
-        "ul_z": (stats["ul"] - an.ul) / stats["ul_se"],
-        "mean_sfv": stats["mean_sfv"],
+        "el_simulated": moments["el"], "el_simulated_se": moments["el_se"],
+        "el_simulated_pct": 100 * moments["el"] / fv_p,
+        "ul_simulated": moments["ul"], "ul_simulated_se": moments["ul_se"],
+        "ul_simulated_pct": 100 * moments["ul"] / fv_p,
+        "el_z": (moments["el"] - an.el) / moments["el_se"],
+        "ul_z": (moments["ul"] - an.ul) / moments["ul_se"],
+        "mean_sfv": moments["mean_sfv"],
         "levels": levels,
         "notes": notes,
     }

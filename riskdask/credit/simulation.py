@@ -86,6 +86,16 @@ class SimulationModel:
     group_of_obligor: np.ndarray | None = None  # (n,)
     # matrix path
     cholesky: np.ndarray | None = None       # (n, n) float32 lower triangular
+    # importance sampling: analytic EL_i (simulation order), the mean VaR/ES are measured from
+    expected_loss: np.ndarray | None = None
+
+    def reference_mean(self, simulated_mean: float) -> float:
+        """The mean in ``VaR = mean - SFV_(a)``: the simulated one (seed Step 6), or with
+        importance sampling the exact analytic EL -- the likelihood-ratio-weighted mean is
+        dominated by rare huge weights in good scenarios and would only add noise."""
+        if self.shift is not None and self.expected_loss is not None:
+            return float(self.expected_loss.sum())
+        return simulated_mean
 
     @property
     def n_obligors(self) -> int:
@@ -121,7 +131,7 @@ def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
 
 def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, confidence,
                        n_scenarios, hist_edges, state_rows=20_000, shift=None,
-                       block=None) -> SimulationModel:
+                       expected_loss=None, block=None) -> SimulationModel:
     """Model for a uniform correlation or a factor model.
 
     Parameters
@@ -135,7 +145,7 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
     loadings : ndarray, shape (n, K)
         Loadings on *independent* standard normal factors (uniform rho: one
         column sqrt(rho)); each row's squared norm must be below 1.
-    confidence, n_scenarios, hist_edges, state_rows, shift, block
+    confidence, n_scenarios, hist_edges, state_rows, shift, expected_loss, block
         See :class:`SimulationModel`.
     """
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
@@ -166,12 +176,13 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
         group_loadings=np.ascontiguousarray(loadings[reps]),
         group_idio=np.sqrt(1.0 - r2[reps]),
         group_of_obligor=group_sorted,
+        expected_loss=None if expected_loss is None else np.asarray(expected_loss, float)[order],
     )
 
 
 def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *, confidence,
                        n_scenarios, hist_edges, state_rows=20_000, shift=None,
-                       block=None) -> SimulationModel:
+                       expected_loss=None, block=None) -> SimulationModel:
     """Model for a full n x n correlation matrix (Step 2 by Cholesky).
 
     ``correlation`` must be symmetric positive definite (the loaders check and
@@ -183,7 +194,9 @@ def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *,
     n = chol.shape[0]
     return SimulationModel(
         kind="matrix", order=np.arange(n), cholesky=np.ascontiguousarray(chol, dtype=np.float32),
-        shift=None if shift is None else np.asarray(shift, dtype=float).ravel(), **base)
+        shift=None if shift is None else np.asarray(shift, dtype=float).ravel(),
+        expected_loss=None if expected_loss is None else np.asarray(expected_loss, float),
+        **base)
 
 
 def importance_shift(model_kind: str, loss_at_default, default_threshold, loadings_or_chol,
@@ -435,14 +448,15 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     w_sum = float(weight.sum())
     mean = float(np.dot(weight, loss) / w_sum)
     m2 = float(np.dot(weight, (loss - mean) ** 2))
-    batch = [chunk.index, mean, np.sqrt(m2 / w_sum)]
+    el_c, ul_c = _mean_and_sd(size, w_sum, mean, m2)
+    batch = [chunk.index, el_c, ul_c]
     tl, tw = t_loss[order], t_w[order]
     for c in model.confidence:
         a_c = tail_count(size, c)
         if a_c < 2:
             batch += [np.nan, np.nan]
         else:
-            v, e, _ = var_es_from_sorted(tl, tw, mean, a_c)
+            v, e, _ = var_es_from_sorted(tl, tw, model.reference_mean(el_c), a_c)
             batch += [v, e]
     return LossSummary(
         first_chunk=chunk.index, last_chunk=chunk.index, n=size, weight_sum=w_sum,
@@ -452,6 +466,20 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
         batches=np.array([batch], dtype=float),
         meta={"weight_needed": need, "state_rows": model.state_rows},
     )
+
+
+def _mean_and_sd(n: int, weight_sum: float, mean: float, m2: float):
+    """Mean loss and population standard deviation, ``(1/sim) sum w L`` and
+    ``sqrt((1/sim) sum w (L - mean)^2)``.
+
+    With unit weights (plain sampling) this is exactly the seed's Step 6.  With
+    likelihood-ratio weights it is the unbiased importance-sampling estimator:
+    dividing by ``sim`` rather than by the (very noisy) sum of the weights.
+    """
+    if weight_sum == n:
+        return mean, float(np.sqrt(m2 / n))
+    el = mean * weight_sum / n
+    return el, float(np.sqrt((m2 + weight_sum * (mean - el) ** 2) / n))
 
 
 def combine_summaries(a: LossSummary, b: LossSummary) -> LossSummary:
@@ -493,8 +521,7 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
     chunk_size = int(np.ceil(summary.n / n_chunks))
     sizes = np.full(n_chunks, float(chunk_size))
     sizes[-1] = summary.n - chunk_size * (n_chunks - 1)
-    mean_loss = summary.mean
-    ul = float(np.sqrt(summary.m2 / summary.weight_sum))
+    mean_loss, ul = _mean_and_sd(summary.n, summary.weight_sum, summary.mean, summary.m2)
     b = summary.batches
     out = {
         "n_scenarios": summary.n,
@@ -509,13 +536,17 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
     }
     inverse = np.empty_like(model.order)
     inverse[model.order] = np.arange(model.order.size)
-    obligor_mean = summary.obligor_loss / summary.weight_sum
+    obligor_mean = summary.obligor_loss / summary.n
     out["obligor_mean_loss"] = obligor_mean[inverse]
     contributions = np.full((model.n_obligors, len(model.confidence)), np.nan)
     tail_losses = np.full_like(contributions, np.nan)
     rows = np.arange(model.n_obligors)
+    reference = model.reference_mean(mean_loss)
+    out["mean_reference"] = "analytic" if reference != mean_loss else "simulated"
+    if out["mean_reference"] == "analytic":
+        obligor_mean = model.expected_loss
     for j, (c, a) in enumerate(zip(model.confidence, model.tail_counts)):
-        var, es, k = var_es_from_sorted(summary.tail_loss, summary.tail_weight, mean_loss, a)
+        var, es, k = var_es_from_sorted(summary.tail_loss, summary.tail_weight, reference, a)
         level = {
             "confidence": c, "a": a,
             "var": var, "var_se": batch_means_se(b[:, 3 + 2 * j], sizes),
