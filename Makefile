@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,26 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/riskdask run all
 
-test: $(STAMP)
+# Debian packages the tests use: chromium (report.html checked in a headless browser) and
+# openssh-server (a real sshd on 127.0.0.1 for the SSH cluster test). Installed when missing;
+# that needs root (CI runs as root); anyone else gets the command to run.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || missing="$$missing openssh-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (apt-get)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && apt-get install -y -q$$missing || exit 1; \
+	  else \
+	    echo "make test needs the Debian packages:$$missing" >&2; \
+	    echo "install them once with:  sudo apt-get install -y$$missing  (then rerun make test)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

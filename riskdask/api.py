@@ -226,7 +226,7 @@ def _run_locked(job, module, loaded, *, client, scheduler, cluster, n_workers, o
                              summary=ctx.summary,
                              headline=headline_fn(ctx.summary) if headline_fn else None,
                              figures=ctx.figures, tables=ctx.tables, sections=ctx.report_sections,
-                             manifest=to_jsonable(manifest))
+                             manifest=to_jsonable(manifest), run_name=run_dir.name)
         (run_dir.tmp / "report.html").write_text(page, encoding="utf-8")
         final = run_dir.commit()
     except BaseException:

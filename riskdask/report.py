@@ -22,6 +22,7 @@ table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{border:1px
 padding:.2rem .5rem;text-align:right} th{background:#f1f3f7} td:first-child,th:first-child{text-align:left}
 .headline td:first-child{font-weight:600} figure{margin:1rem 0} figure img{max-width:100%;
 border:1px solid #e3e6ec} figcaption{color:#5b6475;font-size:.9rem} .scroll{overflow-x:auto}
+.scroll td,.scroll th{white-space:nowrap}
 """
 
 
@@ -63,14 +64,20 @@ def _img(path: Path) -> str:
 
 def render_report(*, run_dir: Path, job: str, title: str, summary: dict, headline: list | None,
                   figures: list, tables: dict, sections: list, manifest: dict,
-                  table_rows: int = 15) -> str:
-    """Build the report page. ``figures`` are written PNGs (embedded, and named by path)."""
+                  table_rows: int = 15, run_name: str | None = None) -> str:
+    """Build the report page. ``figures`` are written PNGs (embedded, and named by path).
+
+    ``run_dir`` is where the files are read from now (the temporary directory while the run
+    is being written); ``run_name`` is the name the run directory will have.
+    """
     import pandas as pd
+
+    run_name = run_name or run_dir.name
 
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f"<p class='meta'>job <b>{html.escape(job)}</b> · run {html.escape(run_dir.name)} · "
+             f"<p class='meta'>job <b>{html.escape(job)}</b> · run {html.escape(run_name)} · "
              f"{html.escape(manifest.get('started', ''))} · config {html.escape(manifest.get('config_source', ''))}</p>",
              "<h2>Headline figures</h2>",
              _kv_table(headline if headline else flatten(summary), "headline")]
@@ -88,9 +95,12 @@ def render_report(*, run_dir: Path, job: str, title: str, summary: dict, headlin
         for name, info in tables.items():
             df = pd.read_parquet(run_dir / info["path"])
             parts.append(f"<h3>{html.escape(name)}</h3><p class='meta'>{info['rows']:,} rows · "
-                         f"<code>{html.escape(info['path'])}</code> (first {min(table_rows, info['rows'])} shown)</p>"
+                         f"<a href='{html.escape(info['path'])}'><code>{html.escape(info['path'])}</code></a> "
+                         f"(first {min(table_rows, info['rows'])} shown)</p>"
                          f"<div class='scroll'>{df.head(table_rows).to_html(index=False, border=0, float_format=lambda x: f'{x:.6g}')}</div>")
     parts.append("<h2>How this run was made</h2>")
+    parts.append("<p>Full details: <a href='manifest.json'>manifest.json</a> (config, inputs, "
+                 "package versions, timings) · <a href='summary.json'>summary.json</a>.</p>")
     inputs = manifest.get("inputs", [])
     if inputs:
         parts.append(_kv_table([(i["name"], f"{i.get('rows')} rows · {i.get('path') or i.get('description')}")

@@ -117,7 +117,7 @@ def _daskcluster_schema():
 
     crd_file = (Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm"
                 / "dask-kubernetes-operator" / "crds" / "daskcluster.yaml")
-    crd = yaml.safe_load(crd_file.read_text())
+    crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema = version["schema"]["openAPIV3Schema"]
     # apiVersion/kind/metadata are implicit for every Kubernetes object; `spec` is strict

@@ -1,0 +1,163 @@
+"""Every job's report.html, opened in a real headless Chromium (Debian's `chromium`).
+
+For each main job present in this checkout (plus ``selfcheck``, so the check never runs on
+nothing) a small run is made, then:
+
+- a screenshot is taken and is not blank;
+- every figure the run wrote is in the page, decodes (in the browser: ``naturalWidth > 0``;
+  in Python: a PNG identical to ``figures/<name>.png``) and is not a single colour;
+- every link and image source resolves (no broken links, nothing fetched from the network);
+- the page reads in order: headline numbers, then figures, then tables.
+
+``make test`` installs chromium when it is missing (see the Makefile).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs import available_jobs
+from riskdask import run_job
+from riskdask.api import validate_job
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+WINDOW = (1200, 3000)
+
+# Small but complete runs (the same kind of sizes as each job's own tests).
+SMALL = {
+    "selfcheck": ["n_samples=400000", "chunk_size=100000"],
+    "credit": ["portfolio.synthetic_obligors=60", "simulation.n_scenarios=20000",
+               "simulation.chunk_size=10000", "simulation.contribution_rows=2000"],
+    "hazard": ["grid.k1.num=9", "grid.k2.num=9", "grid.tile_size=10", "split.n_splits=3",
+               "bootstrap.n_boot=24", "bootstrap.chunk_size=5"],
+    "coup": ["data.synthetic_countries=40", "forest.n_trees=12", "forest.trees_per_task=2",
+             "forest.max_depth=12", "importance.permutation_rows=300",
+             "importance.permutation_repeats=2", "backtest.first_test_year=2017",
+             "backtest.n_trees=4", "backtest.trees_per_task=2"],
+}
+JOBS = sorted(available_jobs(include_extra=False)) + ["selfcheck"]
+
+# Runs in the page once it has loaded: what the browser itself decoded and laid out.
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images].map(i => ({complete: i.complete, width: i.naturalWidth,
+      height: i.naturalHeight, file: i.dataset.file || null, src: i.getAttribute('src')}));
+  const order = [...document.querySelectorAll('h2, figure, table')].map(e =>
+      e.tagName === 'H2' ? 'h2:' + e.textContent.trim() : e.tagName.toLowerCase());
+  const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
+  const pre = document.createElement('pre');
+  pre.id = 'browser-probe';
+  pre.textContent = JSON.stringify({imgs, order, links});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    assert CHROMIUM, ("chromium is not installed: `make test` installs it "
+                      "(apt-get install chromium), or install it yourself")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module", params=JOBS)
+def report_run(request, local_client, tmp_path_factory):
+    job = request.param
+    overrides = SMALL.get(job, [])
+    validate_job(job, overrides=overrides)          # the small overrides are valid keys
+    return run_job(job, overrides=overrides, client=local_client(2),
+                   out=tmp_path_factory.mktemp(f"browser-{job}"))
+
+
+@pytest.fixture(scope="module")
+def probed(report_run, tmp_path_factory):
+    """The report as Chromium sees it after load (images decoded, order, resolved links)."""
+    work = tmp_path_factory.mktemp("probe")
+    page = report_run.report.read_text(encoding="utf-8")
+    # a copy with the probe; <base> keeps its relative links pointing into the run directory
+    page = page.replace("<head>", f"<head><base href='{report_run.run_dir.as_uri()}/'>", 1)
+    page = page.replace("</body>", PROBE + "</body>", 1)
+    copy = work / "probe.html"
+    copy.write_text(page, encoding="utf-8")
+    proc = _chromium("--virtual-time-budget=10000", "--dump-dom", copy.as_uri(),
+                     profile=work / "profile")
+    match = re.search(r'<pre id="browser-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"no probe output from chromium:\n{proc.stderr[-2000:]}"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def _non_blank(img: Image.Image) -> tuple[int, float]:
+    """(number of distinct colours, share of pixels that are not the background colour)."""
+    a = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(np.uint32)
+    codes = (a[:, 0] << 16) | (a[:, 1] << 8) | a[:, 2]       # one integer per colour
+    _, counts = np.unique(codes, return_counts=True)
+    return len(counts), 1.0 - counts.max() / counts.sum()
+
+
+def test_screenshot_is_taken_and_not_blank(report_run, tmp_path):
+    shot = tmp_path / "report.png"
+    proc = _chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                     report_run.report.as_uri(), profile=tmp_path / "profile")
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    img = Image.open(shot)
+    assert img.size == WINDOW
+    n_colours, ink = _non_blank(img)
+    assert n_colours > 50 and ink > 0.01, (n_colours, ink)
+    # the top of the page (title and headline numbers) has content, not just the figures
+    top_colours, top_ink = _non_blank(img.crop((0, 0, WINDOW[0], 400)))
+    assert top_colours > 5 and top_ink > 0.005
+
+
+def test_every_figure_is_present_decoded_and_not_blank(report_run, probed):
+    figures = report_run.manifest["outputs"]["figures"]
+    assert figures, f"{report_run.job} wrote no figure"
+    imgs = probed["imgs"]
+    assert sorted(i["file"] for i in imgs if i["file"]) == sorted(figures)
+    for img in imgs:
+        assert img["complete"] and img["width"] > 0 and img["height"] > 0, img["file"]
+        head, data = img["src"].split(",", 1)
+        assert head == "data:image/png;base64", img["file"]   # embedded: self-contained page
+        raw = base64.b64decode(data)
+        assert raw == (report_run.run_dir / img["file"]).read_bytes()
+        decoded = Image.open(io.BytesIO(raw))
+        assert decoded.size == (img["width"], img["height"])
+        n_colours, ink = _non_blank(decoded)
+        assert n_colours > 2 and ink > 0.005, (img["file"], n_colours, ink)
+
+
+def test_no_broken_links(report_run, probed):
+    assert probed["links"], "the report links its tables and manifest"
+    for link in probed["links"]:
+        url = urlparse(link)
+        assert url.scheme == "file", f"report links outside the run: {link}"
+        target = Path(unquote(url.path))
+        assert target.exists(), f"broken link {link}"
+        assert report_run.run_dir.resolve() in target.resolve().parents
+    for img in probed["imgs"]:
+        assert img["src"].startswith("data:"), img["src"][:80]
+
+
+def test_reads_headline_then_figures_then_tables(report_run, probed):
+    order = probed["order"]
+    assert order[0] == "h2:Headline figures" and order[1] == "table"
+    first_figure = order.index("figure")
+    last_figure = len(order) - 1 - order[::-1].index("figure")
+    assert order.index("h2:Figures") < first_figure
+    assert all(o != "table" for o in order[2:first_figure])   # nothing else before the figures
+    if report_run.tables():
+        tables_at = order.index("h2:Tables")
+        assert last_figure < tables_at and order[tables_at + 1] == "table"
