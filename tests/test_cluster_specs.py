@@ -218,8 +218,7 @@ def test_cloud_spec_passes_tls_files_as_a_security_object(tmp_path):
     ("ec2.toml", "dask_cloudprovider.aws", "cloud"),
     ("ssh.toml", "asyncssh", "ssh"),
 ])
-def test_missing_optional_package_names_the_extra(spec_file, module, extra, monkeypatch, run_cli,
-                                                 tmp_path):
+def test_missing_optional_package_names_the_extra(spec_file, module, extra, monkeypatch):
     # sys.modules[name] = None is how Python itself marks a module as not importable
     monkeypatch.setitem(sys.modules, module, None)
     spec = load_spec(CLUSTER_DIR / spec_file)
