@@ -30,7 +30,7 @@ from riskdask.credit.ratings import MigrationMatrix
 from riskdask.credit.simulation import (SimulationModel, build_factor_model, build_matrix_model,
                                         combine_summaries, importance_shift, simulate_chunk,
                                         simulation_statistics)
-from riskdask.credit.summary import tail_count
+from riskdask.credit.summary import exact_sum, tail_count
 from riskdask.credit.synthetic import DATA_DIR, synthetic_portfolio
 from riskdask.credit.valuation import conditional_forward_values, obligor_analytics
 from riskdask.engine import map_chunks, map_reduce, plan_chunks
@@ -281,7 +281,7 @@ def _analytics(cfg: Config, ctx, inputs: CreditInputs) -> Analytics:
     per = obligor_analytics(cfv, pf.initial_index, matrix.probabilities)
     bounds = obligor_bounds(pf.initial_index, matrix.probabilities)
     dev = deviations_worst_first(cfv, per.efv)
-    ul2_sum = float(np.sum(per.ul ** 2))
+    ul2_sum = exact_sum(per.ul ** 2)
     if inputs.correlation_kind in ("uniform", "factor"):
         # Cells: obligors with the same initial rating and loadings share every pair table.
         key = np.column_stack([pf.initial_index.astype(float), inputs.loadings])
@@ -302,12 +302,12 @@ def _analytics(cfg: Config, ctx, inputs: CreditInputs) -> Analytics:
                            shared={"deviations": dev, "bounds": bounds,
                                    "correlation": inputs.correlation},
                            kernel_kwargs={"tiles": tiles}, label="credit-ul-tiles")
-        ul = ul_from_covariance_sum(ul2_sum, float(np.sum(parts)))
-    fv_p = float(per.fv.sum())
-    efv_sum = float(per.efv.sum())
+        ul = ul_from_covariance_sum(ul2_sum, exact_sum(parts))
+    fv_p = exact_sum(per.fv)
+    efv_sum = exact_sum(per.efv)
     return Analytics(cfv=cfv, per_obligor=per, fv_portfolio=fv_p, efv_sum=efv_sum,
-                     el=fv_p - efv_sum, el_migration=float(per.el_migration.sum()),
-                     el_default=float(per.el_default.sum()), ul=ul, bounds=bounds)
+                     el=fv_p - efv_sum, el_migration=exact_sum(per.el_migration),
+                     el_default=exact_sum(per.el_default), ul=ul, bounds=bounds)
 
 
 def _model(cfg: Config, inputs: CreditInputs, an: Analytics, *, shift) -> SimulationModel:
@@ -316,8 +316,8 @@ def _model(cfg: Config, inputs: CreditInputs, an: Analytics, *, shift) -> Simula
     loss_by_state = (an.per_obligor.fv[:, None] - an.cfv)[:, ::-1]
     initial_state = (r - 1) - pf.initial_index
     thresholds = an.bounds[:, 1:-1]
-    lo = max(float(np.sum(loss_by_state.min(axis=1))), an.el - 4.0 * an.ul)
-    hi = min(float(np.sum(loss_by_state.max(axis=1))), an.el + 30.0 * an.ul)
+    lo = max(exact_sum(loss_by_state.min(axis=1)), an.el - 4.0 * an.ul)
+    hi = min(exact_sum(loss_by_state.max(axis=1)), an.el + 30.0 * an.ul)
     if not hi > lo:
         hi = lo + 1.0
     common = dict(confidence=cfg.simulation.confidence, n_scenarios=cfg.simulation.n_scenarios,

@@ -24,6 +24,7 @@ import numpy as np
 
 from .bvn import rectangle_probabilities
 from .ratings import interval_bounds, migration_thresholds
+from .summary import exact_sum
 
 __all__ = [
     "ul_pairwise_bruteforce",
@@ -141,9 +142,9 @@ def ul_collapsed(deviations, bounds_by_cell, cell_of_obligor, cell_correlation,
                                     np.asarray(cell_correlation, dtype=float)[ci, cj])
     cross = np.einsum("pa,pab,pb->p", s[ci], joint, s[cj])
     # Off-diagonal cell pairs appear twice in the ordered sum over (c, d).
-    ordered = np.where(ci == cj, 1.0, 2.0) @ cross
+    ordered = exact_sum(np.where(ci == cj, 1.0, 2.0) * cross)
     diagonal = ci == cj
-    self_terms = np.einsum("cab,cab->", joint[diagonal], q[ci[diagonal]])
+    self_terms = exact_sum(np.einsum("cab,cab->c", joint[diagonal], q[ci[diagonal]]))
     cov_sum_ordered = ordered - self_terms
     return float(np.sqrt(ul2_sum + cov_sum_ordered))
 
@@ -175,14 +176,14 @@ def pair_tile_covariance(dev_i, dev_j, bounds_i, bounds_j, rho_block,
         ii, jj = np.divmod(np.arange(a * b), b)
     if ii.size == 0:
         return 0.0
-    total = 0.0
+    parts = []
     step = 4096
     for start in range(0, ii.size, step):
         pi = ii[start:start + step]
         pj = jj[start:start + step]
         joint = rectangle_probabilities(bounds_i[pi], bounds_j[pj], rho_block[pi, pj])
-        total += float(np.einsum("pa,pab,pb->", dev_i[pi], joint, dev_j[pj]))
-    return total
+        parts.append(np.einsum("pa,pab,pb->p", dev_i[pi], joint, dev_j[pj]))
+    return exact_sum(np.concatenate(parts))
 
 
 def ul_from_covariance_sum(ul2_sum: float, cov_sum_upper: float) -> float:

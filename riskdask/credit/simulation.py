@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .summary import (LossSummary, keep_rows, merge_summaries, sort_tail, tail_count,
-                      var_es_from_sorted, batch_means_se)
+from .summary import (LossSummary, batch_means_se, exact_sum, keep_rows, merge_summaries,
+                      sort_tail, tail_count, var_es_from_sorted)
 
 __all__ = [
     "SimulationModel",
@@ -94,7 +94,7 @@ class SimulationModel:
         importance sampling the exact analytic EL -- the likelihood-ratio-weighted mean is
         dominated by rare huge weights in good scenarios and would only add noise."""
         if self.shift is not None and self.expected_loss is not None:
-            return float(self.expected_loss.sum())
+            return exact_sum(self.expected_loss)
         return simulated_mean
 
     @property
@@ -229,11 +229,11 @@ def importance_shift(model_kind: str, loss_at_default, default_threshold, loadin
     else:
         sd = np.ones(lgd.size)
     dens = np.where(np.isfinite(b), np.exp(-0.5 * np.where(np.isfinite(b), b, 0.0) ** 2), 0.0)
-    g = (lgd * dens / sd) @ a
-    norm = np.linalg.norm(g)
+    g = ((lgd * dens / sd)[:, None] * a).cumsum(axis=0)[-1]     # fixed order
+    norm = np.sqrt(exact_sum(g * g))
     if norm == 0.0:
-        g = a.sum(axis=0)
-        norm = np.linalg.norm(g)
+        g = a.cumsum(axis=0)[-1]
+        norm = np.sqrt(exact_sum(g * g))
     direction = g / norm
     length = ndtri(target_confidence) if size is None else float(size)
     return -length * direction
@@ -247,10 +247,25 @@ def _probabilities_to_u32(p):
     return np.minimum(scaled, _U32_MAX).astype(np.uint32)
 
 
+def _fixed_order_product(z, loadings):
+    """``z @ loadings.T`` as a fixed sequence of elementwise multiply-adds.
+
+    BLAS may pick different kernels for differently aligned memory; the sampled
+    states must be the same bits in every worker process, so small products are
+    spelled out.
+    """
+    out = z[:, :1] * loadings[None, :, 0]
+    for k in range(1, z.shape[1]):
+        out += z[:, k:k + 1] * loadings[None, :, k]
+    return out
+
+
 def _weights(rng, z, shift):
+    """Likelihood ratios ``exp(-mu'z + mu'mu/2)`` of a mean-shifted normal sample."""
     if shift is None:
         return np.ones(z.shape[0])
-    return np.exp(-(z @ shift) + 0.5 * float(shift @ shift))
+    return np.exp(-_fixed_order_product(z, shift[None, :])[:, 0]
+                  + 0.5 * exact_sum(shift * shift))
 
 
 def uses_uniform_draws(model: SimulationModel) -> bool:
@@ -301,7 +316,7 @@ def _factor_block(rng, model: SimulationModel, sb: int):
     if model.shift is not None:
         eta += model.shift
     w = _weights(rng, eta, model.shift)
-    systematic = eta @ model.group_loadings.T                              # (sb, G)
+    systematic = _fixed_order_product(eta, model.group_loadings)            # (sb, G)
     reps = model.group_start[:-1]
     thr = model.thresholds[reps]                                           # (G, R-1)
     state0 = model.initial_state[reps]
@@ -346,7 +361,8 @@ def _matrix_block(rng, model: SimulationModel, sb: int):
     e = rng.standard_normal((sb, n), dtype=np.float32)
     if model.shift is not None:
         e += model.shift.astype(np.float32)
-        w = np.exp(-(e.astype(np.float64) @ model.shift) + 0.5 * float(model.shift @ model.shift))
+        w = np.exp(-(e.astype(np.float64) * model.shift).cumsum(axis=1)[:, -1]
+                   + 0.5 * exact_sum(model.shift * model.shift))
     else:
         w = np.ones(sb)
     # One BLAS thread: workers are single-threaded processes, and a fixed thread
@@ -380,8 +396,8 @@ def _states_for(rows, sb, s, i, new_state, initial_state):
 
 def _histogram(loss, w, edges):
     counts, _ = np.histogram(loss, bins=edges, weights=w)
-    under = w[loss < edges[0]].sum()
-    over = w[loss > edges[-1]].sum()
+    under = exact_sum(w[loss < edges[0]])
+    over = exact_sum(w[loss > edges[-1]])
     return np.concatenate([[under], counts, [over]])
 
 
@@ -445,9 +461,9 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     n_states = min(keep, model.state_rows)
     states = all_states[state_pos[order[:n_states]]]
 
-    w_sum = float(weight.sum())
-    mean = float(np.dot(weight, loss) / w_sum)
-    m2 = float(np.dot(weight, (loss - mean) ** 2))
+    w_sum = exact_sum(weight)
+    mean = exact_sum(weight * loss) / w_sum
+    m2 = exact_sum(weight * (loss - mean) ** 2)
     el_c, ul_c = _mean_and_sd(size, w_sum, mean, m2)
     batch = [chunk.index, el_c, ul_c]
     tl, tw = t_loss[order], t_w[order]
@@ -559,7 +575,8 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
             w = summary.tail_weight[:k]
             states = summary.tail_states[:k]
             per = model.loss_by_state[rows[None, :], states]               # (k, n)
-            tail_mean = (w @ per) / w.sum()
+            # sequential (cumulative) sums: the same bits in any process
+            tail_mean = (w[:, None] * per).cumsum(axis=0)[-1] / exact_sum(w)
             tail_losses[:, j] = tail_mean[inverse]
             contributions[:, j] = (tail_mean - obligor_mean)[inverse]
         out["levels"].append(level)

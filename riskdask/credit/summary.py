@@ -19,11 +19,13 @@ sampling, the likelihood ratio with importance sampling).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
+    "exact_sum",
     "LossSummary",
     "merge_summaries",
     "tail_index",
@@ -33,6 +35,12 @@ __all__ = [
     "keep_rows",
     "batch_means_se",
 ]
+
+
+def exact_sum(x) -> float:
+    """Correctly rounded sum (``math.fsum``): independent of order, memory alignment and
+    SIMD paths, so a reduction gives the same bits in every process."""
+    return math.fsum(np.asarray(x, dtype=float).ravel().tolist())
 
 
 def tail_count(n_scenarios: int, confidence: float) -> int:
@@ -174,7 +182,7 @@ def var_es_from_sorted(loss_sorted, weight_sorted, mean_loss: float, a: int):
         return float("nan"), float("nan"), k
     var = float(loss_sorted[k] - mean_loss)
     w = weight_sorted[:k]
-    es = float(np.dot(w, loss_sorted[:k]) / w.sum() - mean_loss)
+    es = float(exact_sum(w * loss_sorted[:k]) / exact_sum(w) - mean_loss)
     return var, es, k
 
 
@@ -192,6 +200,6 @@ def batch_means_se(values, sizes) -> float:
     b = x.size
     if b < 2:
         return float("nan")
-    total = nb.sum()
-    xbar = np.dot(nb, x) / total
-    return float(np.sqrt(b / (b - 1) * np.sum((nb / total) ** 2 * (x - xbar) ** 2)))
+    total = exact_sum(nb)
+    xbar = exact_sum(nb * x) / total
+    return float(np.sqrt(b / (b - 1) * exact_sum((nb / total) ** 2 * (x - xbar) ** 2)))
