@@ -306,7 +306,10 @@ class KubernetesSpec(_Spec):
     adapt: Adapt | None = None
     resources: KubeResources = Field(default_factory=KubeResources)
     env: dict[str, str] = Field(default_factory=dict)
-    worker_command: str = "dask-worker"
+    # Recent distributed ships only the `dask` command (no `dask-worker`/`dask-scheduler`
+    # scripts), while the operator's template still defaults to the old names.
+    worker_command: str = "dask worker"
+    scheduler_command: str = "dask scheduler"
     scheduler_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     idle_timeout: int = Field(0, ge=0, description="seconds; 0 keeps an idle cluster")
 
@@ -315,10 +318,14 @@ class KubernetesSpec(_Spec):
         mod = _optional("dask_kubernetes.operator", kind="kubernetes", extra="kubernetes",
                         package="dask-kubernetes", source=self._source)
         resources = {k: dict(v) for k, v in self.resources.model_dump().items() if v} or None
-        return mod.make_cluster_spec(
+        manifest = mod.make_cluster_spec(
             name=self.name, image=self.image, n_workers=self.n_workers, resources=resources,
             env=dict(self.env) or None, worker_command=self.worker_command,
             scheduler_service_type=self.scheduler_service_type, idle_timeout=self.idle_timeout)
+        for container in manifest["spec"]["scheduler"]["spec"]["containers"]:
+            if container.get("args", [None])[0] == "dask-scheduler":
+                container["args"] = self.scheduler_command.split() + container["args"][1:]
+        return manifest
 
     def build(self):
         mod = _optional("dask_kubernetes.operator", kind="kubernetes", extra="kubernetes",

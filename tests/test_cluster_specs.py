@@ -143,7 +143,11 @@ def test_kubernetes_spec_renders_a_valid_daskcluster_manifest():
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"},
                                       "limits": {"cpu": "1", "memory": "4Gi"}}
     assert {"name": "MALLOC_TRIM_THRESHOLD_", "value": "65536"} in container["env"]
-    assert container["args"][0] == "dask-worker"
+    assert container["args"][:2] == ["dask", "worker"]          # commands the image has
+    [scheduler] = manifest["spec"]["scheduler"]["spec"]["containers"]
+    assert scheduler["args"][:2] == ["dask", "scheduler"] and scheduler["image"] == spec.image
+    # the image installs riskdask like this venv does: the command must exist here too
+    assert (Path(sys.executable).parent / container["args"][0]).exists()
     assert manifest["spec"]["idleTimeout"] == 600
     # and a broken manifest is caught by the same schema (the check can fail)
     bad = {**manifest, "spec": {**manifest["spec"], "worker": {**worker, "replicas": "four"}}}
