@@ -102,10 +102,10 @@ class ImportanceConfig(BaseModel):
 class BacktestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    first_test_year: int = 2014
+    first_test_year: int = 2016
     last_test_year: int | None = Field(None, description="default: the last year in the data")
-    n_trees: int = Field(40, ge=1, le=1_000_000)
-    trees_per_task: int = Field(20, ge=1)
+    n_trees: int = Field(24, ge=1, le=1_000_000)
+    trees_per_task: int = Field(12, ge=1)
 
 
 class Config(BaseModel):

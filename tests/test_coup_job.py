@@ -216,3 +216,41 @@ def test_bad_no_positive_rows_in_training_set(cli, tmp_path, base_frame):
     _expect_bad_input(cli, tmp_path, path, "column 'pt_attempt'", "no positive rows",
                       "training set",
                       extra=("--set", "split.kind=temporal", "--set", "split.train_until_year=1990"))
+
+
+# ----------------------------------------------------------------------------- other paths
+EXCERPT = Path(__file__).parent / "data" / "coup_reign_excerpt.csv"
+
+
+def test_validate_and_run_on_real_reign_rows(cli, local_client, tmp_path):
+    args = ["--set", f"data.path={EXCERPT}", "--set", "backtest.enabled=false"]
+    r = cli("validate", "coup", *args)
+    assert r.code == 0, r.err
+    assert "300 rows" in r.out and "would exclude 10 rows" in r.out
+    res = run_coup(overrides=[f"data.path={EXCERPT}", "backtest.enabled=false",
+                              "forest.n_trees=6", "forest.trees_per_task=3",
+                              "importance.permutation_rows=50"],
+                   client=local_client(2), out=tmp_path / "runs")
+    s = res.summary
+    assert s["rows"] == 290 and s["n_features"] == 46 and s["n_train"] + s["n_test"] == 290
+    assert res.manifest["excluded_rows_total"] >= 10
+    assert res.manifest["inputs"][0]["sha256"] and res.manifest["inputs"][0]["rows"] == 300
+    assert len(res.table("sweep")) == 1000
+
+
+def test_temporal_split_with_lead_months(local_client, tmp_path):
+    res = run_coup(overrides=["data.synthetic_countries=20", "split.kind=temporal",
+                              "split.train_until_year=2005", "split.lead_months=3",
+                              "forest.n_trees=4", "forest.trees_per_task=2",
+                              "forest.max_depth=8", "importance.permutation_repeats=0",
+                              "backtest.enabled=false"],
+                   client=local_client(2), out=tmp_path / "runs")
+    s = res.summary
+    pred = res.table("predictions")
+    assert pred.loc[pred["split"] == "train", "year"].max() == 2005
+    assert pred.loc[pred["split"] == "test", "year"].min() == 2006
+    # each country loses its last 3 months (no complete 3-month window ahead): counted
+    ex = [e for e in res.manifest["exclusions"] if "next 3 months" in e["reason"]]
+    assert ex and ex[0]["count"] == 20 * 3
+    assert s["lead_months"] == 3 and s["league_month"] == "2018-12"
+    assert set(res.table("league_table")["score_source"]) == {"test"}

@@ -26,6 +26,7 @@ def prf_vs_threshold(table: pd.DataFrame, optimal: dict):
     ax.axvline(t, color="grey", lw=0.8)
     ax.annotate(f"F1 optimum t={t:.6f}", (t, ax.get_ylim()[1] * 0.9), fontsize=8)
     ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("threshold t (positive when p > t)")
     ax.set_ylabel("value on the test set")
     ax.legend()
