@@ -209,3 +209,17 @@ def test_exit_codes_are_documented():
     readme = (DEPLOY / "README.md").read_text()
     for code in (0, 1, 2, EXIT_LOCKED, 130):
         assert re.search(rf"^\| {code} \|", readme, re.M), code
+
+
+def test_cli_skips_a_locked_job_with_exit_75(cli, local_client, tmp_path):
+    from riskdask.api import validate_job
+
+    sets = ["n_samples=200000", "chunk_size=100000"]
+    config_hash = validate_job("selfcheck", overrides=sets)["config_hash"]
+    with RunLock(tmp_path / "selfcheck", config_hash):          # a run of this config is going
+        res = cli("run", "selfcheck", "--scheduler", local_client(1).scheduler.address,
+                  "--out", tmp_path, *[x for s in sets for x in ("--set", s)])
+    assert res.code == EXIT_LOCKED
+    assert "skipped selfcheck" in res.err and f"pid {os.getpid()}" in res.err
+    assert res.err.strip().splitlines()[-1].startswith("locked: 1 job(s) skipped")
+    assert run_dirs(tmp_path, "selfcheck") == []
