@@ -12,7 +12,6 @@ sweep partitions on the engine -> outputs. The maths is in ``riskdask/coup/``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np

@@ -10,7 +10,6 @@ features. With the seed's column choice this gives
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
