@@ -138,13 +138,29 @@ def ul_collapsed(deviations, bounds_by_cell, cell_of_obligor, cell_correlation,
     np.add.at(q, cells, d[:, :, None] * d[:, None, :])
     ci, cj = np.triu_indices(m)
     bounds = np.asarray(bounds_by_cell, dtype=float)
-    joint = rectangle_probabilities(bounds[ci], bounds[cj],
-                                    np.asarray(cell_correlation, dtype=float)[ci, cj])
-    cross = np.einsum("pa,pab,pb->p", s[ci], joint, s[cj])
+    rho = np.asarray(cell_correlation, dtype=float)[ci, cj]
+    # A joint table depends only on (bounds of c, bounds of d, rho): with a few
+    # ratings and a few distinct correlations there are far fewer tables than
+    # cell pairs, so evaluate each distinct one once (eq. 3.9).
+    _, bound_id = np.unique(bounds, axis=0, return_inverse=True)
+    bound_id = bound_id.ravel()
+    key = np.column_stack([bound_id[ci], bound_id[cj], rho])
+    uniq, table_of_pair = np.unique(key, axis=0, return_inverse=True)
+    table_of_pair = table_of_pair.ravel()
+    first = np.zeros(uniq.shape[0], dtype=np.int64)
+    first[table_of_pair[::-1]] = np.arange(ci.size)[::-1]
+    tables = rectangle_probabilities(bounds[ci[first]], bounds[cj[first]], rho[first])
+    cross = np.empty(ci.size)
+    pair_order = np.argsort(table_of_pair, kind="stable")
+    edges = np.searchsorted(table_of_pair[pair_order], np.arange(uniq.shape[0] + 1))
+    for t in range(uniq.shape[0]):
+        sel = pair_order[edges[t]:edges[t + 1]]
+        cross[sel] = np.einsum("pa,ab,pb->p", s[ci[sel]], tables[t], s[cj[sel]])
     # Off-diagonal cell pairs appear twice in the ordered sum over (c, d).
     ordered = exact_sum(np.where(ci == cj, 1.0, 2.0) * cross)
     diagonal = ci == cj
-    self_terms = exact_sum(np.einsum("cab,cab->c", joint[diagonal], q[ci[diagonal]]))
+    self_terms = exact_sum(np.einsum("cab,cab->c", tables[table_of_pair[diagonal]],
+                                     q[ci[diagonal]]))
     cov_sum_ordered = ordered - self_terms
     return float(np.sqrt(ul2_sum + cov_sum_ordered))
 

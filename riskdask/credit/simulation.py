@@ -284,24 +284,24 @@ def uses_uniform_draws(model: SimulationModel) -> bool:
 def _band_mask(draw, lo, hi, model: SimulationModel) -> np.ndarray:
     """True where an obligor left its initial rating: draw < lo or draw >= hi.
 
-    ``lo`` / ``hi`` are (scenarios, groups) bounds of the unchanged-rating band
-    (None where the initial rating is the worst / best state).
+    ``draw`` is obligor-major, shape (n, scenarios), so each group is a block of
+    contiguous rows; ``lo`` / ``hi`` are (groups, scenarios) bounds of the
+    unchanged-rating band (unused where the initial rating is the worst / best).
     """
-    sb, n = draw.shape
-    moved = np.empty((sb, n), dtype=bool)
+    moved = np.empty(draw.shape, dtype=bool)
     starts = model.group_start
     top = model.n_states - 1
     for g in range(starts.size - 1):
         o0, o1 = starts[g], starts[g + 1]
         state = model.initial_state[o0]
-        view = moved[:, o0:o1]
-        block = draw[:, o0:o1]
+        view = moved[o0:o1]
+        block = draw[o0:o1]
         if state > 0:
-            np.less(block, lo[:, g][:, None], out=view)
+            np.less(block, lo[g][None, :], out=view)
         else:
             view[...] = False
         if state < top:
-            view |= block >= hi[:, g][:, None]
+            view |= block >= hi[g][None, :]
     return moved
 
 
@@ -310,47 +310,65 @@ def _factor_block(rng, model: SimulationModel, sb: int):
 
     Returns the scenario weights and, for every obligor whose rating changed,
     its scenario (row in the block), its column and its new worst-first state.
+    Draws are laid out obligor-major (n, sb): the band test then runs over
+    contiguous memory, three times faster than scenario-major.
     """
     n = model.n_obligors
     eta = rng.standard_normal((sb, model.group_loadings.shape[1]))
     if model.shift is not None:
         eta += model.shift
     w = _weights(rng, eta, model.shift)
-    systematic = _fixed_order_product(eta, model.group_loadings)            # (sb, G)
+    systematic = np.ascontiguousarray(
+        _fixed_order_product(eta, model.group_loadings).T)                 # (G, sb)
     reps = model.group_start[:-1]
+    n_groups = reps.size
     thr = model.thresholds[reps]                                           # (G, R-1)
     state0 = model.initial_state[reps]
     sd = model.group_idio
     top = model.n_states - 1
+    g_idx = np.arange(n_groups)
+    lo_k = np.maximum(state0 - 1, 0)
+    hi_k = np.minimum(state0, top - 1)
     if uses_uniform_draws(model):
         # x_i < b  <=>  U_i < Phi((b - beta'eta) / s): all boundaries of all groups.
-        z = (thr[None, :, :] - systematic[:, :, None]) / sd[None, :, None]
-        cut = _probabilities_to_u32(ndtr(z))                               # (sb, G, R-1)
+        z = (thr.T[:, :, None] - systematic[None, :, :]) / sd[None, :, None]   # (R-1, G, sb)
+        cut = _probabilities_to_u32(ndtr(z))
         raw = rng.bit_generator.random_raw((sb * n + 1) // 2)
-        draw = raw.view(np.uint32)[: sb * n].reshape(sb, n)
-        g_idx = np.arange(reps.size)
-        lo = cut[:, g_idx, np.maximum(state0 - 1, 0)]
-        hi = cut[:, g_idx, np.minimum(state0, top - 1)]
-        moved = _band_mask(draw, lo, hi, model)
+        draw = raw.view(np.uint32)[: sb * n].reshape(n, sb)
+        moved = _band_mask(draw, cut[lo_k, g_idx], cut[hi_k, g_idx], model)
         idx = np.flatnonzero(moved)
-        s = idx // n
-        i = idx - s * n
-        gi = model.group_of_obligor[i]
-        new_state = (draw.ravel()[idx][:, None] >= cut[s, gi, :]).sum(axis=1)
+        i = idx // sb
+        s = idx - i * sb
+        row = model.group_of_obligor[i] * sb + s
+        new_state = _count_reached(draw.ravel()[idx], cut.reshape(top, -1), row)
         return w, s, i, new_state
     # eps_i < (b - beta'eta) / s  <=>  x_i < b: standardised boundaries, band first.
-    draw = rng.standard_normal((sb, n))
-    lo = (thr[np.arange(reps.size), np.maximum(state0 - 1, 0)][None, :] - systematic) / sd
-    hi = (thr[np.arange(reps.size), np.minimum(state0, top - 1)][None, :] - systematic) / sd
+    draw = rng.standard_normal((n, sb))
+    lo = (thr[g_idx, lo_k][:, None] - systematic) / sd[:, None]
+    hi = (thr[g_idx, hi_k][:, None] - systematic) / sd[:, None]
     moved = _band_mask(draw, lo, hi, model)
     idx = np.flatnonzero(moved)
-    s = idx // n
-    i = idx - s * n
+    i = idx // sb
+    s = idx - i * sb
     gi = model.group_of_obligor[i]
     # Same arithmetic as the band, so a boundary is classified identically.
-    z = (model.thresholds[i] - systematic[s, gi][:, None]) / sd[gi][:, None]
-    new_state = (draw.ravel()[idx][:, None] >= z).sum(axis=1)
+    z = ((model.thresholds[i] - systematic[gi, s][:, None]) / sd[gi][:, None]).T
+    new_state = _count_reached(draw.ravel()[idx], np.ascontiguousarray(z), None)
     return w, s, i, new_state
+
+
+def _count_reached(values, boundaries_t, row):
+    """New worst-first state: how many of the ascending boundaries each value reaches.
+
+    ``boundaries_t[k]`` holds boundary k for every table row (``row`` selects the
+    row of each value; ``None``: one row per value).  Seven gathers of one
+    column each are much cheaper than fancy-indexing (m, 7) blocks.
+    """
+    count = np.zeros(values.size, dtype=np.int64)
+    for k in range(boundaries_t.shape[0]):
+        column = boundaries_t[k] if row is None else boundaries_t[k][row]
+        count += values >= column
+    return count
 
 
 def _matrix_block(rng, model: SimulationModel, sb: int):
@@ -358,39 +376,43 @@ def _matrix_block(rng, model: SimulationModel, sb: int):
     from threadpoolctl import threadpool_limits
 
     n = model.n_obligors
-    e = rng.standard_normal((sb, n), dtype=np.float32)
+    e = rng.standard_normal((n, sb), dtype=np.float32)                    # obligor-major
     if model.shift is not None:
-        e += model.shift.astype(np.float32)
-        w = np.exp(-(e.astype(np.float64) * model.shift).cumsum(axis=1)[:, -1]
+        e += model.shift.astype(np.float32)[:, None]
+        w = np.exp(-(e.astype(np.float64) * model.shift[:, None]).cumsum(axis=0)[-1]
                    + 0.5 * exact_sum(model.shift * model.shift))
     else:
         w = np.ones(sb)
     # One BLAS thread: workers are single-threaded processes, and a fixed thread
     # count keeps the float32 product bit-identical from run to run.
     with threadpool_limits(1):
-        x = e @ model.cholesky.T
+        x = model.cholesky @ e                                             # (n, sb)
     thr = model.thresholds.astype(np.float32)
     state0 = model.initial_state
     rows = np.arange(n)
     padded = np.concatenate([np.full((n, 1), -np.inf, np.float32), thr,
                              np.full((n, 1), np.inf, np.float32)], axis=1)
-    lo = padded[rows, state0]
-    hi = padded[rows, state0 + 1]
-    moved = (x < lo) | (x >= hi)
+    lo = padded[rows, state0][:, None]
+    hi = padded[rows, state0 + 1][:, None]
+    moved = x < lo
+    moved |= x >= hi
     idx = np.flatnonzero(moved)
-    s = idx // n
-    i = idx - s * n
-    new_state = (x.ravel()[idx][:, None] >= thr[i]).sum(axis=1)
+    i = idx // sb
+    s = idx - i * sb
+    new_state = _count_reached(x.ravel()[idx], np.ascontiguousarray(thr.T), i)
     return w, s, i, new_state
 
 
-def _states_for(rows, sb, s, i, new_state, initial_state):
-    """Dense forward states (uint8) of the selected scenario rows of a block."""
+def _states_for(rows, size, s, i, new_state, initial_state):
+    """Dense forward states (uint8) of the selected scenario rows of a chunk, from the
+    sparse migration records ``(scenario s, obligor i, state)``."""
+    n = initial_state.size
     states = np.repeat(initial_state.astype(np.uint8)[None, :], rows.size, axis=0)
-    pos = np.full(sb, -1, dtype=np.int64)
+    pos = np.full(size, -1, dtype=np.int64)
     pos[rows] = np.arange(rows.size)
-    hit = pos[s] >= 0
-    states[pos[s[hit]], i[hit]] = new_state[hit]
+    where = pos[s]
+    hit = np.flatnonzero(where >= 0)
+    states.ravel()[where[hit] * n + i[hit]] = new_state[hit]
     return states
 
 
@@ -424,49 +446,41 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     loss = np.empty(size)
     weight = np.empty(size)
     obligor_loss = np.zeros(n)
-    cand_loss, cand_w, cand_id, cand_states = [], [], [], []
+    cand = []                              # per block: selected local rows
+    rec_s, rec_i, rec_state = [], [], []   # migrations of rows that may keep states
     for b0 in range(0, size, model.block):
         sb = min(model.block, size - b0)
         w, s, i, new_state = block_fn(rng, model, sb)
-        step_loss = model.loss_by_state[i, new_state]                  # Step 4
+        step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]   # Step 4
         scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
         loss[b0:b0 + sb] = scen_loss
         weight[b0:b0 + sb] = w
         obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
-        ids = chunk.start + b0 + np.arange(sb)
-        order = sort_tail(scen_loss, ids)
-        keep = keep_rows(w[order], need)
-        sel = order[:keep]
-        cand_loss.append(scen_loss[sel])
-        cand_w.append(w[sel])
-        cand_id.append(ids[sel])
-        cand_states.append(_states_for(sel[: model.state_rows], sb, s, i, new_state,
-                                       model.initial_state))
-    t_loss = np.concatenate(cand_loss)
-    t_w = np.concatenate(cand_w)
-    t_id = np.concatenate(cand_id)
-    # Row positions of every candidate inside the concatenated states (or -1).
-    state_pos = []
-    offset = 0
-    for cl, cs in zip(cand_loss, cand_states):
-        pos = np.full(cl.size, -1, dtype=np.int64)
-        pos[: cs.shape[0]] = offset + np.arange(cs.shape[0])
-        state_pos.append(pos)
-        offset += cs.shape[0]
-    state_pos = np.concatenate(state_pos)
-    all_states = np.concatenate(cand_states) if offset else np.empty((0, n), np.uint8)
-    order = sort_tail(t_loss, t_id)
-    keep = keep_rows(t_w[order], need)
-    order = order[:keep]
+        # Rows that can still be in the tail of any superset (see keep_rows).
+        order = sort_tail(scen_loss, b0 + np.arange(sb))
+        sel = order[:keep_rows(w[order], need)]
+        cand.append(b0 + sel)
+        mark = np.zeros(sb, dtype=bool)
+        mark[sel[: model.state_rows]] = True
+        hit = mark[s]
+        rec_s.append(b0 + s[hit])
+        rec_i.append(i[hit])
+        rec_state.append(new_state[hit])
+    cand = np.concatenate(cand)
+    order = sort_tail(loss[cand], chunk.start + cand)
+    keep = keep_rows(weight[cand][order], need)
+    rows = cand[order[:keep]]
     n_states = min(keep, model.state_rows)
-    states = all_states[state_pos[order[:n_states]]]
+    states = _states_for(rows[:n_states], size, np.concatenate(rec_s), np.concatenate(rec_i),
+                         np.concatenate(rec_state), model.initial_state)
+    t_loss, t_w, t_id = loss[rows], weight[rows], chunk.start + rows
 
     w_sum = exact_sum(weight)
     mean = exact_sum(weight * loss) / w_sum
     m2 = exact_sum(weight * (loss - mean) ** 2)
     el_c, ul_c = _mean_and_sd(size, w_sum, mean, m2)
     batch = [chunk.index, el_c, ul_c]
-    tl, tw = t_loss[order], t_w[order]
+    tl, tw = t_loss, t_w
     for c in model.confidence:
         a_c = tail_count(size, c)
         if a_c < 2:
@@ -477,7 +491,7 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     return LossSummary(
         first_chunk=chunk.index, last_chunk=chunk.index, n=size, weight_sum=w_sum,
         mean=mean, m2=m2, obligor_loss=obligor_loss, tail_loss=tl, tail_weight=tw,
-        tail_scenario=t_id[order], tail_states=states,
+        tail_scenario=t_id, tail_states=states,
         histogram=_histogram(loss, weight, model.hist_edges),
         batches=np.array([batch], dtype=float),
         meta={"weight_needed": need, "state_rows": model.state_rows},
