@@ -116,6 +116,9 @@ def ours(n_obligors, scenarios, kind):
             simulation_statistics
         from riskdask.engine import map_reduce, plan_chunks
 
+        # Warm-up (imports on the workers): a long-running cluster has done this already.
+        map_reduce(simulate_chunk, plan_chunks(2000, 1000, 0), combine_summaries, client=client,
+                   shared=model, label="warmup")
         t0 = time.perf_counter()
         chunks = plan_chunks(scenarios, cfg.simulation.chunk_size, cfg.seed)
         summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=client,
