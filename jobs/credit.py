@@ -12,7 +12,6 @@ outputs. The maths is in ``riskdask/credit/``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

@@ -20,7 +20,7 @@ from riskdask.credit.data import load_matrix
 from riskdask.credit.synthetic import DATA_DIR, synthetic_portfolio
 
 SMALL = ["portfolio.synthetic_obligors=60", "simulation.n_scenarios=40000",
-         "simulation.chunk_size=5000", "simulation.confidence=[0.99, 0.999]"]
+         "simulation.chunk_size=2500", "simulation.confidence=[0.99, 0.999]"]
 TABLES = ("obligors", "cfv_matrix", "loss_histogram", "tail_scenarios", "es_contributions",
           "risk_measures")
 
@@ -114,7 +114,7 @@ def test_full_matrix_tiles_equal_collapsed_path_and_importance_sampling(local_cl
     pd.DataFrame(corr, columns=ids).assign(obligor_id=ids)[["obligor_id", *ids]].to_csv(
         cpath, index=False)
     base = [f"portfolio.path={path}", "simulation.n_scenarios=40000",
-            "simulation.chunk_size=5000", "simulation.confidence=[0.99, 0.999]"]
+            "simulation.chunk_size=2500", "simulation.confidence=[0.99, 0.999]"]
     client = local_client(2)
     uniform = run_credit(overrides=base + ["correlation.kind=uniform", f"correlation.rho={rho}"],
                          client=client, out=tmp_path / "u")

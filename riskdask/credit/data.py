@@ -315,7 +315,8 @@ class Portfolio:
     """Positions aggregated to obligors (they migrate together)."""
 
     positions: pd.DataFrame
-    obligors: pd.DataFrame            # obligor_id, rating, sector, country, name, nominal, recovery_value
+    obligors: pd.DataFrame            # obligor_id, rating, sector, country, name, nominal, ...
+                                      # recovery_value (sum of Nom * rr over its positions)
     initial_index: np.ndarray         # best-first scale index per obligor
     cf_obligor: np.ndarray
     cf_time: np.ndarray

@@ -107,13 +107,16 @@ def illustrative_curves() -> pd.DataFrame:
 
     Risk-free: ``3% - 1% * (1 - exp(-t/2)) / (t/2)`` (Nelson-Siegel shape, 2% short,
     3% long); spreads widen by 3% per year of maturity for investment grade and
-    tighten by 2% per year for CCC-C (the usual inverted distressed curve).
+    tighten by 1% per year for CCC-C (the usual inverted distressed curve, still above B).
     """
     t = _TENORS
     base = 0.03 - 0.01 * (1 - np.exp(-t / 2)) / (t / 2)
     out = {"tenor": t}
     for rating, bp in _SPREAD_BP.items():
-        slope = 0.03 if rating in ("AAA", "AA", "A", "BBB") else (0.01 if rating != "CCC-C" else -0.02)
+        if rating in ("AAA", "AA", "A", "BBB"):
+            slope = 0.03
+        else:
+            slope = -0.01 if rating == "CCC-C" else 0.01
         out[rating] = np.round(base + bp * 1e-4 * (1 + slope * (t - 1)), 6)
     return pd.DataFrame(out)
 
