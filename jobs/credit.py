@@ -92,8 +92,9 @@ class SimulationConfig(BaseModel):
     n_scenarios: int = Field(200_000, ge=100, le=10**10)
     chunk_size: int = Field(25_000, ge=100, le=10**8)
     confidence: list[float] = Field(default_factory=lambda: [0.99, 0.999, 0.9999])
-    contribution_rows: int = Field(20_000, ge=0, le=10**7,
-                                   description="tail scenarios that keep per-obligor states")
+    contribution_rows: int = Field(10_000, ge=0, le=10**7,
+                                   description="tail scenarios that keep per-obligor states "
+                                               "(ES contributions; caps worker memory)")
     histogram_bins: int = Field(200, ge=10, le=100_000)
 
     @field_validator("confidence")

@@ -125,10 +125,11 @@ def merge_summaries(a: LossSummary, b: LossSummary, *, weight_needed: float,
     # Rows that carry states: any row ranked < state_rows in the union was ranked
     # < state_rows in its own summary, so its states are available.
     n_states = min(keep, state_rows)
-    states = np.empty((n_states, a.obligor_loss.size), dtype=np.uint8)
     n_a = a.tail_loss.size
-    for pos, src in enumerate(order[:n_states]):
-        states[pos] = a.tail_states[src] if src < n_a else b.tail_states[src - n_a]
+    src = order[:n_states]
+    # Row of each kept scenario in the stacked state arrays of a and b.
+    stacked_row = np.where(src < n_a, src, a.tail_states.shape[0] + (src - n_a))
+    states = np.concatenate([a.tail_states, b.tail_states])[stacked_row]
     return LossSummary(
         first_chunk=a.first_chunk,
         last_chunk=b.last_chunk,
