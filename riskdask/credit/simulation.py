@@ -209,9 +209,11 @@ def importance_shift(model_kind: str, loss_at_default, default_threshold, loadin
                      target_confidence: float, size: float | None = None) -> np.ndarray:
     """Mean shift of the systematic normals for importance sampling.
 
-    The direction is the gradient, at zero, of the conditional expected default
-    loss ``sum_i LGD_i * Phi((b_D,i - beta_i' z) / s_i)`` with respect to the
-    independent systematic normals (negated: towards losses); its length is
+    Factor models: the direction is the gradient, at zero, of the conditional
+    expected default loss ``sum_i LGD_i * Phi((b_D,i - beta_i' z) / s_i)`` with
+    respect to the independent systematic normals (negated: towards losses).
+    Full matrix: the top eigenvector of the correlation matrix, mapped to the
+    independent normals by the Cholesky factor.  The length is
     ``Phi^-1(target_confidence)`` unless ``size`` is given, which centres the
     sampling at the factor quantile that drives the target tail (Glasserman &
     Li 2005, one-factor case; the seed's Step 1).
@@ -230,12 +232,23 @@ def importance_shift(model_kind: str, loss_at_default, default_threshold, loadin
     lgd = np.asarray(loss_at_default, dtype=float)
     b = np.asarray(default_threshold, dtype=float)
     a = np.asarray(loadings_or_chol, dtype=float)
+    dens = np.where(np.isfinite(b), np.exp(-0.5 * np.where(np.isfinite(b), b, 0.0) ** 2), 0.0)
     if model_kind == "factor":
         sd = np.sqrt(np.clip(1.0 - np.einsum("ik,ik->i", a, a), 1e-12, None))
+        g = ((lgd * dens / sd)[:, None] * a).cumsum(axis=0)[-1]     # fixed order
     else:
-        sd = np.ones(lgd.size)
-    dens = np.where(np.isfinite(b), np.exp(-0.5 * np.where(np.isfinite(b), b, 0.0) ** 2), 0.0)
-    g = ((lgd * dens / sd)[:, None] * a).cumsum(axis=0)[-1]     # fixed order
+        # A full matrix has no named factors: shift along its systematic direction,
+        # the top eigenvector u of R = L L' oriented towards the exposures; in the
+        # independent normals that is L'u (x_c moves by -t sqrt(lambda) u).  For a
+        # uniform matrix this is exactly the one-factor shift.
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            _, vectors = np.linalg.eigh(a @ a.T)
+        u = vectors[:, -1]
+        if exact_sum(lgd * dens * u) < 0:
+            u = -u
+        g = (u[:, None] * a).cumsum(axis=0)[-1]                      # L'u, fixed order
     norm = np.sqrt(exact_sum(g * g))
     if norm == 0.0:
         g = a.cumsum(axis=0)[-1]
