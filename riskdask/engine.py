@@ -30,6 +30,9 @@ from tqdm.auto import tqdm
 __all__ = ["Chunk", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "tree_reduce", "set_progress", "TASK_RETRIES"]
 
+#: Times map_reduce runs a plan whose scattered input was lost with a worker (see map_reduce).
+REDUCE_ATTEMPTS = 3
+
 #: Retries for a task that raised (a task lost with its worker is re-run by the scheduler
 #: anyway, up to ``distributed.scheduler.allowed-failures`` times).
 TASK_RETRIES = 2
@@ -195,11 +198,25 @@ def map_reduce(kernel: Callable, chunks: Sequence[Chunk], combine: Callable[[Any
     object
         ``finalize(root)`` or the reduced partial itself.
     """
-    shared_future = scatter_once(client, shared)
-    leaves = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
-    root = tree_reduce(client, leaves, combine, label=label)
-    _watch(leaves, label, release=True)
-    result = root.result()
+    from distributed.client import FutureCancelledError
+
+    for attempt in range(REDUCE_ATTEMPTS):
+        shared_future = scatter_once(client, shared)
+        leaves = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
+        root = tree_reduce(client, leaves, combine, label=label)
+        try:
+            _watch(leaves, label, release=True)
+            result = root.result()
+            break
+        except FutureCancelledError:
+            # A worker died holding the last copy of the scattered input (the scheduler's
+            # active memory manager trims broadcast replicas once no queued task needs them);
+            # scattered data cannot be recomputed, so every lost partial that needed it is
+            # cancelled, up to the root. The plan is deterministic: scattering again and
+            # re-running it gives the identical result.
+            del root, shared_future
+            if attempt == REDUCE_ATTEMPTS - 1:
+                raise
     del root, shared_future
     return finalize(result) if finalize else result
 
