@@ -358,7 +358,9 @@ def _level_key(c: float) -> str:
 
 
 # ----------------------------------------------------------------------------- outputs
-def _tables(cfg, ctx, inputs, an, stats, model):
+def _tables(cfg, ctx, inputs, an, stats, model, contrib_stats):
+    """Parquet tables; ES contributions come from ``contrib_stats`` (the run whose tail
+    buffer kept the obligor states: the importance-sampling run or the plain one)."""
     pf = inputs.portfolio
     per = an.per_obligor
     ob = pf.obligors.copy()
@@ -368,9 +370,9 @@ def _tables(cfg, ctx, inputs, an, stats, model):
     ob["el_migration"] = per.el_migration
     ob["el_default"] = per.el_default
     ob["ul"] = per.ul
-    ob["simulated_mean_loss"] = stats["obligor_mean_loss"]
+    ob["simulated_mean_loss"] = contrib_stats["obligor_mean_loss"]
     for j, c in enumerate(cfg.simulation.confidence):
-        ob[f"es_contribution_{_level_key(c)}"] = stats["contributions"][:, j]
+        ob[f"es_contribution_{_level_key(c)}"] = contrib_stats["contributions"][:, j]
     ctx.write_table("obligors", ob)
 
     cfv = pd.DataFrame(an.cfv, columns=[f"cfv_{r}" for r in inputs.matrix.scale])
@@ -380,7 +382,7 @@ def _tables(cfg, ctx, inputs, an, stats, model):
 
     s = stats["_summary"]
     edges = model.hist_edges
-    hist = s.histogram / s.weight_sum
+    hist = s.histogram / s.n                 # (1/sim) sum of weights: unbiased under IS
     ctx.write_table("loss_histogram", pd.DataFrame({
         "loss_from": np.concatenate([[-np.inf], edges[:-1], [edges[-1]]]),
         "loss_to": np.concatenate([[edges[0]], edges[1:], [np.inf]]),
@@ -402,18 +404,18 @@ def _tables(cfg, ctx, inputs, an, stats, model):
     ctx.write_table("tail_scenarios", tail)
 
     rows = []
-    for j, level in enumerate(stats["levels"]):
+    for j, level in enumerate(contrib_stats["levels"]):
         if not level["contributions"]:
             continue
-        contrib = stats["contributions"][:, j]
+        contrib = contrib_stats["contributions"][:, j]
         order = np.argsort(-contrib, kind="stable")
         for rank, i in enumerate(order, 1):
             rows.append({"confidence": level["confidence"], "rank": rank,
                          "obligor_id": pf.obligors["obligor_id"].iloc[i],
                          "name": pf.obligors["name"].iloc[i],
                          "rating": pf.obligors["rating"].iloc[i],
-                         "tail_expected_loss": stats["tail_obligor_loss"][i, j],
-                         "mean_loss": stats["obligor_mean_loss"][i],
+                         "tail_expected_loss": contrib_stats["tail_obligor_loss"][i, j],
+                         "mean_loss": contrib_stats["obligor_mean_loss"][i],
                          "es_contribution": contrib[i],
                          "share_of_es": contrib[i] / level["es"] if level["es"] else np.nan})
     ctx.write_table("es_contributions", pd.DataFrame(rows))
@@ -455,7 +457,14 @@ def run(cfg: Config, ctx) -> dict:
         notes.append("no batch-means standard error at confidence "
                      f"{', '.join(map(str, n_chunk_small))}: a chunk has fewer than 2 tail "
                      "scenarios there (raise simulation.chunk_size)")
-    no_contrib = [lv["confidence"] for lv in stats["levels"] if not lv["contributions"]]
+    contrib_stats = stats
+    if plain is not None and not all(lv["contributions"] for lv in stats["levels"]):
+        # The likelihood-weighted tail holds many low-weight scenarios, often more than
+        # the state buffer keeps; the plain run's tail is a scenarios long.
+        contrib_stats = plain
+        notes.append("ES contributions from the plain-sampling run (the importance-sampling "
+                     "tail has more scenarios than simulation.contribution_rows)")
+    no_contrib = [lv["confidence"] for lv in contrib_stats["levels"] if not lv["contributions"]]
     if no_contrib:
         notes.append("no ES contributions at confidence "
                      f"{', '.join(map(str, no_contrib))}: the tail has more scenarios than "
@@ -497,23 +506,24 @@ def run(cfg: Config, ctx) -> dict:
         summary["importance_shift"] = [float(x) for x in np.atleast_1d(shift)[:50]]
         summary["importance_shift_norm"] = float(np.linalg.norm(shift))
     with ctx.stage("outputs"):
-        _tables(cfg, ctx, inputs, an, stats, model)
+        _tables(cfg, ctx, inputs, an, stats, model, contrib_stats)
         ctx.write_figure("loss_distribution",
                          figures.loss_distribution(model.hist_edges, stats["_summary"], stats,
                                                    fv_p),
                          caption="Simulated one-year loss distribution (FV_P − SFV) with VaR "
                                  "and ES at each confidence level")
         j = len(cfg.simulation.confidence) - 1
-        while j >= 0 and not stats["levels"][j]["contributions"]:
+        while j >= 0 and not contrib_stats["levels"][j]["contributions"]:
             j -= 1
         if j >= 0:
             ctx.write_figure("top_contributors",
                              figures.top_contributors(inputs.portfolio.obligors,
-                                                      stats["contributions"][:, j],
-                                                      stats["levels"][j],
+                                                      contrib_stats["contributions"][:, j],
+                                                      contrib_stats["levels"][j],
                                                       cfg.outputs.top_contributors),
                              caption="Obligors with the largest contribution to ES "
                                      f"({100 * cfg.simulation.confidence[j]:g}%)")
+    ctx.add_report_section("Risk measures (seed Step 6)", _report_html(summary))
     ctx.set_summary(summary)
     return summary
 
@@ -526,12 +536,42 @@ def headline(summary: dict) -> list[tuple[str, object]]:
            ("UL analytic / simulated", f"{summary['ul_analytic']:,.0f} / "
                                        f"{summary['ul_simulated']:,.0f}"),
            ("scenarios", f"{summary['n_scenarios']:,}")]
+    def num(v, fmt):
+        return "n/a" if v is None or not np.isfinite(v) else format(v, fmt)
+
     for lv in summary["levels"]:
-        var = lv["var"] if lv["var"] is not None else float("nan")
-        es = lv["es"] if lv["es"] is not None else float("nan")
         out.append((f"VaR / ES {100 * lv['confidence']:g}%",
-                    f"{var:,.0f} / {es:,.0f} ({lv['var_pct']:.3f}% / {lv['es_pct']:.3f}%)"))
+                    f"{num(lv['var'], ',.0f')} / {num(lv['es'], ',.0f')} "
+                    f"({num(lv['var_pct'], '.3f')}% / {num(lv['es_pct'], '.3f')}%)"))
     return out
+
+
+def _report_html(summary: dict) -> str:
+    """Risk-measure table (with Monte Carlo errors) and the run's notes, for report.html."""
+    def cell(v, fmt=",.0f"):
+        return "n/a" if v is None or not np.isfinite(v) else format(v, fmt)
+
+    is_run = summary["importance_sampling"]
+    head = ("<tr><th>confidence</th><th>a</th><th>VaR (EUR)</th><th>± SE</th><th>VaR % FV</th>"
+            "<th>ES (EUR)</th><th>± SE</th><th>ES % FV</th>"
+            + ("<th>variance reduction VaR / ES</th>" if is_run else "") + "</tr>")
+    rows = []
+    for lv in summary["levels"]:
+        extra = (f"<td>{cell(lv.get('variance_reduction_var'), '.1f')} / "
+                 f"{cell(lv.get('variance_reduction_es'), '.1f')}</td>") if is_run else ""
+        rows.append(f"<tr><td>{100 * lv['confidence']:g}%</td><td>{lv['a']:,}</td>"
+                    f"<td>{cell(lv['var'])}</td><td>{cell(lv['var_se'])}</td>"
+                    f"<td>{cell(lv['var_pct'], '.3f')}</td><td>{cell(lv['es'])}</td>"
+                    f"<td>{cell(lv['es_se'])}</td><td>{cell(lv['es_pct'], '.3f')}</td>{extra}</tr>")
+    moments = (f"<p>EL analytic {cell(summary['el_analytic'])} (migration "
+               f"{cell(summary['el_migration'])}, default {cell(summary['el_default'])}), "
+               f"simulated {cell(summary['el_simulated'])} ± {cell(summary['el_simulated_se'])}; "
+               f"UL analytic {cell(summary['ul_analytic'])}, simulated "
+               f"{cell(summary['ul_simulated'])} ± {cell(summary['ul_simulated_se'])} "
+               "(seed eqs. 3.6-3.11 and Step 6; errors by batch means over chunks).</p>")
+    notes = "".join(f"<li>{n}</li>" for n in summary["notes"])
+    return (moments + f"<table>{head}{''.join(rows)}</table>"
+            + (f"<ul>{notes}</ul>" if notes else ""))
 
 
 def run_credit(config=None, *, overrides=(), client=None, out="runs", **kw):

@@ -129,6 +129,14 @@ def test_full_matrix_tiles_equal_collapsed_path_and_importance_sampling(local_cl
     for lv in full.summary["levels"]:
         diff = abs(lv["es"] - lv["plain_es"])
         assert diff < 3.5 * np.hypot(lv["es_se"], lv["plain_es_se"])
+    # ES contributions add up to the ES of the run that kept the tail states
+    from_plain = any("ES contributions from the plain-sampling run" in n
+                     for n in full.summary["notes"])
+    ob = full.table("obligors")
+    for lv in full.summary["levels"]:
+        key = f"es_contribution_{100 * lv['confidence']:g}".replace(".", "_")
+        es = lv["plain_es"] if from_plain else lv["es"]
+        assert ob[key].sum() == pytest.approx(es, rel=1e-9)
     # the shift targets 99.9%: there importance sampling must beat plain sampling
     assert full.summary["levels"][1]["variance_reduction_es"] > 2.0
 

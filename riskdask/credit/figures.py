@@ -14,13 +14,13 @@ __all__ = ["loss_distribution", "top_contributors"]
 def loss_distribution(edges, summary, stats, fv_portfolio):
     """Histogram of simulated losses (log scale) with VaR (dashed) and ES (solid) markers."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    prob = summary.histogram[1:-1] / summary.weight_sum
+    prob = summary.histogram[1:-1] / summary.n        # (1/sim) sum of weights per bin
     width = np.diff(edges)
     scale = 1e6
     ax.bar(edges[:-1] / scale, np.where(prob > 0, prob, np.nan), width=width / scale,
            align="edge", color="#4a78a8", edgecolor="none", label="simulated loss")
     colors = plt.cm.autumn(np.linspace(0, 0.8, max(len(stats["levels"]), 1)))
-    mean = stats["el"]
+    mean = stats["reference_mean_loss"]
     for color, lv in zip(colors, stats["levels"]):
         if lv["var"] is None or not np.isfinite(lv["var"]):
             continue
@@ -29,7 +29,8 @@ def loss_distribution(edges, summary, stats, fv_portfolio):
                    label=f"VaR {tag}: {lv['var'] / scale:,.1f}M")
         ax.axvline((mean + lv["es"]) / scale, color=color, ls="-", lw=1.2,
                    label=f"ES {tag}: {lv['es'] / scale:,.1f}M")
-    ax.axvline(mean / scale, color="k", lw=0.8, label=f"EL (simulated): {mean / scale:,.2f}M")
+    ax.axvline(mean / scale, color="k", lw=0.8,
+               label=f"EL ({stats['mean_reference']}): {mean / scale:,.2f}M")
     ax.set_yscale("log")
     ax.set_xlabel("loss FV_P − SFV (EUR million); VaR/ES are measured from the mean")
     ax.set_ylabel("probability per bin")

@@ -630,6 +630,7 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
     rows = np.arange(model.n_obligors)
     reference = model.reference_mean(mean_loss)
     out["mean_reference"] = "analytic" if reference != mean_loss else "simulated"
+    out["reference_mean_loss"] = reference
     if out["mean_reference"] == "analytic":
         obligor_mean = model.expected_loss
     for j, (c, a) in enumerate(zip(model.confidence, model.tail_counts)):
