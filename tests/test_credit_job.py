@@ -46,6 +46,26 @@ def test_bit_identical_on_1_and_2_workers(small_runs):
     assert (one.manifest["cluster"]["n_workers"], two.manifest["cluster"]["n_workers"]) == (1, 2)
 
 
+def test_cluster_result_equals_single_process_run_of_the_same_chunks(small_runs):
+    import jobs.credit as jc
+    from riskdask.config import load_config
+    from riskdask.credit.simulation import simulate_local, simulation_statistics
+    from riskdask.engine import plan_chunks
+
+    run, _ = small_runs
+    cfg = load_config("credit", jc.Config, None, SMALL).config
+    inputs = jc.load_inputs(cfg, None)
+    an = jc._analytics(cfg, None, inputs)
+    model = jc._model(cfg, inputs, an, shift=None)
+    chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size, cfg.seed)
+    local = simulation_statistics(simulate_local(model, chunks), model, an.fv_portfolio)
+    assert run.summary["el_simulated"] == local["el"]
+    assert run.summary["ul_simulated"] == local["ul"]
+    for lv, ref in zip(run.summary["levels"], local["levels"]):
+        assert (lv["var"], lv["es"], lv["var_se"], lv["es_se"]) == \
+            (ref["var"], ref["es"], ref["var_se"], ref["es_se"])
+
+
 def _sector_country_correlation(obligors: pd.DataFrame) -> np.ndarray:
     same_sector = obligors["sector"].to_numpy()[:, None] == obligors["sector"].to_numpy()[None]
     same_country = obligors["country"].to_numpy()[:, None] == obligors["country"].to_numpy()[None]
