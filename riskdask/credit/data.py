@@ -41,6 +41,7 @@ __all__ = [
     "numeric_column",
     "load_matrix",
     "load_curves",
+    "align_curves",
     "validate_portfolio",
     "load_portfolio_file",
     "load_cashflows",

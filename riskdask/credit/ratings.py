@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
-__all__ = ["MigrationMatrix", "migration_thresholds", "DEFAULT_SCALE"]
+__all__ = ["MigrationMatrix", "migration_thresholds", "interval_bounds", "DEFAULT_SCALE"]
 
 DEFAULT_SCALE = ("AAA", "AA", "A", "BBB", "BB", "B", "CCC-C", "D")
 

@@ -303,7 +303,7 @@ def _fixed_order_product(z, loadings):
     return out
 
 
-def _weights(rng, z, shift):
+def _weights(z, shift):
     """Likelihood ratios ``exp(-mu'z + mu'mu/2)`` of a mean-shifted normal sample."""
     if shift is None:
         return np.ones(z.shape[0])
@@ -360,7 +360,7 @@ def _factor_block(rng, model: SimulationModel, sb: int):
     eta = rng.standard_normal((sb, model.group_loadings.shape[1]))
     if model.shift is not None:
         eta += model.shift
-    w = _weights(rng, eta, model.shift)
+    w = _weights(eta, model.shift)
     systematic = np.ascontiguousarray(
         _fixed_order_product(eta, model.group_loadings).T)                 # (G, sb)
     reps = model.group_start[:-1]
