@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 __all__ = ["Chunk", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "tree_reduce", "set_progress", "TASK_RETRIES"]
 
-#: Times map_reduce runs a plan whose scattered input was lost with a worker (see map_reduce).
-REDUCE_ATTEMPTS = 3
+#: Times a plan is run when its scattered input was lost with a worker (see ``_run_plan``).
+PLAN_ATTEMPTS = 3
 
 #: Retries for a task that raised (a task lost with its worker is re-run by the scheduler
 #: anyway, up to ``distributed.scheduler.allowed-failures`` times).
@@ -198,35 +198,38 @@ def map_reduce(kernel: Callable, chunks: Sequence[Chunk], combine: Callable[[Any
     object
         ``finalize(root)`` or the reduced partial itself.
     """
-    from distributed.client import FutureCancelledError
-
-    for attempt in range(REDUCE_ATTEMPTS):
-        shared_future = scatter_once(client, shared)
-        leaves = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
-        root = tree_reduce(client, leaves, combine, label=label)
-        try:
-            _watch(leaves, label, release=True)
-            result = root.result()
-            break
-        except FutureCancelledError:
-            # A worker died holding the last copy of the scattered input (the scheduler's
-            # active memory manager trims broadcast replicas once no queued task needs them);
-            # scattered data cannot be recomputed, so every lost partial that needed it is
-            # cancelled, up to the root. The plan is deterministic: scattering again and
-            # re-running it gives the identical result.
-            del root, shared_future
-            if attempt == REDUCE_ATTEMPTS - 1:
-                raise
-    del root, shared_future
-    return finalize(result) if finalize else result
+    return _run_plan(client, kernel, chunks, shared, kernel_kwargs, label, combine, finalize)
 
 
 def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any = None,
                kernel_kwargs: dict | None = None, label: str = "chunks") -> list:
     """Run ``kernel`` on every chunk; return the (small) results in chunk order."""
-    shared_future = scatter_once(client, shared)
-    futures = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
-    _watch(futures, label, release=False)
-    results = client.gather(futures)
-    del futures, shared_future
-    return results
+    return _run_plan(client, kernel, chunks, shared, kernel_kwargs, label, None, None)
+
+
+def _run_plan(client, kernel, chunks, shared, kernel_kwargs, label, combine, finalize):
+    """Scatter, map, and (with ``combine``) tree-reduce; re-run the plan if its input is lost.
+
+    A worker that dies is normally invisible here: the scheduler re-runs the chunks it held.
+    The exception is the scattered input: scattered data cannot be recomputed, and the
+    scheduler's active memory manager trims broadcast replicas once no queued task needs
+    them, so a worker dying with the last copy cancels every partial that still needs it
+    ("already forgotten"). The plan is deterministic, so scattering again and re-running it
+    gives the identical result.
+    """
+    from concurrent.futures import CancelledError
+
+    for attempt in range(PLAN_ATTEMPTS):
+        shared_future = scatter_once(client, shared)
+        futures = _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label)
+        try:
+            if combine is None:
+                _watch(futures, label, release=False)
+                return client.gather(futures)
+            root = tree_reduce(client, futures, combine, label=label)
+            _watch(futures, label, release=True)
+            result = root.result()
+            return finalize(result) if finalize else result
+        except CancelledError:
+            if attempt == PLAN_ATTEMPTS - 1:
+                raise
