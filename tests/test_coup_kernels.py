@@ -221,6 +221,7 @@ def test_importances_skip_single_node_trees_like_sklearn():
     np.testing.assert_allclose(reduced.test_prediction, ref.predict(X_test), rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:Some inputs do not have OOB scores")
 def test_permuted_predictions_equal_the_forest_on_permuted_rows():
     X_train, y_train, X_test, _ = _toy_data()
     seeds = np.random.SeedSequence(9).spawn(2)
