@@ -303,6 +303,23 @@ def _fixed_order_product(z, loadings):
     return out
 
 
+def _systematic_returns(eta, loadings):
+    """``beta_g' eta_s`` for every group g and scenario s, shape (G, sb).
+
+    A fixed sequence of multiply-adds over the factors (bit-identical in every
+    process, unlike BLAS), skipping zero loadings: sector/country loadings have a
+    few non-zeros per row, so this is several times less work than a dense product.
+    """
+    out = np.zeros((loadings.shape[0], eta.shape[0]))
+    for k in range(loadings.shape[1]):
+        rows = np.flatnonzero(loadings[:, k])
+        if rows.size == loadings.shape[0]:
+            out += loadings[:, k][:, None] * eta[:, k][None, :]
+        elif rows.size:
+            out[rows] += loadings[rows, k][:, None] * eta[:, k][None, :]
+    return out
+
+
 def _weights(z, shift):
     """Likelihood ratios ``exp(-mu'z + mu'mu/2)`` of a mean-shifted normal sample."""
     if shift is None:
@@ -361,8 +378,7 @@ def _factor_block(rng, model: SimulationModel, sb: int):
     if model.shift is not None:
         eta += model.shift
     w = _weights(eta, model.shift)
-    systematic = np.ascontiguousarray(
-        _fixed_order_product(eta, model.group_loadings).T)                 # (G, sb)
+    systematic = _systematic_returns(eta, model.group_loadings)            # (G, sb)
     reps = model.group_start[:-1]
     n_groups = reps.size
     thr = model.thresholds[reps]                                           # (G, R-1)
