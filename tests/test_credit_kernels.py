@@ -384,3 +384,15 @@ def test_chunk_results_do_not_depend_on_grouping_or_order():
         assert np.array_equal(a.tail_states, x.tail_states)
         assert a.n == x.n and np.array_equal(a.histogram, x.histogram)
     assert a.mean == b.mean and a.m2 == b.m2           # same tree: bit-identical
+
+
+def test_state_buffer_keeps_only_tails_that_can_get_contributions():
+    from riskdask.credit.simulation import effective_state_rows
+
+    levels = (0.99, 0.999, 0.9999)
+    # plain sampling: the ES tail of a level is a - 1 rows
+    assert effective_state_rows(10_000, 1_000_000, levels, weighted=False) == 9_999
+    assert effective_state_rows(10_000, 4_000_000, levels, weighted=False) == 3_999
+    assert effective_state_rows(10, 1_000_000, levels, weighted=False) == 0
+    # likelihood-ratio weights: the tail length is unknown, keep the cap
+    assert effective_state_rows(10_000, 4_000_000, levels, weighted=True) == 10_000

@@ -54,6 +54,7 @@ __all__ = [
     "importance_shift",
     "uses_uniform_draws",
     "standard_normals_f32",
+    "effective_state_rows",
 ]
 
 _U32_SCALE = float(2 ** 32)
@@ -121,8 +122,24 @@ class SimulationModel:
         return float(max(self.tail_counts))
 
 
+def effective_state_rows(state_rows: int, n_scenarios: int, confidence, weighted: bool) -> int:
+    """Tail rows that need per-obligor states.
+
+    With plain sampling the ES tail of a level is exactly ``a - 1`` rows, so only
+    the largest ``a - 1`` that fits in ``state_rows`` is kept: a tail too long for
+    the buffer gets no contributions anyway, and keeping fewer rows keeps worker
+    memory from growing with the scenario count.  With likelihood-ratio weights
+    the tail length is not known in advance: keep ``state_rows``.
+    """
+    if weighted:
+        return int(state_rows)
+    fits = [tail_count(n_scenarios, c) - 1 for c in confidence]
+    fits = [k for k in fits if k <= state_rows]
+    return int(max(fits, default=0))
+
+
 def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
-            state_rows, hist_edges, block):
+            state_rows, hist_edges, block, weighted):
     loss_by_state = np.ascontiguousarray(loss_by_state, dtype=float)
     n = loss_by_state.shape[0]
     if block is None:
@@ -131,7 +148,8 @@ def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
                 initial_state=np.asarray(initial_state, dtype=np.int64),
                 thresholds=np.asarray(thresholds, dtype=float),
                 confidence=tuple(float(c) for c in confidence),
-                n_scenarios=int(n_scenarios), state_rows=int(state_rows),
+                n_scenarios=int(n_scenarios),
+                state_rows=effective_state_rows(state_rows, n_scenarios, confidence, weighted),
                 hist_edges=np.asarray(hist_edges, dtype=float), block=int(block))
 
 
@@ -155,7 +173,7 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
         See :class:`SimulationModel`.
     """
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
-                   state_rows, hist_edges, block)
+                   state_rows, hist_edges, block, weighted=shift is not None)
     loadings = np.atleast_2d(np.asarray(loadings, dtype=float))
     n = base["loss_by_state"].shape[0]
     r2 = np.einsum("ik,ik->i", loadings, loadings)
@@ -195,7 +213,7 @@ def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *,
     report the smallest eigenvalue otherwise).
     """
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
-                   state_rows, hist_edges, block)
+                   state_rows, hist_edges, block, weighted=shift is not None)
     chol = np.linalg.cholesky(np.asarray(correlation, dtype=float))
     n = chol.shape[0]
     return SimulationModel(
