@@ -10,4 +10,5 @@ simulation  Monte Carlo kernel (Steps 1-4), exact reduce (Step 5), statistics (S
 summary     mergeable loss summaries, VaR/ES definitions, batch-means errors
 data        loaders of user files and of the embedded default data
 synthetic   deterministic central-bank-style portfolio and the embedded data generator
+figures     loss distribution with VaR/ES markers, top ES contributors
 """
