@@ -455,7 +455,6 @@ def _matrix_block(rng, model: SimulationModel, sb: int):
     (half the flops of a general product), in float32.
     """
     from scipy.linalg.blas import strmm
-    from threadpoolctl import threadpool_limits
 
     n = model.n_obligors
     e = standard_normals_f32(rng, sb * n).reshape(sb, n)                  # Step 1
@@ -465,11 +464,9 @@ def _matrix_block(rng, model: SimulationModel, sb: int):
                    + 0.5 * exact_sum(model.shift * model.shift))
     else:
         w = np.ones(sb)
-    # One BLAS thread: workers are single-threaded processes, and a fixed thread
-    # count keeps the float32 product bit-identical from run to run.
-    with threadpool_limits(1):
-        # e.T is the Fortran-ordered (n, sb) matrix of draws: x_c = L x, Step 2.
-        x = strmm(1.0, model.cholesky_f, e.T, lower=1).T                  # (sb, n), C order
+    # e.T is the Fortran-ordered (n, sb) matrix of draws: x_c = L x, Step 2.  (The
+    # caller limits BLAS to one thread.)
+    x = strmm(1.0, model.cholesky_f, e.T, lower=1).T                      # (sb, n), C order
     lo, hi = model_band_f32(model)
     moved = x < lo
     moved |= x >= hi
@@ -514,6 +511,18 @@ def _histogram(loss, w, edges):
     return np.concatenate([[under], counts, [over]])
 
 
+def _blas_threads(limit):
+    """``threadpool_limits(limit)`` once per chunk (it inspects the loaded libraries,
+    too slow per block); a no-op context for ``None``."""
+    import contextlib
+
+    if limit is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limit)
+
+
 def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     """Steps 1-4 for one chunk of scenarios, summarised for an exact merge.
 
@@ -539,24 +548,27 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     obligor_loss = np.zeros(n)
     cand = []                              # per block: selected local rows
     rec_s, rec_i, rec_state = [], [], []   # migrations of rows that may keep states
-    for b0 in range(0, size, model.block):
-        sb = min(model.block, size - b0)
-        w, s, i, new_state = block_fn(rng, model, sb)
-        step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]  # Step 4
-        scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
-        loss[b0:b0 + sb] = scen_loss
-        weight[b0:b0 + sb] = w
-        obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
-        # Rows that can still be in the tail of any superset (see keep_rows).
-        order = sort_tail(scen_loss, b0 + np.arange(sb))
-        sel = order[:keep_rows(w[order], need)]
-        cand.append(b0 + sel)
-        mark = np.zeros(sb, dtype=bool)
-        mark[sel[: model.state_rows]] = True
-        hit = mark[s]
-        rec_s.append((b0 + s[hit]).astype(np.int32))
-        rec_i.append(i[hit].astype(np.int32))
-        rec_state.append(new_state[hit])
+    # One BLAS thread for the matrix path's strmm: workers are single-threaded
+    # processes, and a fixed thread count keeps the product bit-identical.
+    with _blas_threads(1 if model.kind == "matrix" else None):
+        for b0 in range(0, size, model.block):
+            sb = min(model.block, size - b0)
+            w, s, i, new_state = block_fn(rng, model, sb)
+            step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]  # Step 4
+            scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
+            loss[b0:b0 + sb] = scen_loss
+            weight[b0:b0 + sb] = w
+            obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
+            # Rows that can still be in the tail of any superset (see keep_rows).
+            order = sort_tail(scen_loss, b0 + np.arange(sb))
+            sel = order[:keep_rows(w[order], need)]
+            cand.append(b0 + sel)
+            mark = np.zeros(sb, dtype=bool)
+            mark[sel[: model.state_rows]] = True
+            hit = mark[s]
+            rec_s.append((b0 + s[hit]).astype(np.int32))
+            rec_i.append(i[hit].astype(np.int32))
+            rec_state.append(new_state[hit])
     cand = np.concatenate(cand)
     order = sort_tail(loss[cand], chunk.start + cand)
     keep = keep_rows(weight[cand][order], need)
