@@ -18,10 +18,14 @@ Two correlation paths, both exact samplers of the seed's model:
   product).  The conditional probabilities depend only on the obligor's *group*
   (initial rating, loadings), i.e. a handful of ``ndtr`` calls per scenario.
   Rounding probabilities down to multiples of 2^-32 moves each migration
-  probability by less than 2.4e-10.
+  probability by less than 2.4e-10.  When there are many groups (sector x
+  country x rating) the per-group ``ndtr`` calls would cost more than the draws,
+  and ``eps_i`` is drawn as a float32 normal (Box-Muller) compared with the
+  standardised boundaries ``(b_k - beta_i' eta) / s_i`` instead
+  (:func:`uses_uniform_draws` picks the cheaper).
 * **matrix** (a full correlation matrix): Step 2 literally, ``x_c = L x`` with
-  the Cholesky factor, in float32 (a return within 1e-7 of a boundary is the
-  only one whose state can change; probability ~1e-7).
+  the Cholesky factor (BLAS ``strmm``), in float32: only a return within ~1e-7 of
+  a boundary can change state, probability ~1e-7 per entry.
 
 Step 3 maps returns to states by the boundaries of Table 3.1.  Most obligors keep
 their rating, so the kernel first tests the "unchanged" band (two comparisons),
@@ -30,7 +34,13 @@ then resolves the exact state only for the entries that migrated.
 Importance sampling (seed Step 1, "sampling with a higher probability from the
 tail"; the mean shift of Glasserman & Li 2005): the systematic normals are drawn
 from ``N(mu, I)`` and every scenario carries the likelihood ratio
-``w = exp(-mu' z + mu' mu / 2)``.
+``w = exp(-mu' z + mu' mu / 2)``.  VaR and ES are then weighted: ``SFV_(a)`` is the
+first sorted scenario whose cumulative weight reaches ``a``, ES the weighted mean
+of the scenarios before it (with unit weights exactly the seed's definitions).
+
+Every reduction whose bits matter is order- and alignment-free (``math.fsum``,
+``bincount``, cumulative sums, fixed-order multiply-adds) so that a chunk's
+summary is the same bits in any worker process.
 """
 
 from __future__ import annotations
