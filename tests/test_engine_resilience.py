@@ -1,4 +1,4 @@
-"""A worker killed while holding the only copy of a job's scattered input (the sub-forests'
+"""A worker killed while holding the only copy of a job's scattered input (e.g. the sub-forests'
 training data) must not fail the run.
 
 Found by the coup worker-kill test: the scheduler's active memory manager trims the broadcast
