@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 __all__ = ["Chunk", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
-           "tree_reduce", "set_progress", "TASK_RETRIES"]
+           "tree_reduce", "reduce_local", "set_progress", "TASK_RETRIES"]
 
 #: Times a plan is run when its scattered input was lost with a worker (see ``_run_plan``).
 PLAN_ATTEMPTS = 3
@@ -120,21 +120,37 @@ def scatter_once(client, shared: Any):
     return client.scatter([shared], broadcast=True, hash=False)[0]
 
 
-def tree_reduce(client, futures: list, combine: Callable[[Any, Any], Any], *, label: str):
-    """Combine ``futures`` pairwise in a binary tree fixed by their order; return the root."""
-    level = list(futures)
+def _fold_tree(items: Sequence, merge: Callable[[Any, Any, int, int], Any]):
+    """Pair neighbours level by level (``merge(a, b, depth, position)``); return the root.
+
+    The tree's shape depends only on ``len(items)``: the one place that fixes the order in
+    which partials are added, for the cluster and for the one-process reference alike.
+    """
+    level = list(items)
     depth = 0
-    token = uuid.uuid4().hex[:8]
     while len(level) > 1:
-        nxt = [client.submit(combine, level[i], level[i + 1], retries=TASK_RETRIES,
-                             key=f"{label}-combine-{token}-{depth}-{i // 2}",
-                             priority=1_000 + depth)
-               for i in range(0, len(level) - 1, 2)]
+        nxt = [merge(level[i], level[i + 1], depth, i // 2) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
         depth += 1
     return level[0]
+
+
+def reduce_local(parts: Sequence, combine: Callable[[Any, Any], Any]):
+    """Reduce partials in one process in exactly the tree :func:`tree_reduce` uses.
+
+    A single-process run of the same chunks therefore gives bit-identical results.
+    """
+    return _fold_tree(parts, lambda a, b, depth, pos: combine(a, b))
+
+
+def tree_reduce(client, futures: list, combine: Callable[[Any, Any], Any], *, label: str):
+    """Combine ``futures`` pairwise in a binary tree fixed by their order; return the root."""
+    token = uuid.uuid4().hex[:8]
+    return _fold_tree(futures, lambda a, b, depth, pos: client.submit(
+        combine, a, b, retries=TASK_RETRIES, key=f"{label}-combine-{token}-{depth}-{pos}",
+        priority=1_000 + depth))
 
 
 def _submit_chunks(client, kernel, chunks, shared_future, kernel_kwargs, label):

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata

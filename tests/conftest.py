@@ -191,3 +191,16 @@ def leftovers(out: Path) -> list[Path]:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def assert_runs_identical(a, b, tables) -> None:
+    """Two runs (JobResults or run directories) gave the same numbers, bit for bit:
+    ``summary.json`` and each named Parquet table."""
+    import pandas as pd
+
+    da, db = (Path(getattr(r, "run_dir", r)) for r in (a, b))
+    assert read_summary(da) == read_summary(db)
+    for name in tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(da / "tables" / f"{name}.parquet"),
+                                      pd.read_parquet(db / "tables" / f"{name}.parquet"),
+                                      check_exact=True, obj=name)

@@ -23,7 +23,7 @@ import yaml
 
 from conftest import REPO, free_port, read_summary, run_dirs
 from riskdask import run_job
-from riskdask.cluster import (SPEC_KINDS, EC2Spec, GCPSpec, KubernetesSpec, PBSSpec, SlurmSpec,
+from riskdask.cluster import (SPEC_KINDS, GCPSpec, KubernetesSpec, PBSSpec, SlurmSpec,
                               load_spec)
 from riskdask.errors import ConfigError
 

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import (average_precision_score, brier_score_loss, r2_score,
                              roc_auc_score)
 
-from conftest import REPO, leftovers, read_summary, run_dirs
+from conftest import REPO, assert_runs_identical, leftovers, run_dirs
 from riskdask.coup.schema import GOVERNMENT_TYPES
 from riskdask.coup.synthetic import synthetic_reign
 from riskdask.coup.sweep import threshold_grid
@@ -42,10 +42,7 @@ def small_runs(local_client, tmp_path_factory):
 
 def test_bit_identical_on_1_and_2_workers(small_runs):
     one, two = small_runs
-    assert one.summary == two.summary
-    t1, t2 = _tables(one.run_dir), _tables(two.run_dir)
-    for name in TABLES:
-        pd.testing.assert_frame_equal(t1[name], t2[name], check_exact=True, obj=name)
+    assert_runs_identical(one, two, TABLES)
     assert (one.manifest["cluster"]["n_workers"], two.manifest["cluster"]["n_workers"]) == (1, 2)
 
 
@@ -124,10 +121,7 @@ def test_worker_killed_mid_run_gives_identical_results(cli_cluster, local_client
     assert done_at_kill < 24                             # the kill came mid-forest
     [run] = run_dirs(out, "coup")
     reference = run_coup(overrides=args, client=local_client(1), out=tmp_path / "ref")
-    assert read_summary(run) == reference.summary
-    for name in ("sweep", "predictions", "importances", "league_table"):
-        pd.testing.assert_frame_equal(pd.read_parquet(run / "tables" / f"{name}.parquet"),
-                                      reference.table(name), check_exact=True, obj=name)
+    assert_runs_identical(run, reference, ("sweep", "predictions", "importances", "league_table"))
 
 
 # ----------------------------------------------------------------------------- bad input

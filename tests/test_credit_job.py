@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, leftovers, read_summary, run_dirs
+from conftest import REPO, assert_runs_identical, leftovers, run_dirs
 from jobs.credit import run_credit
 from riskdask.credit.analytic import ul_pairwise_bruteforce
 from riskdask.credit.data import load_matrix
@@ -39,10 +39,7 @@ def small_runs(local_client, tmp_path_factory):
 
 def test_bit_identical_on_1_and_2_workers(small_runs):
     one, two = small_runs
-    assert one.summary == two.summary
-    t1, t2 = _tables(one.run_dir), _tables(two.run_dir)
-    for name in TABLES:
-        pd.testing.assert_frame_equal(t1[name], t2[name], check_exact=True, obj=name)
+    assert_runs_identical(one, two, TABLES)
     assert (one.manifest["cluster"]["n_workers"], two.manifest["cluster"]["n_workers"]) == (1, 2)
 
 
@@ -180,10 +177,7 @@ def test_worker_killed_mid_run_gives_identical_results(cli_cluster, local_client
     assert done_at_kill < 60                                # the kill came mid-simulation
     [run] = run_dirs(out, "credit")
     reference = run_credit(overrides=args, client=local_client(1), out=tmp_path / "ref")
-    assert read_summary(run) == reference.summary
-    for name in TABLES:
-        pd.testing.assert_frame_equal(pd.read_parquet(run / "tables" / f"{name}.parquet"),
-                                      reference.table(name), check_exact=True, obj=name)
+    assert_runs_identical(run, reference, TABLES)
 
 
 # ----------------------------------------------------------------------------- bad input

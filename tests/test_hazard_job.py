@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, leftovers, read_summary, run_dirs
+from conftest import REPO, assert_runs_identical, leftovers, read_summary, run_dirs
 from riskdask import run_job
 from riskdask.hazard.panel import Period, build_panel, read_panel_file
 from riskdask.hazard.synthetic import generate_panel
@@ -24,9 +24,7 @@ TABLES = ("deviation_surface", "hazard_curves", "closure_next_year", "optimum_pe
 
 
 def _same_run(a, b):
-    assert a.summary == b.summary
-    for name in TABLES:
-        pd.testing.assert_frame_equal(a.table(name), b.table(name), check_exact=True)
+    assert_runs_identical(a, b, TABLES)
 
 
 def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, CliCluster, _spawn, free_port, read_summary, run_dirs
+from conftest import BIN, CliCluster, _spawn, free_port, read_summary, run_dirs
 from riskdask import run_job
 from riskdask.cluster import SecuritySpec, SlurmSpec, load_spec
 

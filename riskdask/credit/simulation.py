@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from riskdask.engine import reduce_local
+
 from .summary import (LossSummary, batch_means_se, exact_sum, keep_rows, merge_summaries,
                       sort_tail, tail_count, var_es_from_sorted)
 
@@ -185,7 +187,6 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
                    state_rows, hist_edges, block, weighted=shift is not None)
     loadings = np.atleast_2d(np.asarray(loadings, dtype=float))
-    n = base["loss_by_state"].shape[0]
     r2 = np.einsum("ik,ik->i", loadings, loadings)
     if np.any(r2 >= 1.0):
         raise ValueError("factor loadings must have squared norm below 1")
@@ -633,13 +634,7 @@ def combine_summaries(a: LossSummary, b: LossSummary) -> LossSummary:
 
 def simulate_local(model: SimulationModel, chunks) -> LossSummary:
     """Single-process run of the same chunks, reduced in the engine's tree order."""
-    level = [simulate_chunk(c, model) for c in chunks]
-    while len(level) > 1:
-        nxt = [combine_summaries(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+    return reduce_local([simulate_chunk(c, model) for c in chunks], combine_summaries)
 
 
 # --------------------------------------------------------------------------- Step 6
