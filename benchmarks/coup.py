@@ -15,11 +15,12 @@ default parameters otherwise):
     cluster start-up excluded; training data scattered once; only aggregates come back);
   * straightforward: ``RandomForestRegressor(n_estimators=200, n_jobs=2, oob_score=True)``
     fit + predict on the test set in one process.
-  Client memory: tracemalloc peak on the client while our forest runs, with 50 and with 200
+  Timed as two pairs in A B B A order (each side's mean), without tracemalloc.
+  Client memory: tracemalloc peak on the client in separate, untimed runs with 50 and 100
   trees (flat: the aggregates do not grow with trees), beside the pickled size of sklearn's
   forest. Then the estimated wall time of the 10,000-tree config per worker count.
 
-Run: ``.venv/bin/python benchmarks/coup.py`` (about 5 minutes on 2 cores).
+Run: ``.venv/bin/python benchmarks/coup.py`` (about 8 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -167,19 +168,31 @@ def panel_split():
     return as_float32(X[train]), y[train], as_float32(X[test]), y[test]
 
 
-def ours_forest(client, X_train, y_train, X_test, n_trees, per_task, seed=0):
+def ours_forest(client, X_train, y_train, X_test, n_trees, per_task, seed=0, trace=False):
+    """Our sub-forests on the cluster: wall seconds, client peak (tracemalloc, if ``trace``)."""
     shared = {"X_train": X_train, "y_train": y_train, "X_test": X_test}
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
+    if trace:  # tracemalloc slows every allocation in the client: never on a timed run
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
     t = time.perf_counter()
     res = map_reduce(subforest_task, plan_chunks(n_trees, per_task, seed), combine_aggregates,
                      client=client, shared=shared, kernel_kwargs={"params": {}},
                      label=f"bench-forest-{n_trees}", finalize=finalize_aggregate)
     wall = time.perf_counter() - t
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
+    peak = None
+    if trace:
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
     return wall, peak, res
+
+
+def sklearn_forest(X_train, y_train, X_test, n_trees):
+    t = time.perf_counter()
+    rf = RandomForestRegressor(n_estimators=n_trees, n_jobs=2, oob_score=True, random_state=0)
+    rf.fit(X_train, y_train)
+    rf.predict(X_test)
+    return time.perf_counter() - t, rf
 
 
 def bench_forest(client, n_trees):
@@ -187,23 +200,28 @@ def bench_forest(client, n_trees):
     print(f"forest data: train {X_train.shape}, test {X_test.shape}", flush=True)
     # warm-up: imports and a first scatter on the workers (not timed)
     ours_forest(client, X_train[:2000], y_train[:2000], X_test[:100], 2, 1)
-    t = time.perf_counter()
-    rf = RandomForestRegressor(n_estimators=n_trees, n_jobs=2, oob_score=True, random_state=0)
-    rf.fit(X_train, y_train)
-    rf.predict(X_test)
-    t_sk = time.perf_counter() - t
+    # Two pairs in A B B A order, each side's mean: the machine's drift and any first/second
+    # position advantage cancel out (single pairs varied by +-5% here).
+    t_sk1, rf = sklearn_forest(X_train, y_train, X_test, n_trees)
     forest_bytes = len(pickle.dumps(rf, protocol=pickle.HIGHEST_PROTOCOL))
     del rf
-    print(f"sklearn {n_trees} trees: {t_sk:.1f} s", flush=True)
-    t_ours, peak_big, res = ours_forest(client, X_train, y_train, X_test, n_trees, 25)
-    print(f"ours {n_trees} trees: {t_ours:.1f} s", flush=True)
+    t_o1, _, res = ours_forest(client, X_train, y_train, X_test, n_trees, 25)
+    t_o2, _, _ = ours_forest(client, X_train, y_train, X_test, n_trees, 25, seed=2)
+    t_sk2, _ = sklearn_forest(X_train, y_train, X_test, n_trees)
+    t_sk, t_ours = (t_sk1 + t_sk2) / 2, (t_o1 + t_o2) / 2
+    print(f"sklearn {n_trees} trees: {t_sk1:.1f} s, {t_sk2:.1f} s; ours: {t_o1:.1f} s, "
+          f"{t_o2:.1f} s", flush=True)
+    # Client memory, flat in the number of trees (untimed runs, traced).
     small = n_trees // 4
-    t_small, peak_small, _ = ours_forest(client, X_train, y_train, X_test, small, 25, seed=1)
-    row(f"forest {n_trees} trees: ours (2 workers) vs RF(n_jobs=2, oob_score)", t_ours, t_sk,
-        "target: sklearn/ours >= 0.95x (ours <= 1.05x)")
+    _, peak_small, _ = ours_forest(client, X_train, y_train, X_test, small, 25, seed=1,
+                                   trace=True)
+    _, peak_big, _ = ours_forest(client, X_train, y_train, X_test, n_trees // 2, 25, seed=3,
+                                 trace=True)
+    row(f"forest {n_trees} trees: ours (2 workers) vs RF(n_jobs=2, oob_score), mean of 2 pairs",
+        t_ours, t_sk, "target: sklearn/ours >= 0.95x (ours <= 1.05x)")
     mb = 1024 ** 2
     print(f"\nclient memory (tracemalloc peak during our forest): {small} trees "
-          f"{peak_small / mb:.1f} MB, {n_trees} trees {peak_big / mb:.1f} MB "
+          f"{peak_small / mb:.1f} MB, {n_trees // 2} trees {peak_big / mb:.1f} MB "
           f"(aggregate returned: {sum(a.nbytes for a in (res.test_prediction, res.oob_prediction, res.oob_count)) / mb:.1f} MB)")
     print(f"sklearn forest pickled: {forest_bytes / mb:.1f} MB for {n_trees} trees -> "
           f"10,000 trees ~ {forest_bytes / n_trees * 10_000 / 1024 ** 3:.2f} GB "
