@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -104,29 +105,37 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-@pytest.fixture
-def cli_cluster(tmp_path):
-    """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1, killed afterwards."""
+@contextlib.contextmanager
+def start_cli_cluster(logdir: Path, *, protocol: str = "tcp", flags: tuple = (),
+                      security=None):
+    """Start ``dask scheduler`` + two ``dask worker`` on 127.0.0.1 (free ports) from the
+    command line, wait for both workers, and SIGKILL every process group afterwards.
+
+    ``flags`` go to the scheduler and the workers alike (e.g. the TLS files); ``security``
+    is what the test's own client needs to connect.
+    """
     from distributed import Client
 
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"{protocol}://127.0.0.1:{port}"
     dask = str(BIN / "dask")
-    cc = CliCluster(address=address, logdir=tmp_path)
+    cc = CliCluster(address=address, logdir=logdir)
     try:
-        cc.procs["scheduler"] = _spawn([dask, "scheduler", "--host", "127.0.0.1", "--port",
-                                        str(port), "--dashboard-address", f"127.0.0.1:{free_port()}"],
-                                       tmp_path / "scheduler.log")
+        cc.procs["scheduler"] = _spawn([dask, "scheduler", "--protocol", protocol, "--host",
+                                        "127.0.0.1", "--port", str(port), "--dashboard-address",
+                                        f"127.0.0.1:{free_port()}", *flags],
+                                       logdir / "scheduler.log")
         for i in (1, 2):
             cc.procs[f"worker-{i}"] = _spawn([dask, "worker", address, "--nthreads", "1",
                                               "--nworkers", "1", "--name", f"worker-{i}",
                                               "--no-dashboard", "--memory-limit", "4GiB",
-                                              "--local-directory", str(tmp_path / f"w{i}")],
-                                             tmp_path / f"worker-{i}.log")
+                                              "--local-directory", str(logdir / f"w{i}"),
+                                              *flags],
+                                             logdir / f"worker-{i}.log")
         deadline = time.monotonic() + 60
         while True:
             try:
-                with Client(address, timeout=5) as c:
+                with Client(address, timeout=5, security=security) as c:
                     c.wait_for_workers(2, timeout=60)
                 break
             except (OSError, TimeoutError):
@@ -141,6 +150,13 @@ def cli_cluster(tmp_path):
             except ProcessLookupError:
                 pass
             proc.wait(timeout=30)
+
+
+@pytest.fixture
+def cli_cluster(tmp_path):
+    """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1, killed afterwards."""
+    with start_cli_cluster(tmp_path) as cc:
+        yield cc
 
 
 # -- the CLI -------------------------------------------------------------------------------

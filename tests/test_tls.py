@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CliCluster, _spawn, free_port, read_summary, run_dirs
+from conftest import read_summary, run_dirs, start_cli_cluster
 from riskdask import run_job
 from riskdask.cluster import SecuritySpec, SlurmSpec, load_spec
 
@@ -105,46 +105,10 @@ def _tls_flags(tls) -> list[str]:
 @pytest.fixture(scope="module")
 def tls_cluster(tls, tmp_path_factory):
     """`dask scheduler --protocol tls` + two `dask worker` with the documented TLS flags."""
-    from distributed import Client
-
-    logs = tmp_path_factory.mktemp("tls-cluster")
-    port = free_port()
-    address = f"tls://127.0.0.1:{port}"
-    dask = str(BIN / "dask")
-    cc = CliCluster(address=address, logdir=logs)
     security = SecuritySpec(ca_file=tls["ca"], cert=tls["cert"], key=tls["key"]).to_security()
-    try:
-        cc.procs["scheduler"] = _spawn(
-            [dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port),
-             "--dashboard-address", f"127.0.0.1:{free_port()}", *_tls_flags(tls)],
-            logs / "scheduler.log")
-        for i in (1, 2):
-            cc.procs[f"worker-{i}"] = _spawn(
-                [dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                 "--name", f"worker-{i}", "--no-dashboard", "--memory-limit", "4GiB",
-                 "--local-directory", str(logs / f"w{i}"), *_tls_flags(tls)],
-                logs / f"worker-{i}.log")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, timeout=5, security=security) as c:
-                    c.wait_for_workers(2, timeout=60)
-                break
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+    with start_cli_cluster(tmp_path_factory.mktemp("tls-cluster"), protocol="tls",
+                           flags=tuple(_tls_flags(tls)), security=security) as cc:
         yield cc
-    finally:
-        import os
-        import signal
-
-        for proc in cc.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
