@@ -118,18 +118,24 @@ def reference(local_client, tmp_path_factory):
                    out=tmp_path_factory.mktemp("ref")).summary
 
 
-def test_job_through_tls_cluster_matches_plain_run(tls, tls_cluster, reference, run_cli,
-                                                   tmp_path):
-    out = tmp_path / "runs"
-    cmd = ["run", "selfcheck", "--scheduler", tls_cluster.address, "--tls-ca", tls["ca"],
-           "--tls-cert", tls["cert"], "--tls-key", tls["key"], "--out", out, "--quiet"]
+def _selfcheck_over_tls(run_cli, tls, out, reference, *where) -> dict:
+    """Run selfcheck with the TLS files on the CLI; same summary as the plain run; the
+    manifest's cluster description."""
+    cmd = ["run", "selfcheck", *where, "--tls-ca", tls["ca"], "--tls-cert", tls["cert"],
+           "--tls-key", tls["key"], "--out", out, "--quiet"]
     for a in ARGS:
         cmd += ["--set", a]
     proc = run_cli(*cmd)
     assert proc.returncode == 0, proc.stderr
     [run] = run_dirs(out, "selfcheck")
     assert read_summary(run) == reference
-    cluster = json.loads((run / "manifest.json").read_text())["cluster"]
+    return json.loads((run / "manifest.json").read_text())["cluster"]
+
+
+def test_job_through_tls_cluster_matches_plain_run(tls, tls_cluster, reference, run_cli,
+                                                   tmp_path):
+    cluster = _selfcheck_over_tls(run_cli, tls, tmp_path / "runs", reference,
+                                  "--scheduler", tls_cluster.address)
     assert cluster["scheduler"] == tls_cluster.address and cluster["n_workers"] == 2
 
 
@@ -195,17 +201,8 @@ def test_clients_without_the_certificate_are_refused(tls, tls_cluster, run_cli, 
 
 
 def test_cli_local_cluster_speaks_tls(tls, reference, run_cli, tmp_path):
-    out = tmp_path / "runs"
-    cmd = ["run", "selfcheck", "--workers", "2", "--tls-ca", tls["ca"], "--tls-cert",
-           tls["cert"], "--tls-key", tls["key"], "--out", out]
-    for a in ARGS:
-        cmd += ["--set", a]
-    proc = run_cli(*cmd)
-    assert proc.returncode == 0, proc.stderr
-    [run] = run_dirs(out, "selfcheck")
-    assert read_summary(run) == reference
-    scheduler = json.loads((run / "manifest.json").read_text())["cluster"]["scheduler"]
-    assert scheduler.startswith("tls://127.0.0.1:")
+    cluster = _selfcheck_over_tls(run_cli, tls, tmp_path / "runs", reference, "--workers", "2")
+    assert cluster["scheduler"].startswith("tls://127.0.0.1:")
 
 
 def test_batch_job_script_carries_the_tls_files(tls):
