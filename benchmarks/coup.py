@@ -11,16 +11,20 @@ Sweep (1,000 thresholds ``linspace(0, 1, 1000)``, positive when p > t):
 
 Forest (the full synthetic panel, random 70/30 split, 46 features, 200 trees, sklearn's
 default parameters otherwise):
-  * ours: 8 sub-forests of 25 trees as tasks on a 2-worker LocalCluster (1 thread each;
-    cluster start-up excluded; training data scattered once; only aggregates come back);
+  * ours: the coup job's ``distributed_forest``: 40 sub-forests of 5 trees as tasks on a
+    2-worker LocalCluster (1 thread each; cluster start-up excluded; training data scattered
+    once; the trees stay on the workers, only aggregates come back).
+    Small tasks (~3 s) keep the two workers' finishing times close: with 8 tasks of 25 trees
+    one worker idled ~8% of the run while the other finished its last task;
   * straightforward: ``RandomForestRegressor(n_estimators=200, n_jobs=2, oob_score=True)``
     fit + predict on the test set in one process.
-  Timed as two pairs in A B B A order (each side's mean), without tracemalloc.
+  Timed as three pairs in A B B A A B order, without tracemalloc; the ratio is the mean of
+  each side's times (the per-pair ratios are printed too: this machine drifts by +-10%).
   Client memory: tracemalloc peak on the client in separate, untimed runs with 50 and 100
   trees (flat: the aggregates do not grow with trees), beside the pickled size of sklearn's
   forest. Then the estimated wall time of the 10,000-tree config per worker count.
 
-Run: ``.venv/bin/python benchmarks/coup.py`` (about 8 minutes on 2 cores).
+Run: ``.venv/bin/python benchmarks/coup.py`` (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -29,31 +33,41 @@ import argparse
 import pickle
 import sys
 import time
+import tomllib
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from sklearn.ensemble import RandomForestRegressor  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from riskdask.coup.forest import as_float32, combine_aggregates, finalize_aggregate  # noqa: E402
+from jobs.coup import distributed_forest  # noqa: E402
+from riskdask.coup.forest import as_float32  # noqa: E402
 from riskdask.coup.prepare import feature_matrix, random_split  # noqa: E402
 from riskdask.coup.reign import validate_panel  # noqa: E402
 from riskdask.coup.schema import DEFAULT_NUMERIC_FEATURES  # noqa: E402
 from riskdask.coup.sweep import bin_counts, combine_bin_counts, confusion_from_counts, \
     threshold_grid  # noqa: E402
 from riskdask.coup.synthetic import synthetic_reign  # noqa: E402
-from riskdask.coup.tasks import subforest_task, sweep_task  # noqa: E402
+from riskdask.coup.tasks import sweep_task  # noqa: E402
 from riskdask.engine import map_reduce, plan_chunks, tree_reduce  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
+#: Trees per sub-forest task in the forest benchmark (configs/coup.toml uses the same).
+PER_TASK = 5
+
 
 def row(what, ours, straight, note=""):
-    ratio = f"{straight / ours:,.1f}x" if ours and straight else "-"
+    if ours and straight:
+        r = straight / ours
+        ratio = f"{r:.3f}x" if r < 10 else f"{r:,.1f}x"
+    else:
+        ratio = "-"
     ROWS.append((what, f"{ours:.4f}" if ours is not None else "-",
                  f"{straight:.4f}" if straight is not None else "-", ratio, note))
 
@@ -119,7 +133,7 @@ def bench_sweep(client):
 
     def distributed():
         return confusion_from_counts(map_reduce(sweep_task, chunks, combine_bin_counts,
-                                                client=client, shared={"p": P, "y": Y},
+                                                client=client, rows={"p": P, "y": Y},
                                                 label="bench-sweep"))
 
     # Scores already on the workers, one partition each (as when the cluster scored them):
@@ -170,15 +184,13 @@ def panel_split():
 
 def ours_forest(client, X_train, y_train, X_test, n_trees, per_task, seed=0, trace=False):
     """Our sub-forests on the cluster: wall seconds, client peak (tracemalloc, if ``trace``)."""
-    shared = {"X_train": X_train, "y_train": y_train, "X_test": X_test}
     if trace:  # tracemalloc slows every allocation in the client: never on a timed run
         tracemalloc.start()
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
     t = time.perf_counter()
-    res = map_reduce(subforest_task, plan_chunks(n_trees, per_task, seed), combine_aggregates,
-                     client=client, shared=shared, kernel_kwargs={"params": {}},
-                     label=f"bench-forest-{n_trees}", finalize=finalize_aggregate)
+    res, _ = distributed_forest(client, X_train, y_train, X_test, n_trees, per_task, seed, {},
+                                label=f"bench-forest-{n_trees}")
     wall = time.perf_counter() - t
     peak = None
     if trace:
@@ -200,24 +212,35 @@ def bench_forest(client, n_trees):
     print(f"forest data: train {X_train.shape}, test {X_test.shape}", flush=True)
     # warm-up: imports and a first scatter on the workers (not timed)
     ours_forest(client, X_train[:2000], y_train[:2000], X_test[:100], 2, 1)
-    # Two pairs in A B B A order, each side's mean: the machine's drift and any first/second
-    # position advantage cancel out (single pairs varied by +-5% here).
-    t_sk1, rf = sklearn_forest(X_train, y_train, X_test, n_trees)
-    forest_bytes = len(pickle.dumps(rf, protocol=pickle.HIGHEST_PROTOCOL))
-    del rf
-    t_o1, _, res = ours_forest(client, X_train, y_train, X_test, n_trees, 25)
-    t_o2, _, _ = ours_forest(client, X_train, y_train, X_test, n_trees, 25, seed=2)
-    t_sk2, _ = sklearn_forest(X_train, y_train, X_test, n_trees)
-    t_sk, t_ours = (t_sk1 + t_sk2) / 2, (t_o1 + t_o2) / 2
-    print(f"sklearn {n_trees} trees: {t_sk1:.1f} s, {t_sk2:.1f} s; ours: {t_o1:.1f} s, "
-          f"{t_o2:.1f} s", flush=True)
+    # Three pairs in A B B A A B order: the machine's drift and any first/second position
+    # advantage cancel out (single pairs varied by +-10% here).
+    t_sk, t_ours, res, forest_bytes = [], [], None, None
+    for pair, sk_first in enumerate((True, False, True)):
+        def one_sklearn():
+            nonlocal forest_bytes
+            t, rf = sklearn_forest(X_train, y_train, X_test, n_trees)
+            if forest_bytes is None:
+                forest_bytes = len(pickle.dumps(rf, protocol=pickle.HIGHEST_PROTOCOL))
+            t_sk.append(t)
+
+        def one_ours():
+            nonlocal res
+            t, _, res = ours_forest(client, X_train, y_train, X_test, n_trees, PER_TASK,
+                                    seed=pair)
+            t_ours.append(t)
+
+        for step in ((one_sklearn, one_ours) if sk_first else (one_ours, one_sklearn)):
+            step()
+        print(f"pair {pair + 1}: sklearn {t_sk[-1]:.1f} s, ours {t_ours[-1]:.1f} s "
+              f"(ours/sklearn {t_ours[-1] / t_sk[-1]:.3f})", flush=True)
+    t_sk, t_ours = float(np.mean(t_sk)), float(np.mean(t_ours))
     # Client memory, flat in the number of trees (untimed runs, traced).
     small = n_trees // 4
-    _, peak_small, _ = ours_forest(client, X_train, y_train, X_test, small, 25, seed=1,
+    _, peak_small, _ = ours_forest(client, X_train, y_train, X_test, small, PER_TASK, seed=1,
                                    trace=True)
-    _, peak_big, _ = ours_forest(client, X_train, y_train, X_test, n_trees // 2, 25, seed=3,
-                                 trace=True)
-    row(f"forest {n_trees} trees: ours (2 workers) vs RF(n_jobs=2, oob_score), mean of 2 pairs",
+    _, peak_big, _ = ours_forest(client, X_train, y_train, X_test, n_trees // 2, PER_TASK,
+                                 seed=3, trace=True)
+    row(f"forest {n_trees} trees: ours (2 workers) vs RF(n_jobs=2, oob_score), mean of 3 pairs",
         t_ours, t_sk, "target: sklearn/ours >= 0.95x (ours <= 1.05x)")
     mb = 1024 ** 2
     print(f"\nclient memory (tracemalloc peak during our forest): {small} trees "
@@ -230,10 +253,14 @@ def bench_forest(client, n_trees):
     print(f"\nmeasured: {core_s_per_tree:.3f} core-seconds per tree "
           f"({X_train.shape[0]:,} x {X_train.shape[1]} training set), sklearn "
           f"{t_sk * 2 / n_trees:.3f}")
-    print("estimated wall time of configs/coup-full.toml (10,000 trees in 100 tasks of 100):")
+    full = tomllib.loads((ROOT / "configs" / "coup-full.toml").read_text())["forest"]
+    n_full, per_full = full["n_trees"], full["trees_per_task"]
+    n_tasks = -(-n_full // per_full)
+    print(f"estimated wall time of configs/coup-full.toml ({n_full:,} trees in {n_tasks} tasks "
+          f"of {per_full}; forest stage only):")
     for w in (1, 2, 4, 8, 16, 32, 64, 100):
-        waves = -(-100 // w)
-        est = waves * 100 * core_s_per_tree
+        waves = -(-n_tasks // w)
+        est = waves * per_full * core_s_per_tree
         print(f"  {w:>3} workers: {est / 60:7.1f} min")
     return t_ours, t_sk
 

@@ -12,6 +12,7 @@ sweep partitions on the engine -> outputs. The maths is in ``riskdask/coup/``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Union
 
 import numpy as np
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from riskdask.coup import evaluate, figures
 from riskdask.coup.forest import ForestResult, as_float32, combine_aggregates, \
-    finalize_aggregate, permutation_plan, permuted_matrix
+    finalize_aggregate, permutation_blocks, permutation_plan
 from riskdask.coup.prepare import check_training_positives, feature_matrix, \
     forbidden_features, lead_target, random_split, temporal_split
 from riskdask.coup.reign import LoadedPanel, read_reign_csv, validate_panel
@@ -28,8 +29,8 @@ from riskdask.coup.schema import DEFAULT_NUMERIC_FEATURES, TARGET
 from riskdask.coup.sweep import BinCounts, combine_bin_counts, confusion_tables, \
     optimal_thresholds, sweep_table, threshold_grid
 from riskdask.coup.synthetic import synthetic_reign
-from riskdask.coup.tasks import subforest_task, sweep_task
-from riskdask.engine import map_reduce, plan_chunks
+from riskdask.coup.tasks import aggregate_task, fit_task, permutation_task, sweep_task
+from riskdask.engine import map_branches, map_reduce, plan_chunks
 from riskdask.errors import ConfigError, InputError
 
 NAME = "coup"
@@ -73,7 +74,7 @@ class SplitConfig(BaseModel):
 class ForestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n_trees: int = Field(200, ge=1, le=1_000_000, description="seed: 10,000")
-    trees_per_task: int = Field(25, ge=1, le=100_000)
+    trees_per_task: int = Field(5, ge=1, le=100_000)
     criterion: Literal["squared_error", "friedman_mse", "absolute_error", "poisson"] = \
         "squared_error"
     max_depth: int | None = Field(None, ge=1)
@@ -96,6 +97,8 @@ class ImportanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     permutation_repeats: int = Field(3, ge=0, le=100, description="0 turns it off")
     permutation_rows: int = Field(2000, ge=10, description="test rows used (random subset)")
+    copies_per_task: int = Field(46, ge=1, description="permuted copies (feature, repeat) "
+                                 "per task; tasks = sub-forests x blocks of copies")
 
 
 class BacktestConfig(BaseModel):
@@ -198,24 +201,37 @@ def _backtest_years(cfg: Config, panel: pd.DataFrame) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- stages
-def _forest(ctx, X_train, y_train, X_test, n_trees, trees_per_task, seed, params,
-            X_perm=None, label="subforests") -> ForestResult:
-    """Sub-forests as tasks (seeds from the chunk plan), training data scattered once."""
+def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per_task: int,
+                       seed: int, params: dict, *, X_perm_rows=None, perm_blocks=(),
+                       label: str = "subforests") -> tuple[ForestResult, np.ndarray | None]:
+    """Sub-forests as tasks, reduced exactly to one forest (COUP.md "Model").
+
+    Each chunk of the tree plan fits a sub-forest on its worker (seed from the chunk plan;
+    training data scattered once). Branch tasks on each fitted sub-forest return sums only:
+    the test/OOB/importance aggregates and, per block of permuted copies (features x
+    repeats), the predictions on those copies. Returns the reduced forest and the forest's
+    predictions on every permuted copy, ``(n_copies, n_rows)`` (None without permutation).
+    """
     shared = {"X_train": as_float32(X_train), "y_train": np.asarray(y_train, dtype=np.float64),
               "X_test": as_float32(X_test)}
-    if X_perm is not None:
-        shared["X_perm"] = X_perm
+    branches = [(aggregate_task, combine_aggregates)]
+    if perm_blocks:
+        shared["X_perm_rows"] = as_float32(X_perm_rows)
+        branches += [(partial(permutation_task, block=block), np.add) for block in perm_blocks]
     chunks = plan_chunks(n_trees, trees_per_task, seed)
-    return map_reduce(subforest_task, chunks, combine_aggregates, client=ctx.client,
-                      shared=shared, kernel_kwargs={"params": params}, label=label,
-                      finalize=finalize_aggregate)
+    agg, *perm_sums = map_branches(fit_task, chunks, branches, client=client, shared=shared,
+                                   kernel_kwargs={"params": params}, label=label)
+    result = finalize_aggregate(agg)
+    perm = np.concatenate(perm_sums) / result.n_trees if perm_sums else None
+    return result, perm
 
 
 def _sweep(ctx, p, y, rows_per_partition, label="sweep") -> BinCounts:
-    """Per-partition bin counts summed on the cluster (exact integer sums)."""
+    """Per-partition bin counts summed on the cluster (exact integer sums); each partition's
+    scores go to one worker only."""
     chunks = plan_chunks(len(p), rows_per_partition, 0)
     return map_reduce(sweep_task, chunks, combine_bin_counts, client=ctx.client,
-                      shared={"p": np.asarray(p, dtype=np.float64), "y": np.asarray(y)},
+                      rows={"p": np.asarray(p, dtype=np.float64), "y": np.asarray(y)},
                       label=label)
 
 
@@ -226,9 +242,9 @@ def _backtest(cfg: Config, ctx, data: CoupInputs) -> pd.DataFrame:
     rows = []
     for i, year in enumerate(_backtest_years(cfg, data.panel)):
         tr, te = np.flatnonzero(years_all < year), np.flatnonzero(years_all == year)
-        res = _forest(ctx, data.X[tr], data.y[tr], data.X[te], cfg.backtest.n_trees,
-                      cfg.backtest.trees_per_task, cfg.seed + 1 + i, params,
-                      label=f"backtest-{year}")
+        res, _ = distributed_forest(ctx.client, data.X[tr], data.y[tr], data.X[te],
+                                    cfg.backtest.n_trees, cfg.backtest.trees_per_task,
+                                    cfg.seed + 1 + i, params, label=f"backtest-{year}")
         has = ~np.isnan(res.oob_prediction)
         oob_table = sweep_table(_sweep(ctx, res.oob_prediction[has], data.y[tr][has],
                                        cfg.sweep.rows_per_partition, f"backtest-oob-{year}"))
@@ -258,18 +274,19 @@ def run(cfg: Config, ctx) -> dict:
     X_train, y_train = data.X[data.train], data.y[data.train]
     X_test, y_test = data.X[data.test], data.y[data.test]
 
-    plan, perm_rows, X_perm = [], None, None
+    plan, perm_rows = [], None
     if cfg.importance.permutation_repeats:
         n_rows = min(cfg.importance.permutation_rows, len(data.test))
         perm_rows = np.sort(np.random.default_rng(cfg.seed).choice(len(data.test), n_rows,
                                                                    replace=False))
         plan = permutation_plan(X_test.shape[1], cfg.importance.permutation_repeats, cfg.seed)
-        X_perm = permuted_matrix(as_float32(X_test[perm_rows]), plan)
 
     with ctx.stage("forest"):
-        res = _forest(ctx, X_train, y_train, X_test, cfg.forest.n_trees,
-                      cfg.forest.trees_per_task, cfg.seed, cfg.forest.sklearn_params(), X_perm)
-    del X_perm
+        res, perm_prediction = distributed_forest(
+            ctx.client, X_train, y_train, X_test, cfg.forest.n_trees,
+            cfg.forest.trees_per_task, cfg.seed, cfg.forest.sklearn_params(),
+            X_perm_rows=None if perm_rows is None else X_test[perm_rows],
+            perm_blocks=permutation_blocks(plan, cfg.importance.copies_per_task))
     if res.oob_count.min() == 0:
         ctx.exclude("oob", "training rows no tree left out of bag (no OOB score; left out of "
                     "the OOB estimate and the league table)", int((res.oob_count == 0).sum()))
@@ -286,7 +303,7 @@ def run(cfg: Config, ctx) -> dict:
         if plan:
             perm = evaluate.permutation_importance_table(
                 data.names, plan, y_test[perm_rows], res.test_prediction[perm_rows],
-                res.perm_prediction)
+                perm_prediction)
         importances = evaluate.importance_table(data.names, res.feature_importances, perm)
         score, source = evaluate.honest_scores(len(data.panel), data.train, data.test,
                                                res.oob_prediction, res.test_prediction)
@@ -340,6 +357,9 @@ def run(cfg: Config, ctx) -> dict:
         "attempts_train": int(y_train.sum()), "attempts_test": int(y_test.sum()),
         "split": cfg.split.kind, "lead_months": cfg.split.lead_months,
         "n_trees": res.n_trees, "n_subforests": -(-cfg.forest.n_trees // cfg.forest.trees_per_task),
+        "permutation_copies": len(plan), "permutation_tasks": (
+            -(-cfg.forest.n_trees // cfg.forest.trees_per_task)
+            * len(permutation_blocks(plan, cfg.importance.copies_per_task))),
         "optimal_thresholds": optimal,
         "confusion_tables": {k: v["confusion"] for k, v in optimal.items()},
         **scores,

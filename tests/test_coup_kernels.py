@@ -9,8 +9,9 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.metrics import confusion_matrix
 
 from riskdask.coup.forest import (as_float32, chunk_random_state, combine_aggregates,
-                                  finalize_aggregate, fit_subforest, permutation_plan,
-                                  permuted_matrix, subforest_aggregate)
+                                  finalize_aggregate, fit_subforest, permutation_blocks,
+                                  permutation_plan, permutation_sums, permuted_matrix,
+                                  subforest_aggregate)
 from riskdask.coup.sweep import (CONFUSION_ORDER, BinCounts, bin_counts, combine_bin_counts,
                                  confusion_from_counts, confusion_tables, optimal_thresholds,
                                  sweep_table, threshold_bins, threshold_grid)
@@ -229,19 +230,23 @@ def test_permuted_predictions_equal_the_forest_on_permuted_rows():
                   for s in seeds]
     plan = permutation_plan(X_test.shape[1], 2, seed=4)
     assert len(plan) == 14 and len({rs for *_, rs in plan}) == 14
+    blocks = permutation_blocks(plan, 4)
+    assert [len(b) for b in blocks] == [4, 4, 4, 2] and sum(blocks, []) == plan
     rows = X_test[:80]
-    X_perm = permuted_matrix(rows, plan)
-    aggs = [subforest_aggregate(f, X_train, X_test, X_perm) for f in subforests]
-    reduced = finalize_aggregate(combine_aggregates(aggs[0], aggs[1]))
+    # sub-forests x blocks, summed over sub-forests per block, blocks concatenated in order
+    sums = np.concatenate([permutation_sums(subforests[0], rows, b)
+                           + permutation_sums(subforests[1], rows, b) for b in blocks])
+    prediction = sums / 12
     ref = _reference_forest(subforests, X_train, y_train)
+    X_perm = permuted_matrix(rows, plan)
     for i, (feature, _r, rs) in enumerate(plan):
         shuffled = rows.copy()
         shuffled[:, feature] = rows[np.random.default_rng(rs).permutation(80), feature]
-        np.testing.assert_allclose(reduced.perm_prediction[i], ref.predict(shuffled),
-                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(prediction[i], ref.predict(shuffled), rtol=0, atol=1e-12)
         # only that column moved
         others = np.delete(np.arange(rows.shape[1]), feature)
         np.testing.assert_array_equal(X_perm[i][:, others], rows[:, others])
+        np.testing.assert_array_equal(X_perm[i], shuffled)
 
 
 def test_fast_bins_equal_searchsorted_on_even_and_uneven_grids():

@@ -9,9 +9,11 @@ returns its trees -- 10,000 pickled trees are close to a gigabyte -- only aggreg
 * per training row, the sum of out-of-bag predictions and the number of trees for which the
   row is out of bag (sklearn's own bootstrap indices, ``estimators_samples_``),
 * the sum of per-tree normalised impurity importances over trees with more than one node,
-  and how many such trees there were,
-* optionally, per permuted copy of a test subsample, the sum of predictions (permutation
-  importance, see :func:`permutation_plan`).
+  and how many such trees there were;
+
+and, for permutation importance, per permuted copy of a test subsample, the sum of the trees'
+predictions (:func:`permutation_sums`; the copies are planned over features x repeats by
+:func:`permutation_plan` and handled in blocks, one task per sub-forest and block).
 
 Adding aggregates and dividing by tree counts at the end gives exactly what a single forest
 holding all the trees gives: ``RandomForestRegressor.predict`` is the mean of the trees'
@@ -22,7 +24,7 @@ than one node, renormalised to sum to 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -30,7 +32,8 @@ from sklearn.ensemble import RandomForestRegressor
 
 __all__ = ["SubForestAggregate", "ForestResult", "chunk_random_state", "fit_subforest",
            "subforest_aggregate", "combine_aggregates", "finalize_aggregate",
-           "permutation_plan", "permuted_matrix", "as_float32"]
+           "permutation_plan", "permutation_blocks", "permuted_matrix", "permutation_sums",
+           "as_float32"]
 
 
 def as_float32(X) -> np.ndarray:
@@ -77,27 +80,20 @@ class SubForestAggregate:
     oob_count: np.ndarray         # (n_train,) int64, trees for which the row is OOB
     importance_sum: np.ndarray    # (n_features,) float64, sum of per-tree normalised importances
     n_importance_trees: int       # trees with more than one node
-    perm_sum: np.ndarray | None = field(default=None)  # (n_perm, n_rows) float64
 
 
 def subforest_aggregate(forest: RandomForestRegressor, X_train: np.ndarray,
-                        X_test: np.ndarray, X_perm: np.ndarray | None = None
-                        ) -> SubForestAggregate:
+                        X_test: np.ndarray) -> SubForestAggregate:
     """Aggregates of a fitted sub-forest (see module docstring).
 
-    ``X_train``/``X_test``/``X_perm`` must be float32 C-contiguous (:func:`as_float32`), as
-    sklearn's forest passes them to its trees. ``X_perm`` holds the permuted copies of the
-    permutation-importance rows, shape ``(n_perm, n_rows, d)`` (:func:`permuted_matrix`); their
-    prediction sums come back as ``(n_perm, n_rows)``.
+    ``X_train`` and ``X_test`` must be float32 C-contiguous (:func:`as_float32`), as sklearn's
+    forest passes them to its trees.
     """
     n_train, n_features = X_train.shape
     test_sum = np.zeros(X_test.shape[0], dtype=np.float64)
     oob_sum = np.zeros(n_train, dtype=np.float64)
     oob_count = np.zeros(n_train, dtype=np.int64)
     importance_sum = np.zeros(n_features, dtype=np.float64)
-    perm_shape = None if X_perm is None else X_perm.shape[:2]
-    X_perm_flat = None if X_perm is None else X_perm.reshape(-1, n_features)
-    perm_sum = None if X_perm is None else np.zeros(X_perm_flat.shape[0], dtype=np.float64)
     n_imp = 0
     # estimators_samples_ regenerates each tree's bootstrap draw from its random_state exactly
     # as fit() drew it, so "out of bag" means here what it means in sklearn's oob_prediction_.
@@ -110,19 +106,13 @@ def subforest_aggregate(forest: RandomForestRegressor, X_train: np.ndarray,
         if tree.tree_.node_count > 1:
             importance_sum += tree.feature_importances_
             n_imp += 1
-        if perm_sum is not None:
-            perm_sum += tree.predict(X_perm_flat, check_input=False)
-    if perm_sum is not None:
-        perm_sum = perm_sum.reshape(perm_shape)
     return SubForestAggregate(n_trees=len(forest.estimators_), test_sum=test_sum,
                               oob_sum=oob_sum, oob_count=oob_count,
-                              importance_sum=importance_sum, n_importance_trees=n_imp,
-                              perm_sum=perm_sum)
+                              importance_sum=importance_sum, n_importance_trees=n_imp)
 
 
 def combine_aggregates(a: SubForestAggregate, b: SubForestAggregate) -> SubForestAggregate:
     """Add two sub-forests' aggregates (the engine applies this in a tree fixed by chunk index)."""
-    perm = None if a.perm_sum is None else a.perm_sum + b.perm_sum
     return SubForestAggregate(
         n_trees=a.n_trees + b.n_trees,
         test_sum=a.test_sum + b.test_sum,
@@ -130,7 +120,6 @@ def combine_aggregates(a: SubForestAggregate, b: SubForestAggregate) -> SubFores
         oob_count=a.oob_count + b.oob_count,
         importance_sum=a.importance_sum + b.importance_sum,
         n_importance_trees=a.n_importance_trees + b.n_importance_trees,
-        perm_sum=perm,
     )
 
 
@@ -143,7 +132,6 @@ class ForestResult:
     oob_prediction: np.ndarray      # == forest.oob_prediction_ where oob_count > 0, else NaN
     oob_count: np.ndarray
     feature_importances: np.ndarray  # == forest.feature_importances_
-    perm_prediction: np.ndarray | None  # (n_perm, n_rows) forest predictions on permuted rows
 
 
 def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
@@ -160,10 +148,9 @@ def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
         importances = mean_imp / mean_imp.sum()
     else:
         importances = np.zeros_like(agg.importance_sum)
-    perm = None if agg.perm_sum is None else agg.perm_sum / agg.n_trees
     return ForestResult(n_trees=agg.n_trees, test_prediction=agg.test_sum / agg.n_trees,
                         oob_prediction=oob, oob_count=agg.oob_count,
-                        feature_importances=importances, perm_prediction=perm)
+                        feature_importances=importances)
 
 
 def permutation_plan(n_features: int, n_repeats: int, seed: int) -> list[tuple[int, int, int]]:
@@ -178,6 +165,12 @@ def permutation_plan(n_features: int, n_repeats: int, seed: int) -> list[tuple[i
             for f in range(n_features) for r in range(n_repeats)]
 
 
+def permutation_blocks(plan: list[tuple[int, int, int]], copies_per_block: int
+                       ) -> list[list[tuple[int, int, int]]]:
+    """Consecutive blocks of the permutation plan: one task per sub-forest and block."""
+    return [plan[i:i + copies_per_block] for i in range(0, len(plan), copies_per_block)]
+
+
 def permuted_matrix(X_rows: np.ndarray, plan: list[tuple[int, int, int]]) -> np.ndarray:
     """One copy of ``X_rows`` per plan entry with that entry's feature column shuffled.
 
@@ -190,3 +183,20 @@ def permuted_matrix(X_rows: np.ndarray, plan: list[tuple[int, int, int]]) -> np.
         block[:] = X_rows
         block[:, feature] = X_rows[np.random.default_rng(rs).permutation(n), feature]
     return out
+
+
+def permutation_sums(forest: RandomForestRegressor, X_rows: np.ndarray,
+                     block: list[tuple[int, int, int]]) -> np.ndarray:
+    """Sum over the sub-forest's trees of the predictions on each permuted copy in ``block``.
+
+    Returns float64 of shape ``(len(block), n_rows)``. Summed over sub-forests and divided by
+    the number of trees, row ``i`` is what the whole forest predicts on copy ``block[i]`` --
+    the permuted-data prediction of permutation importance (Breiman 2001; as in
+    ``sklearn.inspection.permutation_importance``).
+    """
+    n_rows, n_features = X_rows.shape
+    X_perm = permuted_matrix(X_rows, block).reshape(-1, n_features)
+    out = np.zeros(X_perm.shape[0], dtype=np.float64)
+    for tree in forest.estimators_:
+        out += tree.predict(X_perm, check_input=False)
+    return out.reshape(len(block), n_rows)

@@ -1,31 +1,54 @@
 """Chunk kernels the engine runs on workers: thin adapters from a plan chunk to the pure
-kernels of :mod:`riskdask.coup.forest` and :mod:`riskdask.coup.sweep` (no Dask in here)."""
+kernels of :mod:`riskdask.coup.forest` and :mod:`riskdask.coup.sweep` (no Dask in here).
+
+The forest runs as ``engine.map_branches``: :func:`fit_task` fits one sub-forest per chunk
+and the fitted trees stay on that worker; :func:`aggregate_task` and one
+:func:`permutation_task` per block of permuted copies run on them as branches, and only their
+sums travel.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
+from sklearn.ensemble import RandomForestRegressor
+
 from ..engine import Chunk
-from .forest import SubForestAggregate, chunk_random_state, fit_subforest, subforest_aggregate
+from .forest import (SubForestAggregate, chunk_random_state, fit_subforest, permutation_sums,
+                     subforest_aggregate)
 from .sweep import BinCounts, bin_counts
 
-__all__ = ["subforest_task", "sweep_task"]
+__all__ = ["fit_task", "aggregate_task", "permutation_task", "sweep_task"]
 
 
-def subforest_task(chunk: Chunk, shared: Mapping[str, Any], params: Mapping[str, Any]
-                   ) -> SubForestAggregate:
-    """Fit ``chunk.size`` trees seeded from the chunk's stream; return aggregates only.
+def fit_task(chunk: Chunk, shared: Mapping[str, Any], params: Mapping[str, Any]
+             ) -> RandomForestRegressor:
+    """Fit ``chunk.size`` trees seeded from the chunk's stream.
 
-    ``shared`` (scattered once): ``X_train``, ``y_train``, ``X_test`` (float32), optional
-    ``X_perm`` (permuted copies of the permutation-importance rows). The fitted trees are
-    dropped here, on the worker: only sums and counts travel.
+    ``shared`` (scattered once): ``X_train`` (float32), ``y_train``, ``X_test`` and, with
+    permutation importance, ``X_perm_rows`` (the test rows whose columns get shuffled).
     """
-    forest = fit_subforest(shared["X_train"], shared["y_train"], chunk.size,
-                           chunk_random_state(chunk.seed), params)
-    return subforest_aggregate(forest, shared["X_train"], shared["X_test"], shared.get("X_perm"))
+    return fit_subforest(shared["X_train"], shared["y_train"], chunk.size,
+                         chunk_random_state(chunk.seed), params)
 
 
-def sweep_task(chunk: Chunk, shared: Mapping[str, Any]) -> BinCounts:
-    """Bin counts of one partition of scored rows: ``shared["p"]``, ``shared["y"]``."""
-    sl = slice(chunk.start, chunk.stop)
-    return bin_counts(shared["p"][sl], shared["y"][sl], shared.get("grid"))
+def aggregate_task(forest: RandomForestRegressor, shared: Mapping[str, Any]
+                   ) -> SubForestAggregate:
+    """Test-set, out-of-bag and impurity-importance sums of one fitted sub-forest."""
+    return subforest_aggregate(forest, shared["X_train"], shared["X_test"])
+
+
+def permutation_task(forest: RandomForestRegressor, shared: Mapping[str, Any],
+                     block: list[tuple[int, int, int]]) -> np.ndarray:
+    """Prediction sums of one sub-forest on one block of permuted copies (features x repeats)."""
+    return permutation_sums(forest, shared["X_perm_rows"], block)
+
+
+def sweep_task(chunk: Chunk, rows: Mapping[str, Any]) -> BinCounts:
+    """Bin counts of one partition of scored rows: ``rows["p"]``, ``rows["y"]``.
+
+    ``rows`` holds only this chunk's rows (``map_reduce(..., rows=...)`` sends each partition
+    to one worker).
+    """
+    return bin_counts(rows["p"], rows["y"])
