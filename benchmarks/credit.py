@@ -6,8 +6,8 @@ Straightforward = plain single-process numpy, all scenarios in memory: draw the 
 correlate them (full Cholesky product, or one factor with no matrix product), count the
 boolean threshold crossings, pick the CFV entries, sum, ``np.sort``; VaR/ES as in Step 6.
 Each straightforward variant runs in its own process so its peak memory (ru_maxrss) is its
-own. Ours = the job's kernel on the engine (2-worker LocalCluster of processes), timed from
-submission to the Step 6 statistics; peak memory per worker is the workers' ru_maxrss, on a
+own. Ours = the job's kernel on the engine (riskdask's 2-worker LocalCluster of processes),
+timed from submission to the Step 6 statistics; peak memory per worker is the workers' ru_maxrss, on a
 fresh cluster per run, at 1x and 4x the scenario count (flat memory). Last row: analytic UL
 of a 5,000-obligor sector/country factor portfolio (collapsed rating-group path).
 Everything is measured in this one run on this machine.
@@ -104,13 +104,15 @@ def _peak_rss():
 def ours(n_obligors, scenarios, kind):
     """The job's Monte Carlo on a fresh 2-worker cluster: seconds, max worker peak RSS."""
     import jobs.credit as jc
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from riskdask.cluster import LocalSpec
 
     cfg, inputs, an = _portfolio(n_obligors, kind, scenarios)
     model = jc._model(cfg, inputs, an, shift=None)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", memory_limit="6GiB") as cluster, \
-            Client(cluster) as client:
+    # riskdask's own local cluster, as `riskdask run` starts it (batch Dask settings)
+    with LocalSpec(n_workers=2, dashboard_address=":0", memory_limit="6GiB").build() \
+            as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         from riskdask.credit.simulation import combine_summaries, simulate_chunk, \
             simulation_statistics

@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from riskdask.cluster import LocalSpec
 
     panel = build_panel(generate_panel(2660, Period(), seed=2018), Period())
     npos = panel.npos
@@ -97,8 +99,7 @@ def main(argv=None) -> int:
     t_inproc = time.perf_counter() - t0
     max_diff = float(np.max(np.abs(ours_inproc[subset] - ref)))
 
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
+    cluster = LocalSpec(n_workers=args.workers, dashboard_address=":0").build()  # as `riskdask run`
     client = Client(cluster)
     try:
         client.run(lambda: None)

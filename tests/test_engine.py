@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -136,6 +137,12 @@ def test_shared_input_is_scattered_once_to_every_worker(local_client):
     assert out == [(i, "dict", 2) for i in range(4)]  # tasks get the object, as one dict
 
 
+@dataclasses.dataclass(frozen=True)
+class FrozenInputs:
+    table: np.ndarray
+    n: int
+
+
 def alignment_seen(chunk, shared):
     return {name: bool(a.flags.aligned) for name, a in shared.items()}
 
@@ -153,6 +160,12 @@ def test_kernels_get_aligned_arrays_though_the_wire_delivers_them_misaligned(loc
     fixed = aligned_inputs(shared)
     assert fixed is shared and shared["x"].flags.aligned and np.array_equal(shared["x"], odd)
     assert aligned_inputs(odd).flags.aligned and aligned_inputs(shared["ok"]) is shared["ok"]
+    # frozen dataclasses (the credit model) and one level below a dict (hazard's inputs)
+    model = FrozenInputs(table=odd.view(), n=3)
+    assert not model.table.flags.aligned
+    assert aligned_inputs(model) is model and model.table.flags.aligned
+    nested = {"inner": FrozenInputs(table=odd.view(), n=1)}
+    assert aligned_inputs(nested)["inner"].table.flags.aligned
 
     client = local_client(2)
     data = {"a": np.arange(1000, dtype=np.float32), "b": np.arange(7, dtype=np.int8),
