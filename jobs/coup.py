@@ -281,12 +281,13 @@ def run(cfg: Config, ctx) -> dict:
                                                                    replace=False))
         plan = permutation_plan(X_test.shape[1], cfg.importance.permutation_repeats, cfg.seed)
 
+    perm_blocks = permutation_blocks(plan, cfg.importance.copies_per_task)
     with ctx.stage("forest"):
         res, perm_prediction = distributed_forest(
             ctx.client, X_train, y_train, X_test, cfg.forest.n_trees,
             cfg.forest.trees_per_task, cfg.seed, cfg.forest.sklearn_params(),
             X_perm_rows=None if perm_rows is None else X_test[perm_rows],
-            perm_blocks=permutation_blocks(plan, cfg.importance.copies_per_task))
+            perm_blocks=perm_blocks)
     if res.oob_count.min() == 0:
         ctx.exclude("oob", "training rows no tree left out of bag (no OOB score; left out of "
                     "the OOB estimate and the league table)", int((res.oob_count == 0).sum()))
@@ -350,16 +351,15 @@ def run(cfg: Config, ctx) -> dict:
                     columns={"f1": "f1_at_train_f1_threshold"})),
                 caption="Temporal backtest: train on all earlier years, score the year")
 
+    n_subforests = -(-cfg.forest.n_trees // cfg.forest.trees_per_task)
     summary = {
         "data": data.source,
         "rows": int(len(data.panel)), "n_train": int(len(data.train)),
         "n_test": int(len(data.test)), "n_features": len(data.names),
         "attempts_train": int(y_train.sum()), "attempts_test": int(y_test.sum()),
         "split": cfg.split.kind, "lead_months": cfg.split.lead_months,
-        "n_trees": res.n_trees, "n_subforests": -(-cfg.forest.n_trees // cfg.forest.trees_per_task),
-        "permutation_copies": len(plan), "permutation_tasks": (
-            -(-cfg.forest.n_trees // cfg.forest.trees_per_task)
-            * len(permutation_blocks(plan, cfg.importance.copies_per_task))),
+        "n_trees": res.n_trees, "n_subforests": n_subforests,
+        "permutation_copies": len(plan), "permutation_tasks": n_subforests * len(perm_blocks),
         "optimal_thresholds": optimal,
         "confusion_tables": {k: v["confusion"] for k, v in optimal.items()},
         **scores,

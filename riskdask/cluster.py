@@ -22,6 +22,7 @@ take it: the client, the local cluster and the cluster it builds then all use ``
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -59,13 +60,14 @@ BATCH_DASK_DEFAULTS = {
 }
 
 
+@functools.cache
 def use_batch_dask_defaults() -> None:
     """Make :data:`BATCH_DASK_DEFAULTS` Dask's defaults in this process.
 
     A key the user set in a Dask YAML file or a ``DASK_*`` variable is left alone, even when
     it equals Dask's default. Workers of a local cluster receive this process's config from
     their nanny; workers started elsewhere read their own (``cluster/README.md`` has the
-    variables).
+    variables). Runs once per process (every later local cluster gets the same config).
     """
     import dask.config
     import distributed  # noqa: F401  (registers distributed's defaults first)

@@ -216,7 +216,8 @@ def scatter_rows(client, rows: dict, chunks: Sequence[Chunk]) -> list:
     chunk's task runs where its piece is. For row-partitioned data (scores to sweep) this
     sends every byte once, instead of the whole input to every worker.
     """
-    pieces = [{name: np.asarray(a)[c.start:c.stop] for name, a in rows.items()} for c in chunks]
+    arrays = {name: np.asarray(a) for name, a in rows.items()}
+    pieces = [{name: a[c.start:c.stop] for name, a in arrays.items()} for c in chunks]
     return client.scatter(pieces, hash=False)
 
 
