@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .. import io
 from ..errors import InputError
 from .schema import BINARY_COLUMNS, GOVERNMENT_TYPES, SUCCESS, TARGET
 
@@ -46,14 +47,9 @@ def required_columns(numeric_features: Sequence[str], use_government: bool = Tru
 
 
 def read_reign_csv(path: str | Path) -> pd.DataFrame:
-    """Read a REIGN CSV as pandas sees it (types are checked by :func:`validate_panel`)."""
-    path = Path(path)
-    try:
-        return pd.read_csv(path, low_memory=False)
-    except FileNotFoundError:
-        raise InputError("REIGN file not found", file=path) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV file: {exc}", file=path) from None
+    """Read a REIGN file as pandas types it (:func:`riskdask.io.read_table`; types are
+    checked by :func:`validate_panel`)."""
+    return io.read_table(path, what="REIGN file", text=False, comment=None)
 
 
 def _first(mask: np.ndarray | pd.Series) -> int:
@@ -61,19 +57,9 @@ def _first(mask: np.ndarray | pd.Series) -> int:
 
 
 def _to_numeric(frame: pd.DataFrame, column: str, source: str, rows: np.ndarray) -> pd.Series:
-    """The column as float64; a value that is present but not a number is an error."""
-    col = frame[column]
-    if pd.api.types.is_bool_dtype(col):
-        return col.astype(np.float64)
-    if pd.api.types.is_numeric_dtype(col):
-        return col.astype(np.float64)
-    as_num = pd.to_numeric(col, errors="coerce")
-    bad = col.notna().to_numpy() & as_num.isna().to_numpy()
-    if bad.any():
-        i = _first(bad)
-        raise InputError(f"expected a number, got {col.iloc[i]!r}", file=source,
-                         row=int(rows[i]), column=column)
-    return as_num.astype(np.float64)
+    """The column as float64 (missing values NaN); a value that is not a number is an error."""
+    return pd.Series(io.to_numeric(frame[column], file=source, column=column, rows=rows,
+                                   missing="nan"), index=frame.index)
 
 
 def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequence[str],

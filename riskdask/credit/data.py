@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from riskdask import io
 from riskdask.errors import InputError
 
 from .ratings import MigrationMatrix
@@ -57,58 +58,18 @@ __all__ = [
 
 # ------------------------------------------------------------------------------ generic
 def read_table(path, *, required=(), what="file") -> pd.DataFrame:
-    """Read a CSV (``#`` comments) or Parquet file as strings/values; check columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} not found", file=path)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False,
-                             skipinitialspace=True)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read {what}: {exc}", file=path) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    for col in required:
-        if col not in df.columns:
-            raise InputError(f"missing required column (columns are: {', '.join(df.columns)})",
-                             file=path, column=col)
-    if len(df) == 0:
-        raise InputError(f"{what} has no data rows", file=path)
-    return df
+    """A CSV (``#`` comments, every cell as text) or Parquet input (:func:`riskdask.io.read_table`)."""
+    return io.read_table(path, what=what, required=required, text=True, comment="#")
 
 
 def numeric_column(df: pd.DataFrame, column: str, path, *, integer=False) -> np.ndarray:
-    """A column as float (or int) array; the first non-numeric cell is an InputError."""
-    raw = df[column]
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        values = raw.to_numpy(dtype=float)
-        bad = ~np.isfinite(values)
-    else:
-        text = raw.astype(str).str.strip()
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(values)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise InputError(f"not a finite number: {raw.iloc[r]!r}", file=path, row=r + 1,
-                         column=column)
-    if integer:
-        if np.any(values != np.round(values)):
-            r = int(np.flatnonzero(values != np.round(values))[0])
-            raise InputError(f"not an integer: {raw.iloc[r]!r}", file=path, row=r + 1,
-                             column=column)
-        return values.astype(np.int64)
-    return values
+    """A column as float (or int) array; the first bad cell is an InputError."""
+    values = io.to_numeric(df[column], file=path, column=column, integer=integer)
+    return values.astype(np.int64) if integer else values
 
 
 def _text_column(df, column, path) -> np.ndarray:
-    values = df[column].astype(str).str.strip().to_numpy()
-    empty = values == ""
-    if empty.any():
-        r = int(np.flatnonzero(empty)[0])
-        raise InputError("empty cell", file=path, row=r + 1, column=column)
-    return values
+    return io.text_column(df[column], file=path, column=column)
 
 
 # ------------------------------------------------------------------------------ matrix

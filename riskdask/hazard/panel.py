@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import io
 from ..errors import InputError
 from .timeatrisk import NOT_ALIVE, SpellFeatures, spell_features
 
@@ -89,31 +90,15 @@ class NPOPanel:
 
 
 def read_panel_file(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet panel (by extension); missing file or bad format -> InputError."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".txt"):
-            return pd.read_csv(path, dtype={"npo_id": str, "field": str, "function": str})
-    except Exception as exc:  # parser errors become one clear line
-        raise InputError(f"cannot read panel ({type(exc).__name__}: {exc})", file=path) from exc
-    raise InputError("panel must be .csv or .parquet", file=path)
+    """Read a CSV or Parquet panel (by extension) with :func:`riskdask.io.read_table`."""
+    return io.read_table(path, what="panel", text=False, comment=None,
+                         dtype={"npo_id": str, "field": str, "function": str})
 
 
 def _integer_column(frame: pd.DataFrame, col: str, source: str, *, allow_missing: bool) -> np.ndarray:
     """Column as float array of whole numbers (nan where missing and allowed)."""
-    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-    bad_text = np.asarray(frame[col].notna()) & np.isnan(values)
-    whole = np.isnan(values) | (values == np.round(values))
-    bad = bad_text | ~whole | (np.isnan(values) & ~allow_missing)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(f"expected a whole number (year), got {frame[col].iloc[i]!r}",
-                         file=source, row=i + 1, column=col)
-    return values
+    return io.to_numeric(frame[col], file=source, column=col, integer=True,
+                         missing="nan" if allow_missing else "error")
 
 
 def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>") -> NPOPanel:
