@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from sklearn.ensemble import RandomForestRegressor  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from jobs.coup import distributed_forest  # noqa: E402
+from riskdask.coup.distributed import distributed_forest  # noqa: E402
 from riskdask.coup.forest import as_float32  # noqa: E402
 from riskdask.coup.prepare import feature_matrix, random_split  # noqa: E402
 from riskdask.coup.reign import validate_panel  # noqa: E402

@@ -12,7 +12,6 @@ sweep partitions on the engine -> outputs. The maths is in ``riskdask/coup/``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal, Union
 
 import numpy as np
@@ -20,8 +19,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from riskdask.coup import evaluate, figures
-from riskdask.coup.forest import ForestResult, as_float32, combine_aggregates, \
-    finalize_aggregate, permutation_blocks, permutation_plan
+from riskdask.coup.distributed import distributed_forest
+from riskdask.coup.forest import permutation_blocks, permutation_plan
 from riskdask.coup.prepare import check_training_positives, feature_matrix, \
     forbidden_features, lead_target, random_split, temporal_split
 from riskdask.coup.reign import LoadedPanel, read_reign_csv, validate_panel
@@ -29,9 +28,10 @@ from riskdask.coup.schema import DEFAULT_NUMERIC_FEATURES, TARGET
 from riskdask.coup.sweep import BinCounts, combine_bin_counts, confusion_tables, \
     optimal_thresholds, sweep_table, threshold_grid
 from riskdask.coup.synthetic import synthetic_reign
-from riskdask.coup.tasks import aggregate_task, fit_task, permutation_task, sweep_task
-from riskdask.engine import map_branches, map_reduce, plan_chunks
+from riskdask.coup.tasks import sweep_task
+from riskdask.engine import map_reduce, plan_chunks
 from riskdask.errors import ConfigError, InputError
+from riskdask.protocol import Job, Outputs
 
 NAME = "coup"
 DESCRIPTION = ("coup-attempt risk: distributed random-forest regressor on REIGN-format data, "
@@ -146,25 +146,25 @@ def _load_panel(cfg: Config) -> tuple[LoadedPanel, str | None]:
                           use_government=cfg.data.one_hot_government), path
 
 
-def load_inputs(cfg: Config, ctx=None) -> CoupInputs:
+def load_inputs(cfg: Config, record=None) -> CoupInputs:
     """Load (or generate) and validate the panel, prepare features, target and split."""
     loaded, path = _load_panel(cfg)
-    if ctx is not None:
+    if record is not None:
         if path is None:
-            ctx.add_input("reign", rows=loaded.n_rows_read,
+            record.add_input("reign", rows=loaded.n_rows_read,
                           fingerprint=f"synthetic seed={cfg.data.synthetic_seed} "
                                       f"countries={cfg.data.synthetic_countries}",
                           description="embedded synthetic REIGN-like panel (a stand-in)")
         else:
-            ctx.add_input("reign", path, rows=loaded.n_rows_read,
+            record.add_input("reign", path, rows=loaded.n_rows_read,
                           description="REIGN-format country-month panel")
         for reason, count in loaded.exclusions.items():
-            ctx.exclude("reign", reason, count, loaded.excluded_rows[reason])
+            record.exclude("reign", reason, count, loaded.excluded_rows[reason])
     panel = loaded.frame
     y, complete = lead_target(panel, cfg.split.lead_months)
     if not complete.all():
-        if ctx is not None:
-            ctx.exclude("reign", f"next {cfg.split.lead_months} months not all in the panel "
+        if record is not None:
+            record.exclude("reign", f"next {cfg.split.lead_months} months not all in the panel "
                         "(no lead target)", int((~complete).sum()),
                         panel["source_row"].to_numpy()[~complete].tolist())
         panel, y = panel.loc[complete].reset_index(drop=True), y[complete]
@@ -201,31 +201,6 @@ def _backtest_years(cfg: Config, panel: pd.DataFrame) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- stages
-def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per_task: int,
-                       seed: int, params: dict, *, X_perm_rows=None, perm_blocks=(),
-                       label: str = "subforests") -> tuple[ForestResult, np.ndarray | None]:
-    """Sub-forests as tasks, reduced exactly to one forest (COUP.md "Model").
-
-    Each chunk of the tree plan fits a sub-forest on its worker (seed from the chunk plan;
-    training data scattered once). Branch tasks on each fitted sub-forest return sums only:
-    the test/OOB/importance aggregates and, per block of permuted copies (features x
-    repeats), the predictions on those copies. Returns the reduced forest and the forest's
-    predictions on every permuted copy, ``(n_copies, n_rows)`` (None without permutation).
-    """
-    shared = {"X_train": as_float32(X_train), "y_train": np.asarray(y_train, dtype=np.float64),
-              "X_test": as_float32(X_test)}
-    branches = [(aggregate_task, combine_aggregates)]
-    if perm_blocks:
-        shared["X_perm_rows"] = as_float32(X_perm_rows)
-        branches += [(partial(permutation_task, block=block), np.add) for block in perm_blocks]
-    chunks = plan_chunks(n_trees, trees_per_task, seed)
-    agg, *perm_sums = map_branches(fit_task, chunks, branches, client=client, shared=shared,
-                                   kernel_kwargs={"params": params}, label=label)
-    result = finalize_aggregate(agg)
-    perm = np.concatenate(perm_sums) / result.n_trees if perm_sums else None
-    return result, perm
-
-
 def _sweep(ctx, p, y, rows_per_partition, label="sweep") -> BinCounts:
     """Per-partition bin counts summed on the cluster (exact integer sums); each partition's
     scores go to one worker only."""
@@ -268,9 +243,9 @@ def _backtest(cfg: Config, ctx, data: CoupInputs) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- run
-def run(cfg: Config, ctx) -> dict:
-    with ctx.stage("load"):
-        data = load_inputs(cfg, ctx)
+def compute(cfg: Config, data: CoupInputs, ctx) -> Outputs:
+    """The forest with its branches, the sweep, scores, importances, league table, backtest."""
+    out = Outputs()
     X_train, y_train = data.X[data.train], data.y[data.train]
     X_test, y_test = data.X[data.test], data.y[data.test]
 
@@ -289,7 +264,7 @@ def run(cfg: Config, ctx) -> dict:
             X_perm_rows=None if perm_rows is None else X_test[perm_rows],
             perm_blocks=perm_blocks)
     if res.oob_count.min() == 0:
-        ctx.exclude("oob", "training rows no tree left out of bag (no OOB score; left out of "
+        ctx.record.exclude("oob", "training rows no tree left out of bag (no OOB score; left out of "
                     "the OOB estimate and the league table)", int((res.oob_count == 0).sum()))
 
     with ctx.stage("sweep"):
@@ -326,27 +301,27 @@ def run(cfg: Config, ctx) -> dict:
             "oob_trees": np.zeros(len(data.panel), dtype=np.int64),
         })
         predictions.loc[data.train, "oob_trees"] = res.oob_count
-        ctx.write_table("sweep", table)
-        ctx.write_table("confusion_tables", confusion.reset_index(names="cell"))
-        ctx.write_table("importances", importances)
-        ctx.write_table("predictions", predictions)
-        ctx.write_table("league_table", league)
+        out.table("sweep", table)
+        out.table("confusion_tables", confusion.reset_index(names="cell"))
+        out.table("importances", importances)
+        out.table("predictions", predictions)
+        out.table("league_table", league)
         base_rate = float(y_test.mean())
-        ctx.write_figure("precision_recall_f1_vs_threshold",
+        out.figure("precision_recall_f1_vs_threshold",
                          figures.prf_vs_threshold(table, optimal),
                          caption="Precision, recall and F1 on the test set at each of the 1,000 "
                                  "thresholds (positive when p > t)")
-        ctx.write_figure("pr_curve", figures.pr_curve(table, base_rate),
+        out.figure("pr_curve", figures.pr_curve(table, base_rate),
                          caption="Precision-recall curve traced by the threshold sweep")
-        ctx.write_figure("importances_top20", figures.importances_top(importances, 20),
+        out.figure("importances_top20", figures.importances_top(importances, 20),
                          caption="Top 20 features: impurity importance (the seed's) and "
                                  "permutation importance on test rows")
-        ctx.write_figure("league_table_top20", figures.league_top(league, f1_t, 20),
+        out.figure("league_table_top20", figures.league_top(league, f1_t, 20),
                          caption=f"League table {ly}-{lm:02d}: honest (out-of-bag or "
                                  "out-of-sample) probabilities; red clears the F1 threshold")
         if backtest is not None and len(backtest):
-            ctx.write_table("backtest", backtest)
-            ctx.write_figure("backtest", figures.backtest_figure(
+            out.table("backtest", backtest)
+            out.figure("backtest", figures.backtest_figure(
                 backtest[backtest["threshold_kind"] == "f1"].rename(
                     columns={"f1": "f1_at_train_f1_threshold"})),
                 caption="Temporal backtest: train on all earlier years, score the year")
@@ -373,8 +348,8 @@ def run(cfg: Config, ctx) -> dict:
         f1_rows = backtest[backtest["threshold_kind"] == "f1"]
         summary["backtest_years"] = [int(v) for v in f1_rows["test_year"]]
         summary["backtest_f1_at_oob_f1_threshold"] = [float(v) for v in f1_rows["f1"]]
-    ctx.set_summary(summary)
-    return summary
+    out.summary = summary
+    return out
 
 
 def headline(summary: dict) -> list[tuple[str, object]]:
@@ -387,8 +362,5 @@ def headline(summary: dict) -> list[tuple[str, object]]:
             ("league table month", summary["league_month"])]
 
 
-def run_coup(config=None, *, overrides=(), client=None, out="runs", **kw):
-    """Python API: run the coup job; returns a :class:`riskdask.api.JobResult`."""
-    from riskdask.api import run_job
-
-    return run_job(NAME, config, overrides=overrides, client=client, out=out, **kw)
+JOB = Job(name=NAME, description=DESCRIPTION, title=TITLE, config=Config, load=load_inputs,
+          compute=compute, headline=headline, primary_stream="forest")

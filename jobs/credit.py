@@ -11,7 +11,6 @@ outputs. The maths is in ``riskdask/credit/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -19,21 +18,21 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from riskdask.credit import figures
-from riskdask.credit.analytic import (deviations_worst_first, obligor_bounds, pair_tile_covariance,
-                                      ul_collapsed, ul_from_covariance_sum)
-from riskdask.credit.data import (Portfolio, align_curves, build_portfolio, load_cashflows,
+from riskdask.credit.data import (align_curves, build_portfolio, load_cashflows,
                                   load_correlation_matrix, load_curves, load_factor_correlation,
                                   load_loadings, load_matrix, load_portfolio_file,
                                   sector_country_loadings, validate_portfolio)
-from riskdask.credit.ratings import MigrationMatrix
-from riskdask.credit.simulation import (SimulationModel, build_factor_model, build_matrix_model,
-                                        combine_summaries, importance_shift, simulate_chunk,
-                                        simulation_statistics)
-from riskdask.credit.summary import exact_sum, tail_count
+from riskdask.credit.analytic import ul_from_covariance_sum
+from riskdask.credit.model import (CreditInputs, analytic_moments, check_levels,
+                                   factor_loadings_checked, finish_analytics, level_key,
+                                   pair_tiles, risk_levels, shift_for, simulation_model,
+                                   tile_covariance_task, ul_by_cells)
+from riskdask.credit.simulation import combine_summaries, simulate_chunk, simulation_statistics
+from riskdask.credit.summary import exact_sum
 from riskdask.credit.synthetic import DATA_DIR, synthetic_portfolio
-from riskdask.credit.valuation import conditional_forward_values, obligor_analytics
 from riskdask.engine import map_chunks, map_reduce, plan_chunks
-from riskdask.errors import ConfigError, InputError
+from riskdask.errors import ConfigError
+from riskdask.protocol import Job, Outputs
 
 NAME = "credit"
 DESCRIPTION = ("CreditMetrics portfolio credit risk: analytic EL/UL, distributed Monte Carlo "
@@ -62,7 +61,9 @@ class MatrixConfig(BaseModel):
     path: str | None = Field(None, description="migration matrix CSV; omit for the embedded "
                                                "CreditMetrics (1997) table")
     units: Literal["percent", "fraction"] = "percent"
-    normalize: bool = Field(False, description="rescale rows that do not sum to 1 (recorded)")
+    normalize: bool = Field(True, description="rescale rows that do not sum to 1 (recorded); "
+                            "the published CreditMetrics table is rounded (rows B and CCC sum "
+                            "to 99.99%/100.01%)")
     tolerance: float = Field(1e-6, gt=0, le=0.01)
 
 
@@ -139,33 +140,9 @@ class Config(BaseModel):
 
 
 # ----------------------------------------------------------------------------- inputs
-@dataclass
-class CreditInputs:
-    matrix: MigrationMatrix
-    curves: object
-    portfolio: Portfolio
-    correlation_kind: str
-    loadings: np.ndarray | None = None        # (n, K) on independent factors
-    factor_names: list = field(default_factory=list)
-    correlation: np.ndarray | None = None     # (n, n)
-    notes: list = field(default_factory=list)
-
-
-def _check_levels(cfg: Config) -> None:
-    """The seed's a = round(sim (1 - confidence)) must be at least 2 (ES averages a - 1)."""
-    n = cfg.simulation.n_scenarios
-    for c in cfg.simulation.confidence:
-        a = tail_count(n, c)
-        if a < 2:
-            raise ConfigError(f"confidence level {c} is too high for {n:,} scenarios: a = "
-                              f"round({n} x (1 - {c})) = {a} < 2 (need at least "
-                              f"{int(np.ceil(1.5 / (1 - c))):,} scenarios)",
-                              key="simulation.confidence")
-
-
-def load_inputs(cfg: Config, ctx=None) -> CreditInputs:
+def load_inputs(cfg: Config, record=None) -> CreditInputs:
     """Read and validate matrix, curves, portfolio (and cash flows) and correlation."""
-    _check_levels(cfg)
+    check_levels(cfg.simulation.n_scenarios, cfg.simulation.confidence)
     notes = []
     matrix_path = cfg.matrix.path or EMBEDDED_MATRIX
     matrix, rescaled = load_matrix(matrix_path, units=cfg.matrix.units,
@@ -207,145 +184,84 @@ def load_inputs(cfg: Config, ctx=None) -> CreditInputs:
         else:
             loadings, names = load_loadings(cfg.correlation.loadings, ids)
             where, key = cfg.correlation.loadings, None
+        fc = None
         if cfg.correlation.factor_correlation is not None:
             fc = load_factor_correlation(cfg.correlation.factor_correlation, names)
-            loadings = loadings @ np.linalg.cholesky(fc)   # loadings on independent factors
-        r2 = np.einsum("ik,ik->i", loadings, loadings)
-        bad = np.flatnonzero(r2 >= 1.0)
-        if bad.size:
-            i = int(bad[0])
-            msg = (f"obligor {ids[i]!r}: systematic variance {r2[i]:.4f} >= 1 (sum of squared "
-                   "loadings, after the factor correlation) leaves no idiosyncratic part")
-            if key is not None:
-                raise ConfigError(msg, key=key)
-            raise InputError(msg, file=where, row=i + 1)
+        loadings = factor_loadings_checked(loadings, ids, where=where, key=key,
+                                           factor_correlation=fc)
         inputs.loadings, inputs.factor_names = loadings, names
     else:
         if cfg.correlation.matrix is None:
             raise ConfigError("correlation.kind = 'matrix' needs correlation.matrix (a CSV)",
                               key="correlation.matrix")
         inputs.correlation = load_correlation_matrix(cfg.correlation.matrix, ids)
-    if ctx is not None:
-        _record_inputs(cfg, ctx, inputs, matrix_path, curves_path, portfolio_path)
+    if record is not None:
+        _record_inputs(cfg, record, inputs, matrix_path, curves_path, portfolio_path)
     return inputs
 
 
-def _record_inputs(cfg, ctx, inputs, matrix_path, curves_path, portfolio_path):
-    ctx.add_input("migration_matrix", matrix_path, rows=len(inputs.matrix.initial_ratings),
+def _record_inputs(cfg, record, inputs, matrix_path, curves_path, portfolio_path):
+    record.add_input("migration_matrix", matrix_path, rows=len(inputs.matrix.initial_ratings),
                   description=inputs.matrix.source)
-    ctx.add_input("curves", curves_path, rows=int(inputs.curves.tenors.size),
+    record.add_input("curves", curves_path, rows=int(inputs.curves.tenors.size),
                   description="rating zero curves (continuous compounding)")
     if cfg.portfolio.path is None:
-        ctx.add_input("portfolio", rows=len(inputs.portfolio.positions),
+        record.add_input("portfolio", rows=len(inputs.portfolio.positions),
                       fingerprint=f"synthetic seed={cfg.portfolio.synthetic_seed} "
                                   f"obligors={cfg.portfolio.synthetic_obligors}",
                       description="embedded synthetic central-bank-style portfolio (a stand-in)")
     else:
-        ctx.add_input("portfolio", portfolio_path, rows=len(inputs.portfolio.positions),
+        record.add_input("portfolio", portfolio_path, rows=len(inputs.portfolio.positions),
                       description="positions")
     if cfg.portfolio.cashflows:
-        ctx.add_input("cashflows", cfg.portfolio.cashflows, rows=len(inputs.portfolio.cf_time))
+        record.add_input("cashflows", cfg.portfolio.cashflows, rows=len(inputs.portfolio.cf_time))
     for name in ("loadings", "factor_correlation", "matrix"):
         path = getattr(cfg.correlation, name)
         if path and (name != "matrix" or inputs.correlation_kind == "matrix") and \
                 (name == "matrix" or inputs.correlation_kind == "factor"):
-            ctx.add_input(f"correlation_{name}", path)
+            record.add_input(f"correlation_{name}", path)
 
 
 # ----------------------------------------------------------------------------- stages
-@dataclass
-class Analytics:
-    cfv: np.ndarray
-    per_obligor: object
-    fv_portfolio: float
-    efv_sum: float
-    el: float
-    el_migration: float
-    el_default: float
-    ul: float
-    bounds: np.ndarray
-
-
-def _tile_task(chunk, shared, *, tiles):
-    """Analytic UL covariance sum over one tile of obligor pairs (full matrix)."""
-    (i0, i1), (j0, j1) = tiles[chunk.index]
-    d, b, c = shared["deviations"], shared["bounds"], shared["correlation"]
-    return pair_tile_covariance(d[i0:i1], d[j0:j1], b[i0:i1], b[j0:j1], c[i0:i1, j0:j1],
-                                same_block=(i0 == j0))
-
-
-def _analytics(cfg: Config, ctx, inputs: CreditInputs) -> Analytics:
+def _analytics(cfg: Config, ctx, inputs: CreditInputs):
+    """Analytic FV, EFV, EL and UL; the full-matrix UL's pair tiles run on the cluster."""
     pf, matrix = inputs.portfolio, inputs.matrix
-    cfv = conditional_forward_values(pf.cf_obligor, pf.cf_time, pf.cf_amount, inputs.curves,
-                                     pf.obligors["recovery_value"].to_numpy(), pf.n_obligors)
-    per = obligor_analytics(cfv, pf.initial_index, matrix.probabilities)
-    bounds = obligor_bounds(pf.initial_index, matrix.probabilities)
-    dev = deviations_worst_first(cfv, per.efv)
-    ul2_sum = exact_sum(per.ul ** 2)
+    moments = analytic_moments(pf, matrix, inputs.curves)
     if inputs.correlation_kind in ("uniform", "factor"):
-        # Cells: obligors with the same initial rating and loadings share every pair table.
-        key = np.column_stack([pf.initial_index.astype(float), inputs.loadings])
-        cells_key, cell = np.unique(key, axis=0, return_inverse=True)
-        cell_loadings = cells_key[:, 1:]
-        cell_rating = cells_key[:, 0].astype(np.int64)
-        cell_corr = cell_loadings @ cell_loadings.T
-        ul = ul_collapsed(dev, obligor_bounds(cell_rating, matrix.probabilities), cell.ravel(),
-                          cell_corr, ul2_sum)
+        ul = ul_by_cells(moments, pf.initial_index, inputs.loadings, matrix.probabilities)
     else:
-        n = pf.n_obligors
-        t = cfg.correlation.tile_obligors
-        edges = list(range(0, n, t)) + [n]
-        blocks = list(zip(edges[:-1], edges[1:]))
-        tiles = [(bi, bj) for a, bi in enumerate(blocks) for bj in blocks[a:]]
-        chunks = plan_chunks(len(tiles), 1, cfg.seed)
-        parts = map_chunks(_tile_task, chunks, client=ctx.client,
-                           shared={"deviations": dev, "bounds": bounds,
+        tiles = pair_tiles(pf.n_obligors, cfg.correlation.tile_obligors)
+        parts = map_chunks(tile_covariance_task, plan_chunks(len(tiles), 1, cfg.seed),
+                           client=ctx.client,
+                           shared={"deviations": moments.deviations, "bounds": moments.bounds,
                                    "correlation": inputs.correlation},
                            kernel_kwargs={"tiles": tiles}, label="credit-ul-tiles")
-        ul = ul_from_covariance_sum(ul2_sum, exact_sum(parts))
-    fv_p = exact_sum(per.fv)
-    efv_sum = exact_sum(per.efv)
-    return Analytics(cfv=cfv, per_obligor=per, fv_portfolio=fv_p, efv_sum=efv_sum,
-                     el=fv_p - efv_sum, el_migration=exact_sum(per.el_migration),
-                     el_default=exact_sum(per.el_default), ul=ul, bounds=bounds)
+        ul = ul_from_covariance_sum(moments.ul2_sum, exact_sum(parts))
+    return finish_analytics(moments, ul)
 
 
-def _model(cfg: Config, inputs: CreditInputs, an: Analytics, *, shift) -> SimulationModel:
-    pf = inputs.portfolio
-    r = inputs.matrix.n_states
-    loss_by_state = (an.per_obligor.fv[:, None] - an.cfv)[:, ::-1]
-    initial_state = (r - 1) - pf.initial_index
-    thresholds = an.bounds[:, 1:-1]
-    lo = max(exact_sum(loss_by_state.min(axis=1)), an.el - 4.0 * an.ul)
-    hi = min(exact_sum(loss_by_state.max(axis=1)), an.el + 30.0 * an.ul)
-    if not hi > lo:
-        hi = lo + 1.0
-    common = dict(confidence=cfg.simulation.confidence, n_scenarios=cfg.simulation.n_scenarios,
-                  hist_edges=np.linspace(lo, hi, cfg.simulation.histogram_bins + 1),
-                  state_rows=cfg.simulation.contribution_rows, shift=shift,
-                  expected_loss=an.per_obligor.fv - an.per_obligor.efv)
-    if inputs.correlation_kind == "matrix":
-        return build_matrix_model(loss_by_state, initial_state, thresholds, inputs.correlation,
-                                  **common)
-    return build_factor_model(loss_by_state, initial_state, thresholds, inputs.loadings, **common)
+def _model(cfg: Config, inputs: CreditInputs, an, *, shift):
+    return simulation_model(an, inputs.portfolio.initial_index, inputs.matrix.n_states,
+                            correlation_kind=inputs.correlation_kind, loadings=inputs.loadings,
+                            correlation=inputs.correlation,
+                            confidence=cfg.simulation.confidence,
+                            n_scenarios=cfg.simulation.n_scenarios,
+                            histogram_bins=cfg.simulation.histogram_bins,
+                            contribution_rows=cfg.simulation.contribution_rows, shift=shift)
 
 
-def _shift(cfg: Config, inputs: CreditInputs, an: Analytics):
+def _shift(cfg: Config, inputs: CreditInputs, an):
     if not cfg.importance_sampling.enabled:
         return None
-    lgd = an.per_obligor.fv - an.cfv[:, -1]
-    b_default = an.bounds[:, 1]
-    if inputs.correlation_kind == "matrix":
-        return importance_shift("matrix", lgd, b_default, np.linalg.cholesky(inputs.correlation),
-                                cfg.importance_sampling.target_confidence,
-                                cfg.importance_sampling.shift)
-    return importance_shift("factor", lgd, b_default, inputs.loadings,
-                            cfg.importance_sampling.target_confidence,
-                            cfg.importance_sampling.shift)
+    return shift_for(an, correlation_kind=inputs.correlation_kind, loadings=inputs.loadings,
+                     correlation=inputs.correlation,
+                     target_confidence=cfg.importance_sampling.target_confidence,
+                     shift=cfg.importance_sampling.shift)
 
 
-def _simulate(cfg: Config, ctx, model: SimulationModel, fv_p: float, label: str) -> dict:
-    chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size, cfg.seed)
+def _simulate(cfg: Config, ctx, model, fv_p: float, label: str) -> dict:
+    chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size,
+                         ctx.streams.seed("scenarios"))
     summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=ctx.client,
                          shared=model, label=label)
     stats = simulation_statistics(summary, model, fv_p)
@@ -353,12 +269,8 @@ def _simulate(cfg: Config, ctx, model: SimulationModel, fv_p: float, label: str)
     return stats
 
 
-def _level_key(c: float) -> str:
-    return f"{100 * c:g}".replace(".", "_")
-
-
 # ----------------------------------------------------------------------------- outputs
-def _tables(cfg, ctx, inputs, an, stats, model, contrib_stats):
+def _tables(cfg, out: Outputs, inputs, an, stats, model, contrib_stats):
     """Parquet tables; ES contributions come from ``contrib_stats`` (the run whose tail
     buffer kept the obligor states: the importance-sampling run or the plain one)."""
     pf = inputs.portfolio
@@ -372,18 +284,18 @@ def _tables(cfg, ctx, inputs, an, stats, model, contrib_stats):
     ob["ul"] = per.ul
     ob["simulated_mean_loss"] = contrib_stats["obligor_mean_loss"]
     for j, c in enumerate(cfg.simulation.confidence):
-        ob[f"es_contribution_{_level_key(c)}"] = contrib_stats["contributions"][:, j]
-    ctx.write_table("obligors", ob)
+        ob[f"es_contribution_{level_key(c)}"] = contrib_stats["contributions"][:, j]
+    out.table("obligors", ob)
 
     cfv = pd.DataFrame(an.cfv, columns=[f"cfv_{r}" for r in inputs.matrix.scale])
     cfv.insert(0, "obligor_id", pf.obligors["obligor_id"].to_numpy())
     cfv.insert(1, "rating", pf.obligors["rating"].to_numpy())
-    ctx.write_table("cfv_matrix", cfv)
+    out.table("cfv_matrix", cfv)
 
     s = stats["_summary"]
     edges = model.hist_edges
     hist = s.histogram / s.n                 # (1/sim) sum of weights: unbiased under IS
-    ctx.write_table("loss_histogram", pd.DataFrame({
+    out.table("loss_histogram", pd.DataFrame({
         "loss_from": np.concatenate([[-np.inf], edges[:-1], [edges[-1]]]),
         "loss_to": np.concatenate([[edges[0]], edges[1:], [np.inf]]),
         "probability": hist}))
@@ -401,7 +313,7 @@ def _tables(cfg, ctx, inputs, an, stats, model, contrib_stats):
         downgrades[:m] = ((st < model.initial_state[None, :]) & (st > 0)).sum(axis=1)
     tail["n_defaults"] = defaults
     tail["n_downgrades"] = downgrades
-    ctx.write_table("tail_scenarios", tail)
+    out.table("tail_scenarios", tail)
 
     rows = []
     for j, level in enumerate(contrib_stats["levels"]):
@@ -418,15 +330,15 @@ def _tables(cfg, ctx, inputs, an, stats, model, contrib_stats):
                          "mean_loss": contrib_stats["obligor_mean_loss"][i],
                          "es_contribution": contrib[i],
                          "share_of_es": contrib[i] / level["es"] if level["es"] else np.nan})
-    ctx.write_table("es_contributions", pd.DataFrame(rows))
+    out.table("es_contributions", pd.DataFrame(rows))
 
-    ctx.write_table("risk_measures", pd.DataFrame([
+    out.table("risk_measures", pd.DataFrame([
         {k: v for k, v in lv.items() if k != "contributions"} for lv in stats["levels"]]))
 
 
-def run(cfg: Config, ctx) -> dict:
-    with ctx.stage("load"):
-        inputs = load_inputs(cfg, ctx)
+def compute(cfg: Config, inputs: CreditInputs, ctx) -> Outputs:
+    """Analytics, the Monte Carlo (and its plain twin under IS), then the outputs."""
+    out = Outputs()
     with ctx.stage("analytics"):
         an = _analytics(cfg, ctx, inputs)
     with ctx.stage("simulation"):
@@ -439,17 +351,7 @@ def run(cfg: Config, ctx) -> dict:
             plain_model = _model(cfg, inputs, an, shift=None)
             plain = _simulate(cfg, ctx, plain_model, an.fv_portfolio, "credit-plain")
 
-    levels = []
-    for j, lv in enumerate(stats["levels"]):
-        entry = {k: lv[k] for k in ("confidence", "a", "var", "var_se", "var_pct", "es",
-                                    "es_se", "es_pct")}
-        if plain is not None:
-            p = plain["levels"][j]
-            entry["plain_var"], entry["plain_var_se"] = p["var"], p["var_se"]
-            entry["plain_es"], entry["plain_es_se"] = p["es"], p["es_se"]
-            entry["variance_reduction_var"] = (p["var_se"] / lv["var_se"]) ** 2
-            entry["variance_reduction_es"] = (p["es_se"] / lv["es_se"]) ** 2
-        levels.append(entry)
+    levels = risk_levels(stats, plain)
     n_chunk_small = [lv["confidence"] for lv in stats["levels"]
                      if not np.isfinite(lv["var_se"])]
     notes = list(inputs.notes)
@@ -506,8 +408,8 @@ def run(cfg: Config, ctx) -> dict:
         summary["importance_shift"] = [float(x) for x in np.atleast_1d(shift)[:50]]
         summary["importance_shift_norm"] = float(np.linalg.norm(shift))
     with ctx.stage("outputs"):
-        _tables(cfg, ctx, inputs, an, stats, model, contrib_stats)
-        ctx.write_figure("loss_distribution",
+        _tables(cfg, out, inputs, an, stats, model, contrib_stats)
+        out.figure("loss_distribution",
                          figures.loss_distribution(model.hist_edges, stats["_summary"], stats,
                                                    fv_p),
                          caption="Simulated one-year loss distribution (FV_P − SFV) with VaR "
@@ -516,16 +418,16 @@ def run(cfg: Config, ctx) -> dict:
         while j >= 0 and not contrib_stats["levels"][j]["contributions"]:
             j -= 1
         if j >= 0:
-            ctx.write_figure("top_contributors",
+            out.figure("top_contributors",
                              figures.top_contributors(inputs.portfolio.obligors,
                                                       contrib_stats["contributions"][:, j],
                                                       contrib_stats["levels"][j],
                                                       cfg.outputs.top_contributors),
                              caption="Obligors with the largest contribution to ES "
                                      f"({100 * cfg.simulation.confidence[j]:g}%)")
-    ctx.add_report_section("Risk measures (seed Step 6)", _report_html(summary))
-    ctx.set_summary(summary)
-    return summary
+    out.section("Risk measures (seed Step 6)", _report_html(summary))
+    out.summary = summary
+    return out
 
 
 def headline(summary: dict) -> list[tuple[str, object]]:
@@ -574,8 +476,5 @@ def _report_html(summary: dict) -> str:
             + (f"<ul>{notes}</ul>" if notes else ""))
 
 
-def run_credit(config=None, *, overrides=(), client=None, out="runs", **kw):
-    """Python API: run the credit job; returns a :class:`riskdask.api.JobResult`."""
-    from riskdask.api import run_job
-
-    return run_job(NAME, config, overrides=overrides, client=client, out=out, **kw)
+JOB = Job(name=NAME, description=DESCRIPTION, title=TITLE, config=Config, load=load_inputs,
+          compute=compute, headline=headline, primary_stream="scenarios")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from riskdask.engine import map_chunks, plan_chunks
 from riskdask.errors import ConfigError
+from riskdask.protocol import Job, Outputs
 from riskdask.hazard import analysis, figures
 from riskdask.hazard.covariates import cox_baseline, design_matrix
 from riskdask.hazard.estimators import GridRule, smooth_hazard
@@ -67,15 +68,9 @@ class SyntheticConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: Literal["synthetic", "file"] = "synthetic"
-    path: str | None = Field(None, description="CSV or Parquet panel (source = 'file')")
+    path: str | None = Field(None, description="CSV or Parquet panel; omit for the synthetic "
+                                               "panel below")
     synthetic: SyntheticConfig = SyntheticConfig()
-
-    @model_validator(mode="after")
-    def _path(self):
-        if self.source == "file" and not self.path:
-            raise ValueError("source = 'file' needs data.path")
-        return self
 
 
 class Axis(_Section):
@@ -214,10 +209,10 @@ def _check_time_at_risk(cfg: Config, panel: NPOPanel, points: GridPoints) -> Non
                           f"time-at-risk 0 for every NPO", key=key)
 
 
-def load_inputs(cfg: Config, ctx) -> HazardInputs:
+def load_inputs(cfg: Config, record=None) -> HazardInputs:
     """Load (or generate) the panel, validate it and the grid; record inputs and exclusions."""
     period = Period(cfg.period.start, cfg.period.end, cfg.period.first_closure_year)
-    if cfg.data.source == "synthetic":
+    if cfg.data.path is None:
         s = cfg.data.synthetic
         frame = generate_panel(s.n_npos, period, cfg.seed, p_initial_grant=s.p_initial_grant,
                                p_keep=s.p_keep, p_regain=s.p_regain, peak_hazard=s.peak_hazard,
@@ -232,10 +227,11 @@ def load_inputs(cfg: Config, ctx) -> HazardInputs:
         frame = read_panel_file(path)
         source, digest, desc = str(path), None, "NPO-year funding panel"
     panel = build_panel(frame, period, source=source)
-    if ctx is not None:
-        ctx.add_input("npo_panel", path, rows=panel.n_rows, fingerprint=digest, description=desc)
+    if record is not None:
+        record.add_input("npo_panel", path, rows=panel.n_rows, fingerprint=digest,
+                         description=desc)
         for reason, count in panel.exclusions.items():
-            ctx.exclude(source, f"NPOs with {reason} (count and rows are NPOs / npo_ids)", count,
+            record.exclude(source, f"NPOs with {reason} (count and rows are NPOs / npo_ids)", count,
                         rows=panel.excluded_ids[reason])
     points = _grid_points(cfg)
     _check_time_at_risk(cfg, panel, points)
@@ -252,9 +248,9 @@ def _derived_seed(seed: int, key: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(key,)).generate_state(1)[0])
 
 
-def run(cfg: Config, ctx) -> dict:
-    with ctx.stage("load"):
-        inp = load_inputs(cfg, ctx)
+def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
+    """Splits, the grid search on the cluster, the optimum, curves, bands and predictions."""
+    out = Outputs()
     panel, points, rule = inp.panel, inp.points, inp.rule
     event = panel.event
 
@@ -304,29 +300,29 @@ def run(cfg: Config, ctx) -> dict:
     with ctx.stage("predict"):
         ranked = _next_year_table(panel, cfg, best, cur, coef)
 
-    with ctx.stage("write"):
+    with ctx.stage("tables"):
         curves = pd.DataFrame({"time_at_risk": cur["grid"], "hazard_sample1": h[:, 0],
                                "hazard_sample2": h[:, 1], "hazard_full": h[:, 2]})
         if band_lo is not None:
             curves["full_lower"], curves["full_upper"] = band_lo, band_hi
         if cox is not None:
             curves["hazard_cox_baseline"] = cox["hazard"]
-            ctx.write_table("cox_coefficients", cox["params"])
+            out.table("cox_coefficients", cox["params"])
         breslow = pd.DataFrame({"time_at_risk": cur["times"], "dH_sample1": cur["increments"][:, 0],
                                 "dH_sample2": cur["increments"][:, 1],
                                 "dH_full": cur["increments"][:, 2]})
         breslow["H_full"] = np.cumsum(breslow.dH_full)
-        ctx.write_table("deviation_surface", surface)
-        ctx.write_table("optimum_per_split", per_split)
-        ctx.write_table("balance", balance)
-        ctx.write_table("hazard_curves", curves)
-        ctx.write_table("breslow_increments", breslow)
-        ctx.write_table("closure_next_year", ranked)
-        ctx.write_table("npo_time_at_risk", _npo_table(panel, splits[0], coef))
-        _figures(ctx, cfg, surface, best, per_split, curves)
-        ctx.add_report_section("Method", _method_html(cfg, rule, best))
+        out.table("deviation_surface", surface)
+        out.table("optimum_per_split", per_split)
+        out.table("balance", balance)
+        out.table("hazard_curves", curves)
+        out.table("breslow_increments", breslow)
+        out.table("closure_next_year", ranked)
+        out.table("npo_time_at_risk", _npo_table(panel, splits[0], coef))
+        _figures(out, cfg, surface, best, per_split, curves)
+        out.section("Method", _method_html(cfg, rule, best))
         if cfg.top_n_report:
-            ctx.add_report_section("Highest probability of closure within the next year",
+            out.section("Highest probability of closure within the next year",
                                    ranked.head(cfg.top_n_report).to_html(index=False, float_format="%.4f"))
 
     summary = {
@@ -351,8 +347,8 @@ def run(cfg: Config, ctx) -> dict:
         "n_active_ranked": int(len(ranked)),
         "top_closure_risk": ranked.head(5)[["npo_id", "p_close_next_year"]].to_dict("records"),
     }
-    ctx.set_summary(summary)
-    return summary
+    out.summary = summary
+    return out
 
 
 def _max_stratum_gap(strata: np.ndarray, sample: np.ndarray) -> int:
@@ -394,24 +390,24 @@ def _next_year_table(panel: NPOPanel, cfg: Config, best: dict, cur: dict, coef) 
     return out.reset_index(drop=True)
 
 
-def _figures(ctx, cfg: Config, surface, best, per_split, curves) -> None:
+def _figures(out: Outputs, cfg: Config, surface, best, per_split, curves) -> None:
     name = {"T": "T = k1 N0 + k2 N1"}.get(cfg.definition, cfg.definition)
-    ctx.write_figure("fig1_hazard_vs_time_at_risk", figures.hazard_curves_figure(
+    out.figure("fig1_hazard_vs_time_at_risk", figures.hazard_curves_figure(
         curves, f"{name} at the optimum k1={best['k1']:.3g}, k2={best['k2']:.3g}, k0={best['k0']:.3g}"),
         caption="Seed Figure 1: smoothed hazard rate vs time-at-risk for the two samples "
                 "(split 0), the full sample and its bootstrap band")
     if cfg.grid.mode == "k1k2" and np.unique(surface.k1).size > 1 and np.unique(surface.k2).size > 1:
-        ctx.write_figure("fig2_dev_vs_k1", figures.dev_vs_k1_figure(surface, best["k0"]),
+        out.figure("fig2_dev_vs_k1", figures.dev_vs_k1_figure(surface, best["k0"]),
                          caption="Seed Figure 2: Dev vs k1 for several constant k2")
-        ctx.write_figure("dev_surface_heatmap", figures.surface_heatmap(
+        out.figure("dev_surface_heatmap", figures.surface_heatmap(
             surface, best["k0"], best["ratio_k2_k1"], per_split.ratio_k2_k1.to_numpy()),
             caption="Dev over (k1, k2): in relative mode constant along rays k2/k1 = const; "
                     "red: the optimum ray; thin lines: each split's optimum")
     elif cfg.grid.mode == "direction":
-        ctx.write_figure("dev_vs_direction", figures.dev_vs_theta_figure(surface),
+        out.figure("dev_vs_direction", figures.dev_vs_theta_figure(surface),
                          caption="Direction search: Dev vs theta with k1 = cos(theta), k2 = sin(theta)")
     if np.unique(surface.k0).size > 1:
-        ctx.write_figure("dev_vs_k0", figures.dev_vs_k0_figure(surface),
+        out.figure("dev_vs_k0", figures.dev_vs_k0_figure(surface),
                          caption="Smallest Dev over (k1, k2) at each k0 (Appendix A, T1)")
 
 
@@ -452,8 +448,5 @@ def headline(summary: dict) -> list[tuple[str, object]]:
             ("full curve between halves", summary["full_curve_between_halves_fraction"])]
 
 
-def run_hazard(config=None, *, overrides=(), client=None, out="runs", **kw):
-    """Python API: run the hazard job; returns a :class:`riskdask.api.JobResult`."""
-    from riskdask.api import run_job
-
-    return run_job(NAME, config, overrides=overrides, client=client, out=out, **kw)
+JOB = Job(name=NAME, description=DESCRIPTION, title=TITLE, config=Config, load=load_inputs,
+          compute=compute, headline=headline)

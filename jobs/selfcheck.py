@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from riskdask.engine import map_reduce, plan_chunks
+from riskdask.protocol import Job, Outputs
 from riskdask.selfcheck import merge_summaries, normal_chunk
 
 NAME = "selfcheck"
@@ -25,14 +26,14 @@ class Config(BaseModel):
     jitter_ms: float = Field(0.0, ge=0, le=5_000, description="random per-chunk delay (testing)")
 
 
-def load_inputs(cfg: Config, ctx) -> None:
-    ctx.add_input("standard normal draws", rows=cfg.n_samples, fingerprint=f"seed={cfg.seed}",
-                  description="generated per chunk from SeedSequence(seed).spawn(n_chunks)")
+def load_inputs(cfg: Config, record) -> None:
+    record.add_input("standard normal draws", rows=cfg.n_samples, fingerprint=f"seed={cfg.seed}",
+                     description="generated per chunk from SeedSequence(seed).spawn(n_chunks)")
 
 
-def run(cfg: Config, ctx) -> dict:
-    load_inputs(cfg, ctx)
-    chunks = plan_chunks(cfg.n_samples, cfg.chunk_size, cfg.seed)
+def compute(cfg: Config, inputs, ctx) -> Outputs:
+    out = Outputs()
+    chunks = plan_chunks(cfg.n_samples, cfg.chunk_size, ctx.streams.seed("main"))
     with ctx.stage("simulate"):
         s = map_reduce(normal_chunk, chunks, merge_summaries, client=ctx.client,
                        kernel_kwargs={"level": cfg.level, "k": cfg.top_k,
@@ -41,16 +42,17 @@ def run(cfg: Config, ctx) -> dict:
     p_hat = s.exceed / s.n
     se = float(np.sqrt(p_exact * (1 - p_exact) / s.n))
     ranks = np.arange(1, len(s.top) + 1)
-    ctx.write_table("top_draws", pd.DataFrame({"rank": ranks, "value": s.top}))
-    ctx.write_figure("top_draws", _top_draws_figure(s.top, s.n),
-                     caption="Largest draws against the normal quantiles they should sit near")
-    return {
+    out.table("top_draws", pd.DataFrame({"rank": ranks, "value": s.top}))
+    out.figure("top_draws", _top_draws_figure(s.top, s.n),
+               caption="Largest draws against the normal quantiles they should sit near")
+    out.summary = {
         "n": s.n, "n_chunks": len(chunks),
         "index_sum": s.index_sum, "index_sum_exact": s.n * (s.n - 1) // 2,
         "mean": s.mean, "variance": s.variance,
         "exceedance": p_hat, "exceedance_exact": p_exact, "exceedance_z": (p_hat - p_exact) / se,
         "max": float(s.top[0]),
     }
+    return out
 
 
 def headline(summary: dict) -> list[tuple[str, object]]:
@@ -62,7 +64,9 @@ def headline(summary: dict) -> list[tuple[str, object]]:
 
 
 def _top_draws_figure(top: np.ndarray, n: int):
-    import matplotlib.pyplot as plt
+    from riskdask.plotting import pyplot
+
+    plt = pyplot()
 
     ranks = np.arange(1, len(top) + 1)
     expected = stats.norm.isf((ranks - 0.5) / n)  # approximate quantile of the r-th largest
@@ -73,3 +77,7 @@ def _top_draws_figure(top: np.ndarray, n: int):
     ax.set_ylabel("value")
     ax.legend()
     return fig
+
+
+JOB = Job(name=NAME, description=DESCRIPTION, title=TITLE, config=Config, load=load_inputs,
+          compute=compute, headline=headline, main=False)

@@ -5,7 +5,12 @@ exactly the numbers the command line gets::
 
     from riskdask import run_job
     result = run_job("credit", overrides=["simulation.n_scenarios=100000"])
-    result.summary["var"], result.table("es_contributions")
+    level = result.summary["levels"][-1]
+    level["confidence"], level["var"], level["es"], level["es_se"]
+    result.table("es_contributions")
+
+Both functions know a job only through the registry (:mod:`riskdask.registry`) and the
+declared protocol (:mod:`riskdask.protocol`): one generic path for every job.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from typing import Any, Callable, Mapping, Sequence
 from .cluster import connect, describe_cluster
 from .config import load_config
 from .errors import ConfigError
+from .io import Record
+from .protocol import JobContext, Outputs, Streams
+from .registry import get_job
 from .report import render_report
-from .run import RunContext, RunDirectory, package_versions, to_jsonable, write_json
+from .run import RunDirectory, package_versions, to_jsonable, write_json, write_outputs
 from .schedule import RunLock, prune_runs, update_latest
 
 __all__ = ["JobResult", "run_job", "validate_job", "ClientProvider"]
@@ -100,27 +108,21 @@ def _config_errors_name(source: str):
         raise
 
 
-def _job_module(job: str):
-    from jobs import get_job
-
-    return get_job(job)
-
-
 def validate_job(job: str, config: str | Path | Mapping | Any | None = None, *,
                  overrides: Sequence[str] = ()) -> dict:
-    """Check a job's config and inputs without running it.
+    """Check a job's config and inputs without running it (the protocol's ``load`` only).
 
     Returns a dict with the resolved config, its hash, the inputs (rows, fingerprints) and
     the row exclusions. Raises :class:`~riskdask.errors.InputError` on bad input.
     """
-    module = _job_module(job)
-    loaded = load_config(job, module.Config, config, overrides)
-    ctx = RunContext(job=job, config=loaded.config, run_dir=None)
+    spec = get_job(job)
+    loaded = load_config(job, spec.config, config, overrides)
+    record = Record()
     with _config_errors_name(loaded.source):
-        module.load_inputs(loaded.config, ctx)
+        spec.load(loaded.config, record)
     return {"job": job, "config_source": loaded.source, "config_hash": loaded.hash,
-            "config": loaded.config.model_dump(mode="json"), "inputs": ctx.inputs,
-            "exclusions": ctx.exclusions}
+            "config": loaded.config.model_dump(mode="json"), "inputs": record.inputs,
+            "exclusions": record.exclusions}
 
 
 def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
@@ -158,13 +160,13 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     -------
     JobResult
     """
-    module = _job_module(job)
-    loaded = load_config(job, module.Config, config, overrides)
+    spec = get_job(job)
+    loaded = load_config(job, spec.config, config, overrides)
     if keep is not None and keep < 1:
         raise ValueError("keep must be at least 1")
     run_lock = RunLock(Path(out) / job, loaded.hash).acquire() if lock else None
     try:
-        result = _run_locked(job, module, loaded, client=client, scheduler=scheduler,
+        result = _run_locked(spec, loaded, client=client, scheduler=scheduler,
                              cluster=cluster, n_workers=n_workers, out=out, quiet=quiet,
                              client_provider=client_provider, security=security)
         # Still under the lock, so a later run of this config cannot be overtaken here.
@@ -180,9 +182,10 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     return result
 
 
-def _run_locked(job, module, loaded, *, client, scheduler, cluster, n_workers, out, quiet,
+def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, quiet,
                 client_provider, security) -> JobResult:
-    """The body of :func:`run_job`, called with the run lock held."""
+    """The generic run path (body of :func:`run_job`, called with the run lock held):
+    load, compute, write outputs, manifest and report, rename into place."""
     cfg = loaded.config
     provider = client_provider or ClientProvider(client=client, scheduler=scheduler,
                                                  cluster=cluster, n_workers=n_workers,
@@ -190,24 +193,35 @@ def _run_locked(job, module, loaded, *, client, scheduler, cluster, n_workers, o
     own_provider = client_provider is None
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    run_dir = RunDirectory(out, job, loaded.hash, started)
+    record = Record()
+    ctx = JobContext(job=spec.name, record=record,
+                     streams=Streams(getattr(cfg, "seed", 0), spec.primary_stream),
+                     client_factory=provider)
+    run_dir = None
     try:
-        ctx = RunContext(job=job, config=cfg, run_dir=run_dir, client_factory=provider)
-        with ctx.stage("job"), _config_errors_name(loaded.source):
-            summary = module.run(cfg, ctx)
-        if not ctx.summary:
-            ctx.set_summary(summary or {})
+        with _config_errors_name(loaded.source):
+            with ctx.stage("load"):
+                inputs = spec.load(cfg, record)
+            with ctx.stage("compute"):
+                outputs = spec.compute(cfg, inputs, ctx)
+        if not isinstance(outputs, Outputs):
+            raise TypeError(f"{spec.name}: compute returned {type(outputs).__name__}, "
+                            "not riskdask.protocol.Outputs")
+        summary = to_jsonable(outputs.summary)
+        run_dir = RunDirectory(out, spec.name, loaded.hash, started)
+        with ctx.stage("write"):
+            tables, figures = write_outputs(run_dir.tmp, outputs)
         manifest = {
-            "job": job,
+            "job": spec.name,
             "riskdask_version": package_versions().get("riskdask"),
             "config_source": loaded.source,
             "overrides": loaded.overrides,
             "config_hash": loaded.hash,
             "config": cfg.model_dump(mode="json"),
             "seed": getattr(cfg, "seed", None),
-            "inputs": ctx.inputs,
-            "exclusions": ctx.exclusions,
-            "excluded_rows_total": int(sum(e["count"] for e in ctx.exclusions)),
+            "inputs": record.inputs,
+            "exclusions": record.exclusions,
+            "excluded_rows_total": record.excluded_total,
             "packages": package_versions(),
             "cluster": describe_cluster(ctx._client) if ctx._client is not None else None,
             "timings": ctx.timings,
@@ -216,24 +230,23 @@ def _run_locked(job, module, loaded, *, client, scheduler, cluster, n_workers, o
             "duration_s": round(time.perf_counter() - t0, 3),
             "host": platform.node(),
             "command": sys.argv,
-            "outputs": {"tables": ctx.tables, "figures": [f.path for f in ctx.figures]},
+            "outputs": {"tables": tables, "figures": [f.path for f in figures]},
         }
-        write_json(run_dir.tmp / "summary.json", ctx.summary)
+        write_json(run_dir.tmp / "summary.json", summary)
         write_json(run_dir.tmp / "manifest.json", manifest)
-        headline_fn = getattr(module, "headline", None)
-        page = render_report(run_dir=run_dir.tmp, job=job,
-                             title=getattr(module, "TITLE", f"riskdask · {job}"),
-                             summary=ctx.summary,
-                             headline=headline_fn(ctx.summary) if headline_fn else None,
-                             figures=ctx.figures, tables=ctx.tables, sections=ctx.report_sections,
+        page = render_report(run_dir=run_dir.tmp, job=spec.name, title=spec.title,
+                             summary=summary,
+                             headline=spec.headline(summary) if spec.headline else None,
+                             figures=figures, tables=tables, sections=outputs.sections,
                              manifest=to_jsonable(manifest), run_name=run_dir.name)
         (run_dir.tmp / "report.html").write_text(page, encoding="utf-8")
         final = run_dir.commit()
     except BaseException:
-        run_dir.abort()
+        if run_dir is not None:
+            run_dir.abort()
         raise
     finally:
         if own_provider:
             provider.close()
-    return JobResult(job=job, summary=json.loads((final / "summary.json").read_text()),
+    return JobResult(job=spec.name, summary=json.loads((final / "summary.json").read_text()),
                      run_dir=final, config=cfg, manifest=manifest)

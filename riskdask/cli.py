@@ -56,11 +56,11 @@ def cli(ctx, debug):
 @cli.command("jobs")
 def jobs_cmd():
     """List the jobs this installation can run."""
-    from jobs import MAIN_JOBS, available_jobs
+    from .registry import available_jobs
 
-    for name, mod in available_jobs().items():
-        tag = "" if name in MAIN_JOBS else "  (diagnostic)"
-        click.echo(f"{name:<10} {mod.DESCRIPTION}{tag}")
+    for name, spec in available_jobs().items():
+        tag = "" if spec.main else "  (diagnostic)"
+        click.echo(f"{name:<10} {spec.description}{tag}")
 
 
 @cli.command("validate")
@@ -107,15 +107,14 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
     A run holds a lock per job and config: while it runs, a second run of the same job and
     config exits at once with code 75. On success <out>/<job>/latest points to the new run.
     """
-    from jobs import MAIN_JOBS, available_jobs
-
     from .api import ClientProvider, run_job
+    from .registry import MAIN_JOBS
     from .cluster import SecuritySpec
     from .engine import set_progress
 
     names = list(job_names)
     if names == ["all"]:
-        names = [n for n in MAIN_JOBS if n in available_jobs(include_extra=False)]
+        names = list(MAIN_JOBS)
     if config and len(names) > 1:
         raise click.UsageError("--config applies to one job; run the jobs one at a time")
     security = None
@@ -142,11 +141,10 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
 
 
 def _print_headline(result) -> None:
-    from jobs import get_job
+    from .registry import get_job
 
-    module = get_job(result.job)
-    fn = getattr(module, "headline", None)
-    rows = fn(result.summary) if fn else flatten(result.summary)
+    spec = get_job(result.job)
+    rows = spec.headline(result.summary) if spec.headline else flatten(result.summary)
     click.echo(f"\n== {result.job} ==")
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -33,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["Chunk", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
+__all__ = ["Chunk", "stream_seed", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "map_branches", "tree_reduce", "reduce_local", "aligned_inputs",
            "scatter_rows", "set_progress", "TASK_RETRIES"]
 
@@ -82,7 +83,57 @@ class Chunk:
         return np.random.Generator(np.random.PCG64(self.seed))
 
 
-def plan_chunks(n_items: int, chunk_size: int, seed: int | None = None) -> list[Chunk]:
+#: Purposes random streams are drawn for. A job's primary purpose keeps ``SeedSequence(seed)``;
+#: every other purpose has a root of its own (:func:`stream_seed`). Add a name to use it.
+PURPOSES = ("main", "scenarios", "forest", "permutation", "split", "bootstrap", "backtest",
+            "synthetic", "subsample", "tail_fit", "model_comparison")
+
+
+def stream_seed(seed: int, purpose: str, *, primary: str = "main") -> np.random.SeedSequence:
+    """The root random stream of one purpose of a run: no two purposes share a stream.
+
+    ``SeedSequence(seed)`` itself belongs to the job's ``primary`` purpose (the stream every
+    earlier release used for it, so its results are reproduced). Any other purpose gets
+    ``SeedSequence([seed, code])`` with ``code = crc32(purpose)`` (never 0). Plans spawn their
+    chunk streams from these roots (:func:`plan_chunks`): the children of
+    ``SeedSequence(seed)`` carry spawn keys and so mix ``[seed, 0, 0, 0, i]``, while a purpose
+    root mixes the two words ``[seed, code]`` and its children ``[seed, code, 0, 0, i]`` --
+    distinct inputs, hence distinct streams (numpy's ``SeedSequence`` design).
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (``cfg.seed``).
+    purpose : str
+        One of :data:`PURPOSES`.
+    primary : str
+        The job's primary purpose.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown random-stream purpose {purpose!r} (known: {', '.join(PURPOSES)})")
+    if purpose == primary:
+        return np.random.SeedSequence(seed)
+    return np.random.SeedSequence([int(seed), _purpose_code(purpose)])
+
+
+def _purpose_code(purpose: str) -> int:
+    return zlib.crc32(purpose.encode()) or 1
+
+
+def _root(seed: int | np.random.SeedSequence | None) -> np.random.SeedSequence:
+    """A fresh copy of ``seed`` (``SeedSequence.spawn`` counts children on the object)."""
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key,
+                                      pool_size=seed.pool_size)
+    return np.random.SeedSequence(0 if seed is None else seed)
+
+
+def plan_chunks(n_items: int, chunk_size: int,
+                seed: int | np.random.SeedSequence | None = None) -> list[Chunk]:
     """Split ``n_items`` into consecutive chunks of ``chunk_size`` (the last may be shorter).
 
     Parameters
@@ -91,8 +142,9 @@ def plan_chunks(n_items: int, chunk_size: int, seed: int | None = None) -> list[
         Total work items (> 0).
     chunk_size : int
         Items per chunk (> 0). Pick it so one chunk is >= ~100 ms of work.
-    seed : int, optional
-        Root of the per-chunk ``SeedSequence`` children; ``None`` gives seed 0.
+    seed : int or SeedSequence, optional
+        Root of the per-chunk ``SeedSequence`` children (an int ``s`` means
+        ``SeedSequence(s)``; a purpose root from :func:`stream_seed`); ``None`` gives seed 0.
 
     Returns
     -------
@@ -104,16 +156,17 @@ def plan_chunks(n_items: int, chunk_size: int, seed: int | None = None) -> list[
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     n_chunks = math.ceil(n_items / chunk_size)
-    seeds = np.random.SeedSequence(0 if seed is None else seed).spawn(n_chunks)
+    seeds = _root(seed).spawn(n_chunks)
     return [Chunk(i, i * chunk_size, min((i + 1) * chunk_size, n_items), seeds[i])
             for i in range(n_chunks)]
 
 
-def plan_tiles(n_items: int, n_tiles: int, seed: int | None = None) -> list[Chunk]:
+def plan_tiles(n_items: int, n_tiles: int,
+               seed: int | np.random.SeedSequence | None = None) -> list[Chunk]:
     """Split ``n_items`` into ``n_tiles`` near-equal chunks (sizes differ by at most one)."""
     n_tiles = max(1, min(n_tiles, n_items))
     bounds = np.linspace(0, n_items, n_tiles + 1).round().astype(int)
-    seeds = np.random.SeedSequence(0 if seed is None else seed).spawn(n_tiles)
+    seeds = _root(seed).spawn(n_tiles)
     return [Chunk(i, int(bounds[i]), int(bounds[i + 1]), seeds[i]) for i in range(n_tiles)]
 
 

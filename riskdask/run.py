@@ -1,4 +1,4 @@
-"""Run directories and the context a job runs in.
+"""Run directories, and writing a job's outputs into one.
 
 A run leaves ``runs/<job>/<UTC timestamp>-<config hash>/`` with ``manifest.json``,
 ``summary.json``, ``tables/*.parquet``, ``figures/*.png`` and ``report.html``. Everything is
@@ -8,35 +8,26 @@ has succeeded, so a failed or interrupted run leaves no run directory behind.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RunDirectory", "RunContext", "fingerprint_file", "package_versions", "to_jsonable"]
+from .io import fingerprint_file
+
+__all__ = ["RunDirectory", "write_outputs", "fingerprint_file", "package_versions", "to_jsonable",
+           "write_json"]
 
 PACKAGES = ("riskdask", "dask", "distributed", "numpy", "pandas", "scipy", "scikit-learn",
             "lifelines", "pyarrow", "matplotlib", "pydantic", "click")
 TMP_PREFIX = ".tmp-"
-
-
-def fingerprint_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -119,102 +110,36 @@ class RunDirectory:
             pass
 
 
+def write_outputs(directory: Path, outputs) -> tuple[dict, list]:
+    """Write a job's :class:`~riskdask.protocol.Outputs` below ``directory``.
+
+    Tables go to ``tables/<name>.parquet`` (pyarrow), figures to ``figures/<name>.png``
+    (matplotlib, closed once saved). Returns the manifest's table index
+    (``{name: {path, rows, columns}}``) and the written figures (for the report).
+    """
+    tables = {}
+    if outputs.tables:
+        (directory / "tables").mkdir(exist_ok=True)
+    for name, frame in outputs.tables.items():
+        frame.to_parquet(directory / "tables" / f"{name}.parquet", engine="pyarrow", index=False)
+        tables[name] = {"path": f"tables/{name}.parquet", "rows": int(len(frame)),
+                        "columns": [str(c) for c in frame.columns]}
+    figures = []
+    if outputs.figures:
+        from .plotting import pyplot
+
+        plt = pyplot()
+        (directory / "figures").mkdir(exist_ok=True)
+        for fig in outputs.figures:
+            fig.figure.savefig(directory / "figures" / f"{fig.name}.png", dpi=110,
+                               bbox_inches="tight")
+            plt.close(fig.figure)
+            figures.append(_WrittenFigure(fig.name, f"figures/{fig.name}.png", fig.caption))
+    return tables, figures
+
+
 @dataclass
-class _Figure:
+class _WrittenFigure:
     name: str
     path: str
     caption: str
-
-
-@dataclass
-class RunContext:
-    """What a job's ``run(cfg, ctx)`` receives.
-
-    The cluster is connected lazily, on first use of :attr:`client`, so that a job can load and
-    validate its inputs (and fail with a clear message) before any worker is started.
-    """
-
-    job: str
-    config: Any
-    run_dir: RunDirectory | None
-    client_factory: Callable[[], Any] | None = None
-    manifest: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    inputs: list = field(default_factory=list)
-    exclusions: list = field(default_factory=list)
-    tables: dict = field(default_factory=dict)
-    figures: list = field(default_factory=list)
-    report_sections: list = field(default_factory=list)
-    _client: Any = None
-
-    # -- cluster ---------------------------------------------------------------------------
-    @property
-    def client(self):
-        """The Dask client; the cluster is started (or connected) on first access."""
-        if self._client is None:
-            if self.client_factory is None:
-                raise RuntimeError("this context has no cluster (validation only)")
-            with self.stage("cluster"):
-                self._client = self.client_factory()
-        return self._client
-
-    # -- bookkeeping -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Time a stage; the seconds go to ``manifest.json`` under ``timings``."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 6)
-
-    def add_input(self, name: str, path: str | Path | None = None, *, rows: int | None = None,
-                  fingerprint: str | None = None, description: str = "") -> None:
-        """Record an input: a file (hashed) or embedded/synthetic data (give a fingerprint)."""
-        entry = {"name": name, "path": str(path) if path else None, "rows": rows,
-                 "sha256": fingerprint or (fingerprint_file(path) if path else None),
-                 "description": description}
-        self.inputs.append(entry)
-
-    def exclude(self, source: str, reason: str, count: int, rows: list | None = None) -> None:
-        """Record rows left out of the analysis: nothing is dropped silently."""
-        if count:
-            self.exclusions.append({"source": source, "reason": reason, "count": int(count),
-                                    "rows": to_jsonable(list(rows)[:20]) if rows else None})
-
-    # -- outputs ---------------------------------------------------------------------------
-    def _out(self, sub: str) -> Path:
-        if self.run_dir is None:
-            raise RuntimeError("this context writes no outputs (validation only)")
-        path = self.run_dir.tmp / sub
-        path.mkdir(exist_ok=True)
-        return path
-
-    def write_table(self, name: str, df) -> Path:
-        """Write a pandas DataFrame as ``tables/<name>.parquet`` (pyarrow)."""
-        path = self._out("tables") / f"{name}.parquet"
-        df.to_parquet(path, engine="pyarrow", index=False)
-        self.tables[name] = {"path": f"tables/{name}.parquet", "rows": int(len(df)),
-                             "columns": [str(c) for c in df.columns]}
-        self._table_frames[name] = df
-        return path
-
-    def write_figure(self, name: str, fig, caption: str = "") -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
-        import matplotlib.pyplot as plt
-
-        path = self._out("figures") / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        self.figures.append(_Figure(name, f"figures/{name}.png", caption))
-        return path
-
-    def set_summary(self, summary: dict) -> None:
-        self.summary = to_jsonable(summary)
-
-    def add_report_section(self, title: str, html: str) -> None:
-        self.report_sections.append((title, html))
-
-    def __post_init__(self):
-        self._table_frames: dict = {}

@@ -18,7 +18,7 @@ from conftest import REPO, assert_runs_identical, leftovers, run_dirs
 from riskdask.coup.schema import GOVERNMENT_TYPES
 from riskdask.coup.synthetic import synthetic_reign
 from riskdask.coup.sweep import threshold_grid
-from jobs.coup import run_coup
+from riskdask import run_job
 
 # A small but complete run: 40 synthetic countries (~26k rows), 12 trees in 6 sub-forests.
 SMALL = ["data.synthetic_countries=40", "forest.n_trees=12", "forest.trees_per_task=2",
@@ -35,8 +35,8 @@ def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def small_runs(local_client, tmp_path_factory):
     out = tmp_path_factory.mktemp("coup_runs")
-    one = run_coup(overrides=SMALL, client=local_client(1), out=out / "w1")
-    two = run_coup(overrides=SMALL, client=local_client(2), out=out / "w2")
+    one = run_job("coup", overrides=SMALL, client=local_client(1), out=out / "w1")
+    two = run_job("coup", overrides=SMALL, client=local_client(2), out=out / "w2")
     return one, two
 
 
@@ -120,7 +120,7 @@ def test_worker_killed_mid_run_gives_identical_results(cli_cluster, local_client
     assert cli_cluster.n_workers() == 1
     assert done_at_kill < 24                             # the kill came mid-forest
     [run] = run_dirs(out, "coup")
-    reference = run_coup(overrides=args, client=local_client(1), out=tmp_path / "ref")
+    reference = run_job("coup", overrides=args, client=local_client(1), out=tmp_path / "ref")
     assert_runs_identical(run, reference, ("sweep", "predictions", "importances", "league_table"))
 
 
@@ -221,7 +221,7 @@ def test_validate_and_run_on_real_reign_rows(cli, local_client, tmp_path):
     r = cli("validate", "coup", *args)
     assert r.code == 0, r.err
     assert "300 rows" in r.out and "would exclude 10 rows" in r.out
-    res = run_coup(overrides=[f"data.path={EXCERPT}", "backtest.enabled=false",
+    res = run_job("coup", overrides=[f"data.path={EXCERPT}", "backtest.enabled=false",
                               "forest.n_trees=6", "forest.trees_per_task=3",
                               "importance.permutation_rows=50"],
                    client=local_client(2), out=tmp_path / "runs")
@@ -233,7 +233,7 @@ def test_validate_and_run_on_real_reign_rows(cli, local_client, tmp_path):
 
 
 def test_temporal_split_with_lead_months(local_client, tmp_path):
-    res = run_coup(overrides=["data.synthetic_countries=20", "split.kind=temporal",
+    res = run_job("coup", overrides=["data.synthetic_countries=20", "split.kind=temporal",
                               "split.train_until_year=2005", "split.lead_months=3",
                               "forest.n_trees=4", "forest.trees_per_task=2",
                               "forest.max_depth=8", "importance.permutation_repeats=0",

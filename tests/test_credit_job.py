@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, assert_runs_identical, leftovers, run_dirs
-from jobs.credit import run_credit
+from riskdask import run_job
 from riskdask.credit.analytic import ul_pairwise_bruteforce
 from riskdask.credit.data import load_matrix
 from riskdask.credit.synthetic import DATA_DIR, synthetic_portfolio
@@ -32,8 +32,8 @@ def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def small_runs(local_client, tmp_path_factory):
     out = tmp_path_factory.mktemp("credit_runs")
-    one = run_credit(overrides=SMALL, client=local_client(1), out=out / "w1")
-    two = run_credit(overrides=SMALL, client=local_client(2), out=out / "w2")
+    one = run_job("credit", overrides=SMALL, client=local_client(1), out=out / "w1")
+    two = run_job("credit", overrides=SMALL, client=local_client(2), out=out / "w2")
     return one, two
 
 
@@ -133,9 +133,9 @@ def test_full_matrix_tiles_equal_collapsed_path_and_importance_sampling(local_cl
     base = [f"portfolio.path={path}", "simulation.n_scenarios=40000",
             "simulation.chunk_size=2500", "simulation.confidence=[0.99, 0.999]"]
     client = local_client(2)
-    uniform = run_credit(overrides=base + ["correlation.kind=uniform", f"correlation.rho={rho}"],
+    uniform = run_job("credit", overrides=base + ["correlation.kind=uniform", f"correlation.rho={rho}"],
                          client=client, out=tmp_path / "u")
-    full = run_credit(overrides=base + ["correlation.kind=matrix", f"correlation.matrix={cpath}",
+    full = run_job("credit", overrides=base + ["correlation.kind=matrix", f"correlation.matrix={cpath}",
                                         "correlation.tile_obligors=16",
                                         "importance_sampling.enabled=true"],
                       client=client, out=tmp_path / "m")
@@ -176,7 +176,7 @@ def test_worker_killed_mid_run_gives_identical_results(cli_cluster, local_client
     assert cli_cluster.n_workers() == 1
     assert done_at_kill < 60                                # the kill came mid-simulation
     [run] = run_dirs(out, "credit")
-    reference = run_credit(overrides=args, client=local_client(1), out=tmp_path / "ref")
+    reference = run_job("credit", overrides=args, client=local_client(1), out=tmp_path / "ref")
     assert_runs_identical(run, reference, TABLES)
 
 

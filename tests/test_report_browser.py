@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import available_jobs
+from riskdask.registry import EXTRA_JOBS, MAIN_JOBS
 from riskdask import run_job
 from riskdask.api import validate_job
 
@@ -47,7 +47,7 @@ SMALL = {
              "importance.permutation_repeats=2", "backtest.first_test_year=2017",
              "backtest.n_trees=4", "backtest.trees_per_task=2"],
 }
-JOBS = sorted(available_jobs(include_extra=False)) + ["selfcheck"]
+JOBS = sorted(MAIN_JOBS) + list(EXTRA_JOBS)
 
 # Runs in the page once it has loaded: what the browser itself decoded and laid out.
 PROBE = """<script>

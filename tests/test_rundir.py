@@ -62,7 +62,8 @@ def test_interrupted_run_leaves_nothing(tmp_path):
                              "1", "--out", str(out), "--set", "jitter_ms=3000", "--quiet"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list((out / "selfcheck").glob(".tmp-*")) if (out / "selfcheck").exists() else True:
+    # The run holds its lock from the start (the run directory only appears at the end).
+    while not list((out / "selfcheck").glob(".lock-*")) if (out / "selfcheck").exists() else True:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     time.sleep(3)  # the cluster is up and chunks are running

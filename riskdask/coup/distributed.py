@@ -1,0 +1,42 @@
+"""The forest on the cluster: sub-forests as tasks, reduced exactly to one forest.
+
+The distribution layer over the single-machine kernels of :mod:`.forest` and :mod:`.tasks`
+(dask-ml style): it only plans, maps and reduces, on :mod:`riskdask.engine`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ..engine import map_branches, plan_chunks
+from .forest import ForestResult, as_float32, combine_aggregates, finalize_aggregate
+from .tasks import aggregate_task, fit_task, permutation_task
+
+__all__ = ["distributed_forest"]
+
+
+def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per_task: int,
+                       seed: int, params: dict, *, X_perm_rows=None, perm_blocks=(),
+                       label: str = "subforests") -> tuple[ForestResult, np.ndarray | None]:
+    """Sub-forests as tasks, reduced exactly to one forest (COUP.md "Model").
+
+    Each chunk of the tree plan fits a sub-forest on its worker (seed from the chunk plan;
+    training data scattered once). Branch tasks on each fitted sub-forest return sums only:
+    the test/OOB/importance aggregates and, per block of permuted copies (features x
+    repeats), the predictions on those copies. Returns the reduced forest and the forest's
+    predictions on every permuted copy, ``(n_copies, n_rows)`` (None without permutation).
+    """
+    shared = {"X_train": as_float32(X_train), "y_train": np.asarray(y_train, dtype=np.float64),
+              "X_test": as_float32(X_test)}
+    branches = [(aggregate_task, combine_aggregates)]
+    if perm_blocks:
+        shared["X_perm_rows"] = as_float32(X_perm_rows)
+        branches += [(partial(permutation_task, block=block), np.add) for block in perm_blocks]
+    chunks = plan_chunks(n_trees, trees_per_task, seed)
+    agg, *perm_sums = map_branches(fit_task, chunks, branches, client=client, shared=shared,
+                                   kernel_kwargs={"params": params}, label=label)
+    result = finalize_aggregate(agg)
+    perm = np.concatenate(perm_sums) / result.n_trees if perm_sums else None
+    return result, perm

@@ -1,0 +1,206 @@
+"""The credit model assembled from its parts: analytic moments, the simulation model, the
+importance-sampling shift and the reported risk levels (seed 004, sections 3.2-3.3).
+
+Everything here is a function of arrays and plain parameters (no config object, no Dask);
+``jobs/credit.py`` calls these and runs the heavy parts on the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .analytic import (deviations_worst_first, obligor_bounds, pair_tile_covariance,
+                       ul_collapsed, ul_from_covariance_sum)
+from .data import Portfolio
+from .ratings import MigrationMatrix
+from .simulation import SimulationModel, build_factor_model, build_matrix_model, importance_shift
+from .summary import exact_sum, tail_count
+from .valuation import conditional_forward_values, obligor_analytics
+
+__all__ = ["CreditInputs", "AnalyticMoments", "Analytics", "check_levels",
+           "factor_loadings_checked", "analytic_moments", "ul_by_cells", "pair_tiles",
+           "tile_covariance_task", "finish_analytics", "simulation_model", "shift_for",
+           "level_key", "risk_levels"]
+
+
+@dataclass
+class CreditInputs:
+    """Validated inputs of one credit run."""
+
+    matrix: MigrationMatrix
+    curves: object
+    portfolio: Portfolio
+    correlation_kind: str
+    loadings: np.ndarray | None = None        # (n, K) on independent factors
+    factor_names: list = field(default_factory=list)
+    correlation: np.ndarray | None = None     # (n, n)
+    notes: list = field(default_factory=list)
+
+
+def check_levels(n_scenarios: int, confidence: Sequence[float]) -> None:
+    """The seed's a = round(sim (1 - confidence)) must be at least 2 (ES averages a - 1)."""
+    for c in confidence:
+        a = tail_count(n_scenarios, c)
+        if a < 2:
+            raise ConfigError(f"confidence level {c} is too high for {n_scenarios:,} scenarios: "
+                              f"a = round({n_scenarios} x (1 - {c})) = {a} < 2 (need at least "
+                              f"{int(np.ceil(1.5 / (1 - c))):,} scenarios)",
+                              key="simulation.confidence")
+
+
+def factor_loadings_checked(loadings: np.ndarray, obligor_ids: Sequence, *, where: str,
+                            key: str | None, factor_correlation: np.ndarray | None = None
+                            ) -> np.ndarray:
+    """Loadings on independent factors (``B L`` with ``L L' =`` the factor correlation); each
+    obligor's systematic variance ``sum_k b_ik^2`` must stay below 1."""
+    if factor_correlation is not None:
+        loadings = loadings @ np.linalg.cholesky(factor_correlation)
+    r2 = np.einsum("ik,ik->i", loadings, loadings)
+    bad = np.flatnonzero(r2 >= 1.0)
+    if bad.size:
+        i = int(bad[0])
+        msg = (f"obligor {obligor_ids[i]!r}: systematic variance {r2[i]:.4f} >= 1 (sum of "
+               "squared loadings, after the factor correlation) leaves no idiosyncratic part")
+        if key is not None:
+            raise ConfigError(msg, key=key)
+        raise InputError(msg, file=where, row=i + 1)
+    return loadings
+
+
+@dataclass
+class AnalyticMoments:
+    """Per-obligor analytics (eqs. 3.1-3.7) and what the portfolio UL needs."""
+
+    cfv: np.ndarray            # (n, r) conditional forward values, best rating first
+    per_obligor: object        # valuation.ObligorAnalytics
+    bounds: np.ndarray         # (n, r + 1) asset-return thresholds, Table 3.1
+    deviations: np.ndarray     # CFV - EFV, worst state first
+    ul2_sum: float             # sum_i UL_i^2, exactly rounded
+
+
+def analytic_moments(portfolio: Portfolio, matrix: MigrationMatrix, curves) -> AnalyticMoments:
+    """CFV matrix (eq. 3.4), FV/EFV/EL/UL_i per obligor (eqs. 3.5-3.7) and the thresholds."""
+    pf = portfolio
+    cfv = conditional_forward_values(pf.cf_obligor, pf.cf_time, pf.cf_amount, curves,
+                                     pf.obligors["recovery_value"].to_numpy(), pf.n_obligors)
+    per = obligor_analytics(cfv, pf.initial_index, matrix.probabilities)
+    bounds = obligor_bounds(pf.initial_index, matrix.probabilities)
+    return AnalyticMoments(cfv=cfv, per_obligor=per, bounds=bounds,
+                           deviations=deviations_worst_first(cfv, per.efv),
+                           ul2_sum=exact_sum(per.ul ** 2))
+
+
+def ul_by_cells(moments: AnalyticMoments, initial_index: np.ndarray, loadings: np.ndarray,
+                probabilities: np.ndarray) -> float:
+    """Portfolio UL (eqs. 3.8-3.11) for factor correlations, collapsed into cells.
+
+    Obligors with the same initial rating and the same loadings share every pair table
+    (eq. 3.9), so the double sum runs over cells, not obligor pairs.
+    """
+    key = np.column_stack([initial_index.astype(float), loadings])
+    cells_key, cell = np.unique(key, axis=0, return_inverse=True)
+    cell_loadings = cells_key[:, 1:]
+    cell_rating = cells_key[:, 0].astype(np.int64)
+    return ul_collapsed(moments.deviations, obligor_bounds(cell_rating, probabilities),
+                        cell.ravel(), cell_loadings @ cell_loadings.T, moments.ul2_sum)
+
+
+def pair_tiles(n_obligors: int, tile_obligors: int) -> list:
+    """Upper-triangle tiles ``((i0, i1), (j0, j1))`` of the obligor-pair matrix."""
+    edges = list(range(0, n_obligors, tile_obligors)) + [n_obligors]
+    blocks = list(zip(edges[:-1], edges[1:]))
+    return [(bi, bj) for a, bi in enumerate(blocks) for bj in blocks[a:]]
+
+
+def tile_covariance_task(chunk, shared, *, tiles):
+    """Engine kernel: the analytic UL covariance sum (eq. 3.11) over one tile of pairs."""
+    (i0, i1), (j0, j1) = tiles[chunk.index]
+    d, b, c = shared["deviations"], shared["bounds"], shared["correlation"]
+    return pair_tile_covariance(d[i0:i1], d[j0:j1], b[i0:i1], b[j0:j1], c[i0:i1, j0:j1],
+                                same_block=(i0 == j0))
+
+
+@dataclass
+class Analytics:
+    """Portfolio analytics: FV_P, sum EFV, EL (migration/default split) and UL."""
+
+    cfv: np.ndarray
+    per_obligor: object
+    fv_portfolio: float
+    efv_sum: float
+    el: float
+    el_migration: float
+    el_default: float
+    ul: float
+    bounds: np.ndarray
+
+
+def finish_analytics(moments: AnalyticMoments, ul: float) -> Analytics:
+    """Portfolio sums (eqs. 3.6-3.7), each rounded exactly once."""
+    per = moments.per_obligor
+    fv_p = exact_sum(per.fv)
+    efv_sum = exact_sum(per.efv)
+    return Analytics(cfv=moments.cfv, per_obligor=per, fv_portfolio=fv_p, efv_sum=efv_sum,
+                     el=fv_p - efv_sum, el_migration=exact_sum(per.el_migration),
+                     el_default=exact_sum(per.el_default), ul=ul, bounds=moments.bounds)
+
+
+def simulation_model(an: Analytics, initial_index: np.ndarray, n_states: int, *,
+                     correlation_kind: str, loadings: np.ndarray | None,
+                     correlation: np.ndarray | None, confidence: Sequence[float],
+                     n_scenarios: int, histogram_bins: int, contribution_rows: int,
+                     shift) -> SimulationModel:
+    """The scenario kernel's read-only model (Steps 1-4): losses by state, thresholds, the
+    correlation structure, the histogram range (from the analytic EL and UL) and the shift."""
+    loss_by_state = (an.per_obligor.fv[:, None] - an.cfv)[:, ::-1]
+    initial_state = (n_states - 1) - initial_index
+    thresholds = an.bounds[:, 1:-1]
+    lo = max(exact_sum(loss_by_state.min(axis=1)), an.el - 4.0 * an.ul)
+    hi = min(exact_sum(loss_by_state.max(axis=1)), an.el + 30.0 * an.ul)
+    if not hi > lo:
+        hi = lo + 1.0
+    common = dict(confidence=confidence, n_scenarios=n_scenarios,
+                  hist_edges=np.linspace(lo, hi, histogram_bins + 1),
+                  state_rows=contribution_rows, shift=shift,
+                  expected_loss=an.per_obligor.fv - an.per_obligor.efv)
+    if correlation_kind == "matrix":
+        return build_matrix_model(loss_by_state, initial_state, thresholds, correlation,
+                                  **common)
+    return build_factor_model(loss_by_state, initial_state, thresholds, loadings, **common)
+
+
+def shift_for(an: Analytics, *, correlation_kind: str, loadings: np.ndarray | None,
+              correlation: np.ndarray | None, target_confidence: float, shift: float | None):
+    """The importance-sampling mean shift of the systematic factors (see
+    :func:`riskdask.credit.simulation.importance_shift`)."""
+    lgd = an.per_obligor.fv - an.cfv[:, -1]
+    b_default = an.bounds[:, 1]
+    if correlation_kind == "matrix":
+        return importance_shift("matrix", lgd, b_default, np.linalg.cholesky(correlation),
+                                target_confidence, shift)
+    return importance_shift("factor", lgd, b_default, loadings, target_confidence, shift)
+
+
+def level_key(c: float) -> str:
+    """``0.999`` -> ``"99_9"`` (column names)."""
+    return f"{100 * c:g}".replace(".", "_")
+
+
+def risk_levels(stats: dict, plain: dict | None) -> list[dict]:
+    """The reported VaR/ES per confidence level, with the plain run beside an IS run."""
+    levels = []
+    for j, lv in enumerate(stats["levels"]):
+        entry = {k: lv[k] for k in ("confidence", "a", "var", "var_se", "var_pct", "es",
+                                    "es_se", "es_pct")}
+        if plain is not None:
+            p = plain["levels"][j]
+            entry["plain_var"], entry["plain_var_se"] = p["var"], p["var_se"]
+            entry["plain_es"], entry["plain_es_se"] = p["es"], p["es_se"]
+            entry["variance_reduction_var"] = (p["var_se"] / lv["var_se"]) ** 2
+            entry["variance_reduction_es"] = (p["es_se"] / lv["es_se"]) ** 2
+        levels.append(entry)
+    return levels
