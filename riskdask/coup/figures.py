@@ -9,12 +9,9 @@ __all__ = ["prf_vs_threshold", "pr_curve", "importances_top", "league_top", "bac
 
 
 def _plt():
-    import matplotlib
+    from riskdask.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def prf_vs_threshold(table: pd.DataFrame, optimal: dict):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import matplotlib
+from riskdask.plotting import pyplot
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+plt = pyplot()
 import numpy as np  # noqa: E402
 
 __all__ = ["loss_distribution", "top_contributors"]

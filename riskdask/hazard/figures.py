@@ -12,12 +12,9 @@ __all__ = ["hazard_curves_figure", "dev_vs_k1_figure", "surface_heatmap", "dev_v
 
 
 def _plt():
-    import matplotlib
+    from riskdask.plotting import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def hazard_curves_figure(curves: pd.DataFrame, title: str):
