@@ -29,7 +29,7 @@ from riskdask.coup.sweep import BinCounts, combine_bin_counts, confusion_tables,
     optimal_thresholds, sweep_table, threshold_grid
 from riskdask.coup.synthetic import synthetic_reign
 from riskdask.coup.tasks import sweep_task
-from riskdask.engine import map_reduce, plan_chunks
+from riskdask.engine import map_reduce, plan_chunks, spawn_streams
 from riskdask.errors import ConfigError, InputError
 from riskdask.protocol import Job, Outputs
 
@@ -215,11 +215,13 @@ def _backtest(cfg: Config, ctx, data: CoupInputs) -> pd.DataFrame:
     years_all = data.panel["year"].to_numpy()
     params = cfg.forest.sklearn_params()
     rows = []
-    for i, year in enumerate(_backtest_years(cfg, data.panel)):
+    years = _backtest_years(cfg, data.panel)
+    year_streams = spawn_streams(ctx.streams.seed("backtest"), len(years))
+    for i, year in enumerate(years):
         tr, te = np.flatnonzero(years_all < year), np.flatnonzero(years_all == year)
         res, _ = distributed_forest(ctx.client, data.X[tr], data.y[tr], data.X[te],
                                     cfg.backtest.n_trees, cfg.backtest.trees_per_task,
-                                    cfg.seed + 1 + i, params, label=f"backtest-{year}")
+                                    year_streams[i], params, label=f"backtest-{year}")
         has = ~np.isnan(res.oob_prediction)
         oob_table = sweep_table(_sweep(ctx, res.oob_prediction[has], data.y[tr][has],
                                        cfg.sweep.rows_per_partition, f"backtest-oob-{year}"))
@@ -252,15 +254,16 @@ def compute(cfg: Config, data: CoupInputs, ctx) -> Outputs:
     plan, perm_rows = [], None
     if cfg.importance.permutation_repeats:
         n_rows = min(cfg.importance.permutation_rows, len(data.test))
-        perm_rows = np.sort(np.random.default_rng(cfg.seed).choice(len(data.test), n_rows,
-                                                                   replace=False))
-        plan = permutation_plan(X_test.shape[1], cfg.importance.permutation_repeats, cfg.seed)
+        perm_rows = np.sort(np.random.default_rng(ctx.streams.seed("subsample")).choice(
+            len(data.test), n_rows, replace=False))
+        plan = permutation_plan(X_test.shape[1], cfg.importance.permutation_repeats,
+                                ctx.streams.seed("permutation"))
 
     perm_blocks = permutation_blocks(plan, cfg.importance.copies_per_task)
     with ctx.stage("forest"):
         res, perm_prediction = distributed_forest(
             ctx.client, X_train, y_train, X_test, cfg.forest.n_trees,
-            cfg.forest.trees_per_task, cfg.seed, cfg.forest.sklearn_params(),
+            cfg.forest.trees_per_task, ctx.streams.seed("forest"), cfg.forest.sklearn_params(),
             X_perm_rows=None if perm_rows is None else X_test[perm_rows],
             perm_blocks=perm_blocks)
     if res.oob_count.min() == 0:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from riskdask.engine import map_chunks, plan_chunks
+from riskdask.engine import map_chunks, plan_chunks, stream_seed
 from riskdask.errors import ConfigError
 from riskdask.protocol import Job, Outputs
 from riskdask.hazard import analysis, figures
@@ -34,8 +34,9 @@ from riskdask.hazard.timeatrisk import SCALABLE_DEFINITIONS, coefficients, exten
 NAME = "hazard"
 DESCRIPTION = "nonprofit hazard analysis: generalized time-at-risk, two-sample Dev, k1/k2 grid search"
 TITLE = "riskdask · hazard — financial vulnerability of nonprofits"
-
-BOOT_KEY = 0xB007
+#: SeedSequence(seed) itself draws the synthetic panel (as in every earlier release); splits
+#: and bootstrap resamples have streams of their own (riskdask.engine.stream_seed).
+PRIMARY_STREAM = "synthetic"
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -214,7 +215,8 @@ def load_inputs(cfg: Config, record=None) -> HazardInputs:
     period = Period(cfg.period.start, cfg.period.end, cfg.period.first_closure_year)
     if cfg.data.path is None:
         s = cfg.data.synthetic
-        frame = generate_panel(s.n_npos, period, cfg.seed, p_initial_grant=s.p_initial_grant,
+        frame = generate_panel(s.n_npos, period, stream_seed(cfg.seed, "synthetic", primary=PRIMARY_STREAM),
+                               p_initial_grant=s.p_initial_grant,
                                p_keep=s.p_keep, p_regain=s.p_regain, peak_hazard=s.peak_hazard,
                                peak_time=s.peak_time, true_k1=s.true_k1, true_k2=s.true_k2)
         source = "synthetic panel"
@@ -244,10 +246,6 @@ def load_inputs(cfg: Config, record=None) -> HazardInputs:
 
 
 # -- run -------------------------------------------------------------------------------------
-def _derived_seed(seed: int, key: int) -> int:
-    return int(np.random.SeedSequence(seed, spawn_key=(key,)).generate_state(1)[0])
-
-
 def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
     """Splits, the grid search on the cluster, the optimum, curves, bands and predictions."""
     out = Outputs()
@@ -255,7 +253,7 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
     event = panel.event
 
     with ctx.stage("split"):
-        splits = balanced_splits(inp.strata, cfg.seed, cfg.split.n_splits)
+        splits = balanced_splits(inp.strata, ctx.streams.seed("split"), cfg.split.n_splits)
         table = compress(panel.features.matrix(), event)
         at_risk_w, death_w = sample_weights(table, splits, cfg.split.sample_one)
         balance = balance_table(splits[0], inp.labels, event)
@@ -264,7 +262,7 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
     with ctx.stage("grid_search"):
         shared = TileInput(features=table.features, at_risk=at_risk_w, deaths=death_w,
                            coefs=coefficient_matrix(cfg.definition, points), rule=rule)
-        tiles = plan_chunks(points.size, cfg.grid.tile_size, cfg.seed)
+        tiles = plan_chunks(points.size, cfg.grid.tile_size)  # no randomness in a tile
         dev = np.concatenate(map_chunks(evaluate_tile, tiles, client=ctx.client, shared=shared,
                                         label="hazard-grid"), axis=0)
 
@@ -282,7 +280,7 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
         band_lo = band_hi = None
         if cfg.bootstrap.n_boot > 0:
             boot_chunks = plan_chunks(cfg.bootstrap.n_boot, cfg.bootstrap.chunk_size,
-                                      _derived_seed(cfg.seed, BOOT_KEY))
+                                      ctx.streams.seed("bootstrap"))
             boot = np.concatenate(map_chunks(bootstrap_curves, boot_chunks, client=ctx.client,
                                              shared={"table": table, "coef": coef, "rule": rule,
                                                      "scale": cur["scale"]},
@@ -449,4 +447,4 @@ def headline(summary: dict) -> list[tuple[str, object]]:
 
 
 JOB = Job(name=NAME, description=DESCRIPTION, title=TITLE, config=Config, load=load_inputs,
-          compute=compute, headline=headline)
+          compute=compute, headline=headline, primary_stream=PRIMARY_STREAM)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["Chunk", "stream_seed", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
+__all__ = ["Chunk", "stream_seed", "spawn_streams", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "map_branches", "tree_reduce", "reduce_local", "aligned_inputs",
            "scatter_rows", "set_progress", "TASK_RETRIES"]
 
@@ -124,12 +124,18 @@ def _purpose_code(purpose: str) -> int:
     return zlib.crc32(purpose.encode()) or 1
 
 
-def _root(seed: int | np.random.SeedSequence | None) -> np.random.SeedSequence:
-    """A fresh copy of ``seed`` (``SeedSequence.spawn`` counts children on the object)."""
+def spawn_streams(seed: int | np.random.SeedSequence | None, n: int) -> list:
+    """The first ``n`` children of ``seed`` (an int ``s`` means ``SeedSequence(s)``).
+
+    Always the same children: ``SeedSequence.spawn`` counts the children it has handed out
+    on the object, so this spawns from a fresh copy.
+    """
     if isinstance(seed, np.random.SeedSequence):
-        return np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key,
+        root = np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key,
                                       pool_size=seed.pool_size)
-    return np.random.SeedSequence(0 if seed is None else seed)
+    else:
+        root = np.random.SeedSequence(0 if seed is None else seed)
+    return root.spawn(n)
 
 
 def plan_chunks(n_items: int, chunk_size: int,
@@ -156,7 +162,7 @@ def plan_chunks(n_items: int, chunk_size: int,
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     n_chunks = math.ceil(n_items / chunk_size)
-    seeds = _root(seed).spawn(n_chunks)
+    seeds = spawn_streams(seed, n_chunks)
     return [Chunk(i, i * chunk_size, min((i + 1) * chunk_size, n_items), seeds[i])
             for i in range(n_chunks)]
 
@@ -166,7 +172,7 @@ def plan_tiles(n_items: int, n_tiles: int,
     """Split ``n_items`` into ``n_tiles`` near-equal chunks (sizes differ by at most one)."""
     n_tiles = max(1, min(n_tiles, n_items))
     bounds = np.linspace(0, n_items, n_tiles + 1).round().astype(int)
-    seeds = _root(seed).spawn(n_tiles)
+    seeds = spawn_streams(seed, n_tiles)
     return [Chunk(i, int(bounds[i]), int(bounds[i + 1]), seeds[i]) for i in range(n_tiles)]
 
 

@@ -4,7 +4,7 @@
 config; ``test_fingerprints.py`` reruns every job through the generic path and compares. After a
 change that is meant to move numbers, regenerate with::
 
-    python tests/fingerprint.py --update        # runs every job's default config
+    python tests/fingerprint.py --update [JOB ...]   # runs the jobs' default configs
 
 and say in the commit which numbers moved and why.
 """
@@ -72,11 +72,13 @@ def main(argv: list[str]) -> int:
 
         import tempfile
         out = Path(tempfile.mkdtemp())
-        dirs = [run_job(job, out=out, n_workers=2).run_dir for job in MAIN_JOBS]
+        dirs = [run_job(job, out=out, n_workers=2).run_dir for job in argv[1:] or MAIN_JOBS]
     else:
         print(__doc__)
         return 2
-    data = {json.loads((d / "manifest.json").read_text())["job"]: run_fingerprint(d) for d in dirs}
+    data = json.loads(FINGERPRINTS.read_text()) if FINGERPRINTS.exists() else {}
+    data.update({json.loads((d / "manifest.json").read_text())["job"]: run_fingerprint(d)
+                 for d in dirs})
     FINGERPRINTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(f"wrote {FINGERPRINTS}")
     return 0

@@ -228,3 +228,27 @@ def test_map_branches_reduces_every_branch_like_map_reduce(local_client):
         assert total == sequential_tree([o.sum() for o in outs], np.add)
         np.testing.assert_array_equal(doubled, sequential_tree([o * 2.0 for o in outs], np.add))
         np.testing.assert_array_equal(tripled, sequential_tree([o * 3.0 for o in outs], np.add))
+
+
+def test_random_streams_are_keyed_by_purpose():
+    """No two purposes of one run share a stream (a root or any of its first children), the
+    primary purpose keeps SeedSequence(seed), and a plan's streams never depend on how often
+    the root was used before."""
+    from riskdask.engine import PURPOSES, spawn_streams, stream_seed
+
+    seed = 2019
+    states = {}
+    for purpose in PURPOSES:
+        root = stream_seed(seed, purpose, primary="forest")
+        states[(purpose, "root")] = tuple(root.generate_state(4))
+        for i, child in enumerate(spawn_streams(root, 64)):
+            states[(purpose, i)] = tuple(child.generate_state(4))
+    assert len(set(states.values())) == len(states)
+    primary = stream_seed(seed, "forest", primary="forest")
+    assert primary.entropy == seed and primary.spawn_key == ()
+    again = stream_seed(seed, "permutation", primary="forest")
+    again.spawn(5)  # a used root ...
+    assert [c.seed.generate_state(1)[0] for c in plan_chunks(10, 2, again)] == \
+        [c.seed.generate_state(1)[0] for c in plan_chunks(10, 2, stream_seed(seed, "permutation"))]
+    with pytest.raises(ValueError, match="unknown random-stream purpose"):
+        stream_seed(seed, "no-such-purpose")

@@ -18,11 +18,12 @@ __all__ = ["distributed_forest"]
 
 
 def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per_task: int,
-                       seed: int, params: dict, *, X_perm_rows=None, perm_blocks=(),
+                       seed, params: dict, *, X_perm_rows=None, perm_blocks=(),
                        label: str = "subforests") -> tuple[ForestResult, np.ndarray | None]:
     """Sub-forests as tasks, reduced exactly to one forest (COUP.md "Model").
 
-    Each chunk of the tree plan fits a sub-forest on its worker (seed from the chunk plan;
+    ``seed`` (an int or a purpose root from :func:`riskdask.engine.stream_seed`) roots the tree
+    plan. Each chunk of it fits a sub-forest on its worker (seed from the chunk plan;
     training data scattered once). Branch tasks on each fitted sub-forest return sums only:
     the test/OOB/importance aggregates and, per block of permuted copies (features x
     repeats), the predictions on those copies. Returns the reduced forest and the forest's

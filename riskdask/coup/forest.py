@@ -153,14 +153,17 @@ def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
                         feature_importances=importances)
 
 
-def permutation_plan(n_features: int, n_repeats: int, seed: int) -> list[tuple[int, int, int]]:
+def permutation_plan(n_features: int, n_repeats: int, seed
+                     ) -> list[tuple[int, int, int]]:
     """The permuted copies for permutation importance: ``(feature, repeat, random seed)``.
 
-    Planned over features x repeats; each pair gets its own stream,
-    ``SeedSequence(seed).spawn(n_features * n_repeats)``, so the permutations depend on the
-    config only.
+    Planned over features x repeats; each pair gets its own stream, a child of ``seed``
+    (the run's ``permutation`` stream, :func:`riskdask.engine.stream_seed`), so the
+    permutations depend on the config only and share no stream with the forest.
     """
-    seeds = np.random.SeedSequence(seed).spawn(n_features * n_repeats)
+    from ..engine import spawn_streams
+
+    seeds = spawn_streams(seed, n_features * n_repeats)
     return [(f, r, chunk_random_state(seeds[f * n_repeats + r]))
             for f in range(n_features) for r in range(n_repeats)]
 

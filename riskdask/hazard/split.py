@@ -9,8 +9,9 @@ alternately over the odd strata (in a shuffled order), so
 * per stratum, the two sample counts differ by at most one, and
 * overall, the two sample sizes differ by at most one.
 
-Split ``r`` of a run with seed ``s`` uses the stream ``SeedSequence(s, spawn_key=(SPLIT_KEY, r))``:
-it depends on ``(s, r)`` only, not on how many splits the run makes or how many workers it has.
+Split ``r`` of a run uses child ``r`` of the run's ``split`` stream
+(:func:`riskdask.engine.stream_seed`): it depends on the seed and ``r`` only, not on how many
+splits the run makes or how many workers it has.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLIT_KEY", "age_band", "stratum_codes", "balanced_split", "balanced_splits",
+__all__ = ["age_band", "stratum_codes", "balanced_split", "balanced_splits",
            "balance_table"]
-
-SPLIT_KEY = 0x5EED_5B17
 
 
 def age_band(age: np.ndarray, edges) -> np.ndarray:
@@ -74,11 +73,16 @@ def balanced_split(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return sample
 
 
-def balanced_splits(strata: np.ndarray, seed: int, n_splits: int) -> np.ndarray:
-    """``n_splits`` independent balanced splits, shape ``(n_splits, n)``; split r from (seed, r)."""
+def balanced_splits(strata: np.ndarray, seed, n_splits: int) -> np.ndarray:
+    """``n_splits`` independent balanced splits, shape ``(n_splits, n)``.
+
+    Split ``r`` draws from child ``r`` of ``seed`` (the run's ``split`` stream,
+    :func:`riskdask.engine.stream_seed`; an int ``s`` means ``SeedSequence(s)``).
+    """
+    from ..engine import spawn_streams
+
     out = np.empty((n_splits, np.asarray(strata).shape[0]), dtype=np.int8)
-    for r in range(n_splits):
-        ss = np.random.SeedSequence(seed, spawn_key=(SPLIT_KEY, r))
+    for r, ss in enumerate(spawn_streams(seed, n_splits)):
         out[r] = balanced_split(strata, np.random.Generator(np.random.PCG64(ss)))
     return out
 

@@ -75,7 +75,7 @@ def generate_panel(n_npos: int = 2660, period: Period = Period(), seed: int = 20
         Columns ``npo_id, year, grant, field, function, founded_year, closed_year`` (the shape
         :func:`riskdask.hazard.panel.build_panel` reads), deterministic in its arguments.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    rng = np.random.default_rng(seed)  # an int or a SeedSequence (the run's synthetic stream)
     n_years = period.years.size
     parts = []
     have = 0
