@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io as _io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

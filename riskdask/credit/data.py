@@ -26,7 +26,6 @@ Lines starting with ``#`` are comments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -13,8 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .analytic import (deviations_worst_first, obligor_bounds, pair_tile_covariance,
-                       ul_collapsed, ul_from_covariance_sum)
+from .analytic import deviations_worst_first, obligor_bounds, pair_tile_covariance, ul_collapsed
 from .data import Portfolio
 from .ratings import MigrationMatrix
 from .simulation import SimulationModel, build_factor_model, build_matrix_model, importance_shift
