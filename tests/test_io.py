@@ -120,3 +120,20 @@ def test_every_job_reads_through_the_kit(cli, tmp_path, job, key, suffix):
             lines = res.err.strip().splitlines()
             assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], res.err
     assert not list((tmp_path / "runs").rglob("*"))  # no run, no lock, no temporary folder
+
+
+def test_coup_reads_parquet_as_it_reads_csv(tmp_path):
+    """coup read CSV only; through the kit a Parquet copy of a REIGN file is the same panel."""
+    from pathlib import Path
+
+    from riskdask.coup.reign import read_reign_csv, validate_panel
+    from riskdask.coup.schema import DEFAULT_NUMERIC_FEATURES
+
+    csv_path = Path(__file__).parent / "data" / "coup_reign_excerpt.csv"
+    pq_path = tmp_path / "reign.parquet"
+    pd.read_csv(csv_path, low_memory=False).to_parquet(pq_path)
+    panels = [validate_panel(read_reign_csv(p), source=str(p),
+                             numeric_features=list(DEFAULT_NUMERIC_FEATURES))
+              for p in (csv_path, pq_path)]
+    pd.testing.assert_frame_equal(panels[0].frame, panels[1].frame)
+    assert panels[0].exclusions == panels[1].exclusions and panels[0].n_rows_read == 300
