@@ -87,16 +87,13 @@ def test_a_worker_importing_a_kernel_stays_light():
         assert out == "[]", f"import {module} loads {out}"
 
 
-def test_every_job_reproduces_its_pinned_numbers(tmp_path, local_client):
+@pytest.mark.parametrize("job", MAIN_JOBS)
+def test_every_job_reproduces_its_pinned_numbers(job, tmp_path, local_client):
     """Each job's embedded default through the generic path (``run_job``): summary.json and
     every table equal the committed fingerprints bit for bit (``tests/fingerprint.py``)."""
     from riskdask import run_job
 
-    expected = json.loads(fingerprint.FINGERPRINTS.read_text())
-    problems = {}
-    for job in MAIN_JOBS:
-        res = run_job(job, client=local_client(2), out=tmp_path)
-        got = fingerprint.run_fingerprint(res.run_dir)
-        if diff := fingerprint.diff(expected[job], got):
-            problems[job] = diff
-    assert problems == {}, f"numbers moved: {problems} (see tests/fingerprint.py)"
+    expected = json.loads(fingerprint.FINGERPRINTS.read_text())[job]
+    res = run_job(job, client=local_client(2), out=tmp_path)
+    diff = fingerprint.diff(expected, fingerprint.run_fingerprint(res.run_dir))
+    assert diff == [], f"{job}: numbers moved: {diff} (see tests/fingerprint.py)"
