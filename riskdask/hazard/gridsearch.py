@@ -151,7 +151,7 @@ def _curves(t_rounded, at_risk, deaths, rule: GridRule, scale: float):
     times, inc = weighted_increments(t_rounded, at_risk, deaths)
     failing = inc.any(axis=1)  # only failure times carry kernel mass
     grid, bw = rule.grid_and_bandwidth(scale)
-    return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw)
+    return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
 
 
 def evaluate_points(features, at_risk, deaths, coefs, rule: GridRule) -> np.ndarray:
@@ -220,7 +220,7 @@ def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule:
     times, inc = weighted_increments(t, weights, deaths)
     grid, bw = rule.grid_and_bandwidth(float(t.max()))
     failing = inc.any(axis=1)
-    h = smooth_hazard(grid, times[failing], inc[failing], bw)
+    h = smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
     return {"grid": grid, "bandwidth": bw, "hazard": h, "times": times, "increments": inc,
             "scale": float(t.max())}
 
@@ -242,7 +242,7 @@ def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
     times, inc = weighted_increments(t, W, W * table.event[:, None])
     failing = inc.any(axis=1)
     grid, bw = shared["rule"].grid_and_bandwidth(shared["scale"])
-    return smooth_hazard(grid, times[failing], inc[failing], bw).T
+    return smooth_hazard(grid, times[failing], inc[failing], bw, shared["rule"].boundary).T
 
 
 def next_year_probability(times, increments, t_now, t_next) -> np.ndarray:
