@@ -438,3 +438,26 @@ def test_bandwidth_sensitivity_table(split_setup):
     dev = _dev(split_setup, pts, GridRule(bandwidth_fraction=0.2))
     assert out.theta_deg.iloc[2] == th[np.argmin(dev.mean(axis=1))]
     assert (out.theta_lo <= out.theta_hi).all()
+
+
+def test_next_year_table_ranks_with_flags(big_panel):
+    from riskdask.hazard.predict import closure_probability, next_year_table
+
+    coef = coefficients("T", 1.0, 0.5)
+    F = big_panel.features.matrix()
+    t = F @ coef
+    times, inc = breslow_increments(t, big_panel.event)
+    table, info = next_year_table(big_panel.npos, big_panel.grants, big_panel.features.end_index, F,
+                                  big_panel.event, coef, times, inc, 0.1 * t.max())
+    assert len(table) == int((~big_panel.event).sum()) == info["n_active"]
+    assert info["n_beyond_data"] == int(table.beyond_data.sum()) > 0
+    assert table.p_close_next_year.is_monotonic_decreasing and (table.p_close_next_year > 0).all()
+    assert table.p_close_next_year_if_grant.notna().all() and info["if_grant_defined"]
+    row = table.iloc[7]
+    p, _ = closure_probability(times, inc, [row.time_at_risk], [row.time_at_risk_next], 0.1 * t.max())
+    assert row.p_close_next_year == p[0]
+    t3, info3 = next_year_table(big_panel.npos, big_panel.grants, big_panel.features.end_index, F,
+                                big_panel.event, coefficients("T3"), *breslow_increments(
+                                    F @ coefficients("T3"), big_panel.event), 1.0)
+    assert t3.p_close_next_year_if_grant.isna().all() and not info3["if_grant_defined"]
+    assert "adds nothing" in info3["if_grant_note"]

@@ -47,7 +47,8 @@ from scipy.special import ndtr
 
 from .estimators import kernel_matrix
 
-__all__ = ["EXTRAPOLATION_RULE", "integrated_hazard", "closure_probability", "if_grant_status"]
+__all__ = ["EXTRAPOLATION_RULE", "integrated_hazard", "closure_probability", "if_grant_status",
+           "next_year_table"]
 
 EXTRAPOLATION_RULE = ("beyond the last observed failure time the smoothed hazard there is "
                       "carried forward as a constant")
@@ -127,3 +128,63 @@ def if_grant_status(coef) -> tuple[bool, str]:
         return True, f"a granted year adds {c_n0:g} to T (the weight of N0)"
     return False, ("not defined: under this time-at-risk a year with a grant adds nothing to T "
                    "(N0 has weight 0), so the hazard model assigns it no closure risk")
+
+
+def next_year_table(npos, grants, end_index, features, event, coef, times, increments,
+                    bandwidth: float, boundary: str = "none"):
+    """Ranked P(closure within the next year) for every active at-risk NPO (module docstring).
+
+    Parameters
+    ----------
+    npos : pandas.DataFrame
+        The at-risk NPO table (``npo_id, field, function``), aligned with ``grants``.
+    grants, end_index : ndarray
+        Grant histories and window ends (:class:`~riskdask.hazard.timeatrisk.SpellFeatures`).
+    features : ndarray, shape (n, 4)
+    event : ndarray of bool
+    coef : ndarray, shape (4,)
+        Feature weights of the chosen time-at-risk.
+    times, increments : ndarray
+        Full-sample failure times and Breslow increments at ``coef``.
+    bandwidth : float
+    boundary : {"none", "reflect"}
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``rank, npo_id, field, function, time_at_risk, time_at_risk_next, p_close_next_year,
+        p_close_next_year_if_grant, beyond_data, granted_last_year``, ranked by the no-grant
+        probability (funding instability continuing, the risk the seed studies), ties by npo_id.
+    info : dict
+        ``n_active, n_beyond_data, last_failure_time, extrapolation_rule, if_grant_defined,
+        if_grant_note``.
+    """
+    import pandas as pd
+
+    from .timeatrisk import extend_one_year
+
+    active = ~np.asarray(event, dtype=bool)
+    G = grants[active]
+    end = end_index[active]
+    now = features[active] @ coef
+    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
+    t_grant = extend_one_year(G, end, 1).matrix() @ coef
+    p0, beyond = closure_probability(times, increments, now, t_nogrant, bandwidth, boundary)
+    defined, note = if_grant_status(coef)
+    if defined:
+        p1, _ = closure_probability(times, increments, now, t_grant, bandwidth, boundary)
+    else:
+        p1 = np.full(now.shape, np.nan)
+    sub = npos[active]
+    out = pd.DataFrame({"npo_id": sub.npo_id.to_numpy(), "field": sub.field.to_numpy(),
+                        "function": sub.function.to_numpy(), "time_at_risk": now,
+                        "time_at_risk_next": t_nogrant, "p_close_next_year": p0,
+                        "p_close_next_year_if_grant": p1, "beyond_data": beyond,
+                        "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
+    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    info = {"n_active": int(active.sum()), "n_beyond_data": int(beyond.sum()),
+            "last_failure_time": float(np.max(times)) if len(times) else None,
+            "extrapolation_rule": EXTRAPOLATION_RULE, "if_grant_defined": bool(defined),
+            "if_grant_note": note}
+    return out.reset_index(drop=True), info
