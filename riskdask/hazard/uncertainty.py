@@ -301,14 +301,24 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
     rlo, rhi = np.tan(np.radians([lo, hi])) if np.isfinite(lo) else (math.nan, math.nan)
     ratio_r, ratio_dec = round_to_interval(ib["ratio_k2_k1"], rlo, min(rhi, 1e12))
     theta_range = float(th_search.max() - th_search.min()) if th_search.size else 90.0
+    at_edge = bool(th_search.size > 1 and (np.isclose(ib["theta_deg"], th_search.min(), atol=1e-7)
+                                           or np.isclose(ib["theta_deg"], th_search.max(), atol=1e-7)))
+    ib["at_search_edge"] = at_edge
     ok, why = identification(hi - lo, max(theta_range, 1e-9), loo_win, R)
-    out["headline"] = {"theta_deg": theta_r, "theta_decimals": theta_dec,
-                       "ratio_k2_k1": ratio_r, "ratio_decimals": ratio_dec,
-                       "text": (f"theta = {theta_r:.{theta_dec}f} deg (k2/k1 = {ratio_r:.{ratio_dec}f}); "
-                                f"across splits {lo:.{theta_dec}f} .. {hi:.{theta_dec}f} deg "
-                                f"({100 * level:.0f}% range of {R} per-split optima)")}
+    span = f"{lo:.{theta_dec}f} .. {hi:.{theta_dec}f} deg ({100 * level:.0f}% range of {R} per-split optima)"
+    if ok:
+        text = f"theta = {theta_r:.{theta_dec}f} deg (k2/k1 = {ratio_r:.{ratio_dec}f}); across splits {span}"
+    else:  # no rounded point estimate pretends to a precision the spread does not have
+        text = (f"no optimum direction identified; per-split interior optima {lo:.2g} .. {hi:.2g} deg "
+                f"({100 * level:.0f}% range of {R}); the mean Dev is smallest at theta = "
+                f"{ib['theta_deg']:.2g} deg" + (" (the edge of the searched directions)" if at_edge else ""))
+    out["headline"] = {"theta_deg": theta_r if ok else None, "theta_decimals": theta_dec,
+                       "ratio_k2_k1": ratio_r if ok else None, "ratio_decimals": ratio_dec,
+                       "text": text}
     axis_notes = [f"the axis {n} has lower mean Dev ({a['dev_mean']:.3g}) than the interior optimum "
                   f"({ib['dev_mean']:.3g})" for n, a in axes.items() if a and a["beats_interior"]]
+    if at_edge:
+        axis_notes.append("the interior optimum lies at the edge of the searched directions")
     out["identified"] = bool(ok)
     out["statement"] = why + ("; " + "; ".join(axis_notes) if axis_notes else "")
     return out
