@@ -156,7 +156,9 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
         p_close_next_year_if_grant, beyond_data, granted_last_year``, ranked by the no-grant
         probability (funding instability continuing, the risk the seed studies), ties by npo_id.
     info : dict
-        ``n_active, n_beyond_data, last_failure_time, extrapolation_rule, if_grant_defined,
+        ``n_active, n_beyond_data`` (``T_next`` past the last failure time),
+        ``n_wholly_beyond_data`` (``T_now`` at or past it: the Breslow step gives these 0),
+        ``last_failure_time, extrapolation_rule, if_grant_defined,
         if_grant_note``.
     """
     import pandas as pd
@@ -183,7 +185,9 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
                         "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
     out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
     out.insert(0, "rank", np.arange(1, len(out) + 1))
+    t_last = float(np.max(times)) if len(times) else -np.inf
     info = {"n_active": int(active.sum()), "n_beyond_data": int(beyond.sum()),
+            "n_wholly_beyond_data": int(np.count_nonzero(now >= t_last)),
             "last_failure_time": float(np.max(times)) if len(times) else None,
             "extrapolation_rule": EXTRAPOLATION_RULE, "if_grant_defined": bool(defined),
             "if_grant_note": note}

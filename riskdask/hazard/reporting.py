@@ -93,7 +93,8 @@ def prediction_html(info: dict) -> str:
              f" The “if granted” probability is {html.escape(info['if_grant_note'])}.")
     return (f"<p>{info['n_beyond_data']} of {info['n_active']} active NPOs are flagged "
             f"<code>beyond_data</code>: their next-year time-at-risk exceeds the last observed failure "
-            f"time ({info['last_failure_time']:.4g}); for them {html.escape(info['extrapolation_rule'])}."
+            f"time ({info['last_failure_time']:.4g}), {info['n_wholly_beyond_data']} of them already "
+            f"are at or past it today; for them {html.escape(info['extrapolation_rule'])}."
             f"{grant}</p>")
 
 
