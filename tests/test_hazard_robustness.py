@@ -116,7 +116,24 @@ def test_messages_print_plain_numbers(frame):
     bad.loc[4, "founded_year"] = np.nan
     with pytest.raises(InputError) as err:
         build_panel(bad, PERIOD)
-    assert "got empty" in str(err.value) and "np." not in str(err.value) and "row 5" in str(err.value)
+    assert "empty cell" in str(err.value) and "np." not in str(err.value) and "row 5" in str(err.value)
+
+
+def test_rows_after_ignored_ones_keep_their_file_row_numbers(frame):
+    # two rows outside the period first; the bad cell's row number is still its row in the file
+    extra = _one_npo([1990, 1991], [1, 1], npo="OLD")
+    data = pd.concat([extra, frame], ignore_index=True)
+    data["grant"] = data["grant"].astype(object)
+    data.loc[9, "grant"] = "yes"
+    with pytest.raises(InputError) as err:
+        build_panel(data, PERIOD)
+    assert "row 10" in str(err.value) and "column 'grant'" in str(err.value)
+    data = pd.concat([extra, frame], ignore_index=True)
+    data["founded_year"] = data["founded_year"].astype(object)
+    data.loc[6, "founded_year"] = "19x0"
+    with pytest.raises(InputError) as err:
+        build_panel(data, PERIOD)
+    assert "row 7" in str(err.value) and "column 'founded_year'" in str(err.value)
 
 
 def test_exclusion_sentences_read_correctly():

@@ -114,8 +114,12 @@ def make_grid_points(k1_values, k2_values, k0_values=(0.0,)) -> GridPoints:
 def direction_points(theta_values, k0_values=(0.0,)) -> GridPoints:
     """The 1-D direction search: ``k1 = cos(theta)``, ``k2 = sin(theta)`` (relative mode only)."""
     k0g, thg = np.meshgrid(np.asarray(k0_values, float), np.asarray(theta_values, float), indexing="ij")
-    return GridPoints(k1=np.cos(thg).ravel(), k2=np.sin(thg).ravel(), k0=k0g.ravel(),
-                      shape=thg.shape, theta=thg.ravel())
+    # cos(pi/2) is 6e-17, not 0: snap so that theta = 90 deg is exactly the axis k1 = 0
+    k1 = np.cos(thg).ravel()
+    k2 = np.sin(thg).ravel()
+    k1[np.abs(k1) < 1e-12] = 0.0
+    k2[np.abs(k2) < 1e-12] = 0.0
+    return GridPoints(k1=k1, k2=k2, k0=k0g.ravel(), shape=thg.shape, theta=thg.ravel())
 
 
 def coefficient_matrix(definition: str, points: GridPoints, start: int = 0, stop: int | None = None):
