@@ -316,14 +316,14 @@ def test_grid_and_direction_modes_report_the_same_optimum(split_setup):
     ref_dev = _dev(split_setup, ref)
     a = optimum_report(grid, _dev(split_setup, grid), ref, ref_dev)
     b = optimum_report(dirs, _dev(split_setup, dirs), ref, ref_dev)
-    assert a["interior"]["theta_deg"] == pytest.approx(b["interior"]["theta_deg"], abs=1e-9)
-    assert a["interior"]["dev_mean"] == pytest.approx(b["interior"]["dev_mean"], rel=1e-9)
-    assert 0 < a["interior"]["theta_deg"] < 90
-    np.testing.assert_allclose(a["per_split"].theta_deg, b["per_split"].theta_deg, atol=1e-9)
+    assert a.interior.theta_deg == pytest.approx(b.interior.theta_deg, abs=1e-9)
+    assert a.interior.dev_mean == pytest.approx(b.interior.dev_mean, rel=1e-9)
+    assert 0 < a.interior.theta_deg < 90
+    np.testing.assert_allclose(a.per_split.theta_deg, b.per_split.theta_deg, atol=1e-9)
     for axis in ("k2 = 0 (theta = 0)", "k1 = 0 (theta = 90)"):
-        assert a["axes"][axis]["dev_mean"] == pytest.approx(b["axes"][axis]["dev_mean"], rel=1e-9)
-    assert a["headline"] == b["headline"]
-    assert a["comparison"].win_fraction_held_out.tolist() == b["comparison"].win_fraction_held_out.tolist()
+        assert a.axes[axis].dev_mean == pytest.approx(b.axes[axis].dev_mean, rel=1e-9)
+    assert a.headline == b.headline
+    assert a.comparison.win_fraction_held_out.tolist() == b.comparison.win_fraction_held_out.tolist()
 
 
 def test_optimum_report_against_direct_numpy(split_setup):
@@ -339,18 +339,18 @@ def test_optimum_report_against_direct_numpy(split_setup):
     inner = (th > 0) & (th < 90)
     mean = dev.mean(axis=1)
     i = np.flatnonzero(inner)[np.argmin(mean[inner])]
-    assert rep["interior"]["theta_deg"] == pytest.approx(th[i])
-    assert rep["axes"]["k2 = 0 (theta = 0)"]["dev_mean"] == pytest.approx(mean[0])
+    assert rep.interior.theta_deg == pytest.approx(th[i])
+    assert rep.axes["k2 = 0 (theta = 0)"].dev_mean == pytest.approx(mean[0])
     per = th[np.flatnonzero(inner)[np.argmin(dev[inner], axis=0)]]
-    np.testing.assert_allclose(rep["per_split"].theta_deg, per)
+    np.testing.assert_allclose(rep.per_split.theta_deg, per)
     lo, hi = np.quantile(per, [0.05, 0.95])
-    assert rep["theta_interval"]["lo"] == pytest.approx(lo) and rep["theta_interval"]["hi"] == pytest.approx(hi)
+    assert rep.theta_interval.lo == pytest.approx(lo) and rep.theta_interval.hi == pytest.approx(hi)
     # Dev(theta) curve: mean and sd over splits at every direction (the reference rays merged in)
-    curve = rep["curve"].set_index("theta_deg")
+    curve = rep.curve.set_index("theta_deg")
     np.testing.assert_allclose(curve.loc[th, "dev_mean"], mean, rtol=1e-9)
     np.testing.assert_allclose(curve.loc[th, "dev_sd"], dev.std(axis=1, ddof=1), rtol=1e-6)
     # paired comparison with k1 = k2 (theta = 45), in-sample and held out
-    comp = rep["comparison"].set_index("fixed_choice")
+    comp = rep.comparison.set_index("fixed_choice")
     name = "seed k1 = k2 (theta = 45)"
     j = list(REFERENCE_DIRECTIONS).index(name)
     diff = dev[i] - ref_dev[j]
@@ -362,7 +362,7 @@ def test_optimum_report_against_direct_numpy(split_setup):
         k = np.flatnonzero(inner)[np.argmin(m[inner])]
         held.append(dev[k, r] - ref_dev[j, r])
     assert comp.loc[name, "win_fraction_held_out"] == pytest.approx(np.mean(np.array(held) < -tie))
-    assert isinstance(rep["identified"], bool) and rep["statement"]
+    assert isinstance(rep.identified, bool) and rep.statement
 
 
 def test_round_to_interval_and_identification_rule():
@@ -384,9 +384,9 @@ def test_fixed_definitions_report_their_coefficients_not_an_optimum():
     from riskdask.hazard.uncertainty import fixed_report
 
     rep = fixed_report("T3", coefficients("T3"), np.array([0.2, 0.3, 0.25]))
-    assert rep["searched"] is False and rep["weights"] == {"N0": 0.0, "N1": 0.0, "X": 1.0, "Z": 0.0}
-    assert rep["dev_mean"] == pytest.approx(0.25) and rep["dev_sd"] == pytest.approx(0.05)
-    assert "nothing was searched" in rep["statement"]
+    assert rep.searched is False and rep.weights == {"N0": 0.0, "N1": 0.0, "X": 1.0, "Z": 0.0}
+    assert rep.dev_mean == pytest.approx(0.25) and rep.dev_sd == pytest.approx(0.05)
+    assert "nothing was searched" in rep.statement
 
 
 # -- smoothing beyond lifelines (item 6) ----------------------------------------------------------

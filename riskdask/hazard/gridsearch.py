@@ -28,7 +28,7 @@ from .estimators import (GridRule, cumulative_hazard_at, deviation_columns, roun
 from .timeatrisk import coefficients
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
-           "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for",
+           "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for", "Curves",
            "bootstrap_curves", "time_at_risk_range", "coefficient_matrix", "next_year_probability"]
 
 
@@ -203,7 +203,38 @@ def evaluate_tile(chunk, shared: TileInput) -> np.ndarray:
                            shared.coefs[chunk.start:chunk.stop], shared.rule)
 
 
-def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule: GridRule):
+@dataclass(frozen=True)
+class Curves:
+    """Hazard curves of several weight columns at one coefficient point (:func:`curves_for`).
+
+    Attributes
+    ----------
+    grid : ndarray, shape (101,)
+    bandwidth : float
+    hazard : ndarray, shape (101, c)
+        Smoothed hazard of each column (seed eq. 4).
+    times : ndarray, shape (g,)
+        Distinct times of the pooled patterns.
+    increments : ndarray, shape (g, c)
+        Breslow increments per column (0 where a column has no failure at a time).
+    scale : float
+        ``max T`` over the pooled sample (the relative rule's scale).
+    """
+
+    grid: np.ndarray
+    bandwidth: float
+    hazard: np.ndarray
+    times: np.ndarray
+    increments: np.ndarray
+    scale: float
+
+    def failures(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """Failure times and increments of one column (where its increment is > 0)."""
+        keep = self.increments[:, column] > 0
+        return self.times[keep], self.increments[keep, column]
+
+
+def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule: GridRule) -> Curves:
     """Smoothed hazard and Breslow cumulative hazard for weight columns at one point.
 
     Parameters
@@ -216,8 +247,7 @@ def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule:
 
     Returns
     -------
-    dict with ``grid`` (101,), ``bandwidth``, ``hazard`` (101, c), ``times`` (g,),
-    ``increments`` (g, c), ``scale``.
+    Curves
     """
     t = round_times(table.features @ coef)
     deaths = weights * table.event[:, None]
@@ -225,8 +255,8 @@ def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule:
     grid, bw = rule.grid_and_bandwidth(float(t.max()))
     failing = inc.any(axis=1)
     h = smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
-    return {"grid": grid, "bandwidth": bw, "hazard": h, "times": times, "increments": inc,
-            "scale": float(t.max())}
+    return Curves(grid=grid, bandwidth=float(bw), hazard=h, times=times, increments=inc,
+                  scale=float(t.max()))
 
 
 def bootstrap_curves(chunk, shared: dict) -> np.ndarray:

@@ -6,6 +6,7 @@ Every number leaves here as a Python ``float``/``int``/``bool``/``str`` (no nump
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 
@@ -17,7 +18,10 @@ __all__ = ["plain", "optimum_summary", "optimum_html", "splits_html", "predictio
 
 
 def plain(value):
-    """Numpy scalars / arrays / containers -> plain Python values (nan -> None)."""
+    """Numpy scalars / arrays / dataclasses / containers -> plain Python values (nan -> None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                      if not isinstance(getattr(value, f.name), pd.DataFrame)})
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -31,21 +35,20 @@ def plain(value):
     return value
 
 
-def optimum_summary(rep: dict) -> dict:
-    """The parts of :func:`~riskdask.hazard.uncertainty.optimum_report` that go in summary.json."""
-    if rep.get("interior") is None:
-        return {"searched": True, "identified": False, "statement": rep["statement"]}
-    comp = rep["comparison"]
+def optimum_summary(rep) -> dict:
+    """The parts of an :class:`~riskdask.hazard.uncertainty.OptimumReport` for summary.json."""
+    if rep.interior is None:
+        return {"searched": True, "identified": False, "statement": rep.statement}
     return plain({
         "searched": True,
-        "headline": rep["headline"]["text"],
-        "theta_deg": rep["headline"]["theta_deg"], "ratio_k2_k1": rep["headline"]["ratio_k2_k1"],
-        "identified": rep["identified"], "statement": rep["statement"],
-        "interior": rep["interior"], "axes": rep["axes"], "theta_interval": rep["theta_interval"],
+        "headline": rep.headline.text,
+        "theta_deg": rep.headline.theta_deg, "ratio_k2_k1": rep.headline.ratio_k2_k1,
+        "identified": rep.identified, "statement": rep.statement,
+        "interior": rep.interior, "axes": rep.axes, "theta_interval": rep.theta_interval,
         "paired_comparison": {r.fixed_choice: {
             "dev_fixed_mean": r.dev_fixed_mean, "mean_difference": r.mean_difference,
             "win_fraction_in_sample": r.win_fraction_in_sample,
-            "win_fraction_held_out": r.win_fraction_held_out} for r in comp.itertuples()},
+            "win_fraction_held_out": r.win_fraction_held_out} for r in rep.comparison.itertuples()},
     })
 
 
@@ -53,22 +56,22 @@ def _table(df: pd.DataFrame, fmt: str = "%.4g") -> str:
     return df.to_html(index=False, float_format=lambda v: fmt % v, na_rep="–")
 
 
-def optimum_html(rep: dict) -> str:
-    """Report section: the optimum with its uncertainty."""
-    if rep.get("interior") is None:
-        return f"<p>{html.escape(rep['statement'])}</p>"
-    ib, iv = rep["interior"], rep["theta_interval"]
-    axes_rows = [{"axis": n, "dev_mean": a["dev_mean"], "dev_sd": a["dev_sd"],
-                  "beats_interior": a["beats_interior"]} for n, a in rep["axes"].items() if a]
-    verdict = ("<b>identified</b>" if rep["identified"] else "<b>not identified</b>")
+def optimum_html(rep) -> str:
+    """Report section: the optimum with its uncertainty (an ``OptimumReport``)."""
+    if rep.interior is None:
+        return f"<p>{html.escape(rep.statement)}</p>"
+    ib, iv = rep.interior, rep.theta_interval
+    axes_rows = [{"axis": n, "dev_mean": a.dev_mean, "dev_sd": a.dev_sd,
+                  "beats_interior": a.beats_interior} for n, a in rep.axes.items() if a]
+    verdict = ("<b>identified</b>" if rep.identified else "<b>not identified</b>")
     return (
-        f"<p>Headline ({verdict}): {html.escape(rep['headline']['text'])}.</p>"
-        f"<p>{html.escape(rep['statement'])}.</p>"
-        f"<p>Interior optimum (k1 &gt; 0, k2 &gt; 0) of the mean Dev over {rep['n_splits']} splits: "
-        f"theta = {ib['theta_deg']:.4g}°, k2/k1 = {ib['ratio_k2_k1']:.4g}, "
-        f"Dev = {ib['dev_mean']:.4g} (sd over splits {ib['dev_sd']:.2g}). Per-split optima: median "
-        f"{iv['median']:.3g}°, range {iv['min']:.3g}° .. {iv['max']:.3g}°; in "
-        f"{iv['n_splits_best_on_axis']} of {rep['n_splits']} splits the best point overall lies on an "
+        f"<p>Headline ({verdict}): {html.escape(rep.headline.text)}.</p>"
+        f"<p>{html.escape(rep.statement)}.</p>"
+        f"<p>Interior optimum (k1 &gt; 0, k2 &gt; 0) of the mean Dev over {rep.n_splits} splits: "
+        f"theta = {ib.theta_deg:.4g}°, k2/k1 = {ib.ratio_k2_k1:.4g}, "
+        f"Dev = {ib.dev_mean:.4g} (sd over splits {ib.dev_sd:.2g}). Per-split optima: median "
+        f"{iv.median:.3g}°, range {iv.min:.3g}° .. {iv.max:.3g}°; in "
+        f"{iv.n_splits_best_on_axis} of {rep.n_splits} splits the best point overall lies on an "
         f"axis.</p>"
         "<p>The axes are separate models, evaluated on their own: at k2 = 0 the second feature stops "
         "breaking ties in N0, so Dev jumps there (it is not the limit of the interior).</p>"
@@ -77,8 +80,8 @@ def optimum_html(rep: dict) -> str:
           "Dev of the fixed choice; a win is a split where the optimum's Dev is lower). <i>In-sample</i>: "
           "the optimum was chosen on these splits, so it wins on average by construction; "
           "<i>held out</i>: chosen on the other splits, scored on the one left out.</p>"
-        + _table(rep["comparison"][["fixed_choice", "dev_fixed_mean", "mean_difference", "win_fraction_in_sample",
-                                    "mean_difference_held_out", "win_fraction_held_out"]])
+        + _table(rep.comparison[["fixed_choice", "dev_fixed_mean", "mean_difference", "win_fraction_in_sample",
+                                 "mean_difference_held_out", "win_fraction_held_out"]])
         + "<p>The splits reuse the same NPOs: the spread across them shows how much the choice "
           "depends on the split, it is not a sampling standard error.</p>")
 
@@ -121,7 +124,8 @@ def smoothing_html(cv: dict | None, boundary: str) -> str:
     return text
 
 
-def fixed_html(rep: dict) -> str:
-    w = ", ".join(f"{k} × {v:g}" for k, v in rep["weights"].items() if v)
-    return (f"<p>{html.escape(rep['statement'])}: T = {w}. Dev over {rep['n_splits']} splits: "
-            f"{rep['dev_mean']:.3g} (sd {rep['dev_sd']:.2g}).</p>")
+def fixed_html(rep) -> str:
+    """Report text for a :class:`~riskdask.hazard.uncertainty.FixedDefinition`."""
+    w = " + ".join(f"{v:g}·{k}" for k, v in rep.weights.items() if v)
+    return (f"<p>{html.escape(rep.statement)}: T = {w}. Dev over {rep.n_splits} splits: "
+            f"{rep.dev_mean:.3g} (sd {rep.dev_sd:.2g}).</p>")

@@ -40,6 +40,7 @@ splits measures how much the choice depends on the split, not a sampling standar
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,8 @@ import pandas as pd
 from .gridsearch import GridPoints
 
 __all__ = ["theta_deg", "REFERENCE_DIRECTIONS", "reference_points", "dev_by_direction",
-           "round_to_interval", "optimum_report", "identification", "fixed_report"]
+           "round_to_interval", "optimum_report", "identification", "fixed_report", "Direction",
+           "AxisResult", "ThetaInterval", "Headline", "OptimumReport", "FixedDefinition"]
 
 #: Fixed choices every optimum is compared with: name -> (k1, k2) (relative mode: direction).
 REFERENCE_DIRECTIONS = {
@@ -182,8 +184,88 @@ def identification(interval_width_deg: float, theta_range_deg: float, loo_win_fr
     return True, "the optimum direction is identified (narrow across splits, beats every fixed choice held out)"
 
 
+@dataclass(frozen=True)
+class Direction:
+    """A point of the search (its direction and Dev over the splits)."""
+
+    k0: float
+    k1: float
+    k2: float
+    theta_deg: float
+    ratio_k2_k1: float
+    dev_mean: float
+    dev_sd: float
+    at_search_edge: bool = False
+
+
+@dataclass(frozen=True)
+class AxisResult:
+    """The best point on one axis (k2 = 0 or k1 = 0), evaluated apart from the interior."""
+
+    k0: float
+    k1: float
+    k2: float
+    dev_mean: float
+    dev_sd: float
+    beats_interior: bool
+
+
+@dataclass(frozen=True)
+class ThetaInterval:
+    """Spread of the per-split interior optima: the ``level`` quantile range, min, max, median."""
+
+    level: float
+    lo: float
+    hi: float
+    min: float
+    max: float
+    median: float
+    n_splits_best_on_axis: int
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The optimum as printed: ``theta_deg``/``ratio_k2_k1`` rounded (None if not identified)."""
+
+    text: str
+    theta_deg: float | None
+    ratio_k2_k1: float | None
+    theta_decimals: int
+    ratio_decimals: int
+
+
+@dataclass(frozen=True)
+class OptimumReport:
+    """What :func:`optimum_report` finds (see the module docstring)."""
+
+    n_splits: int
+    level: float
+    curve: pd.DataFrame
+    identified: bool
+    statement: str
+    interior: Direction | None = None
+    axes: dict = field(default_factory=dict)           # name -> AxisResult | None
+    per_split: pd.DataFrame | None = None
+    theta_interval: ThetaInterval | None = None
+    comparison: pd.DataFrame | None = None
+    headline: Headline | None = None
+
+
+@dataclass(frozen=True)
+class FixedDefinition:
+    """A run that searched nothing (T0, T3; T2 with one k0): its fixed weights and Dev."""
+
+    definition: str
+    weights: dict
+    dev_mean: float
+    dev_sd: float
+    n_splits: int
+    statement: str
+    searched: bool = False
+
+
 def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, ref_dev: np.ndarray,
-                   level: float = 0.9) -> dict:
+                   level: float = 0.9) -> OptimumReport:
     """The interior optimum, the axes, the per-split optima and the paired comparisons.
 
     Parameters
@@ -197,10 +279,9 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
 
     Returns
     -------
-    dict
-        ``interior``, ``axes``, ``per_split`` (DataFrame), ``theta_interval``, ``curve``
-        (DataFrame, :func:`dev_by_direction` over searched and reference points),
-        ``comparison`` (DataFrame), ``headline``, ``identified``, ``statement``.
+    OptimumReport
+        ``curve`` is :func:`dev_by_direction` over the searched and reference points;
+        ``interior`` is None when no interior point has a defined Dev on every split.
     """
     dev = np.atleast_2d(np.asarray(dev, float))
     ref_dev = np.atleast_2d(np.asarray(ref_dev, float))
@@ -215,18 +296,19 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
     curve = dev_by_direction(all_pts, all_dev, level)
     th_all = theta_deg(all_k1, all_k2)
 
-    out: dict = {"n_splits": int(R), "level": float(level), "curve": curve}
     cand = np.flatnonzero(interior & np.isfinite(mean))
     if cand.size == 0:
-        out.update(interior=None, identified=False,
-                   statement="no interior point (k1 > 0 and k2 > 0) has a defined Dev on every split")
-        return out
+        return OptimumReport(n_splits=int(R), level=float(level), curve=curve, identified=False,
+                             statement="no interior point (k1 > 0 and k2 > 0) has a defined Dev "
+                                       "on every split")
     i = int(cand[np.argmin(mean[cand])])
-    ib = {"k0": float(points.k0[i]), "k1": float(points.k1[i]), "k2": float(points.k2[i]),
-          "theta_deg": float(theta_deg(points.k1[i], points.k2[i])),
-          "ratio_k2_k1": float(_ratio(points.k1[i], points.k2[i])),
-          "dev_mean": float(mean[i]), "dev_sd": float(sd[i])}
-    out["interior"] = ib
+    th_search = np.unique(np.round(theta_deg(points.k1[interior], points.k2[interior]), 7))
+    th_i = float(theta_deg(points.k1[i], points.k2[i]))
+    at_edge = bool(th_search.size > 1 and (np.isclose(th_i, th_search.min(), atol=1e-7)
+                                           or np.isclose(th_i, th_search.max(), atol=1e-7)))
+    ib = Direction(k0=float(points.k0[i]), k1=float(points.k1[i]), k2=float(points.k2[i]),
+                   theta_deg=th_i, ratio_k2_k1=float(_ratio(points.k1[i], points.k2[i])),
+                   dev_mean=float(mean[i]), dev_sd=float(sd[i]), at_search_edge=at_edge)
 
     # the axes, separately: every evaluated point with k2 == 0 or k1 == 0
     axes = {}
@@ -237,10 +319,9 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
             axes[name] = None
             continue
         j = int(ok[np.argmin(all_mean[ok])])
-        axes[name] = {"k0": float(all_k0[j]), "k1": float(all_k1[j]), "k2": float(all_k2[j]),
-                      "dev_mean": float(all_mean[j]), "dev_sd": float(all_sd[j]),
-                      "beats_interior": bool(all_mean[j] < ib["dev_mean"] * (1 - TIE_RTOL))}
-    out["axes"] = axes
+        axes[name] = AxisResult(k0=float(all_k0[j]), k1=float(all_k1[j]), k2=float(all_k2[j]),
+                                dev_mean=float(all_mean[j]), dev_sd=float(all_sd[j]),
+                                beats_interior=bool(all_mean[j] < ib.dev_mean * (1 - TIE_RTOL)))
 
     # per-split interior optima
     rows = []
@@ -257,53 +338,47 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
                      "best_overall_on_axis": bool(all_k1[jall] == 0 or all_k2[jall] == 0),
                      "best_overall_theta_deg": float(th_all[jall])})
     per_split = pd.DataFrame(rows)
-    out["per_split"] = per_split
     lo, hi = _quantile_range(per_split.theta_deg.to_numpy(), level)
-    out["theta_interval"] = {"level": float(level), "lo": lo, "hi": hi,
-                             "min": float(per_split.theta_deg.min()), "max": float(per_split.theta_deg.max()),
-                             "median": float(per_split.theta_deg.median()),
-                             "n_splits_best_on_axis": int(per_split.best_overall_on_axis.sum())}
+    interval = ThetaInterval(level=float(level), lo=lo, hi=hi, min=float(per_split.theta_deg.min()),
+                             max=float(per_split.theta_deg.max()),
+                             median=float(per_split.theta_deg.median()),
+                             n_splits_best_on_axis=int(per_split.best_overall_on_axis.sum()))
 
     # paired comparisons against the fixed choices (same k0 as the optimum)
     comp = []
     loo_win = {}
-    on_k0 = ref_points.k0 == ib["k0"]
+    on_k0 = ref_points.k0 == ib.k0
+    held_out_best = []
+    if R >= 2:  # the optimum chosen on the other splits, for each split left out
+        for r in range(R):
+            m_o, _ = _finite_mean_sd(np.delete(dev, r, axis=1))
+            c = np.flatnonzero(interior & np.isfinite(m_o))
+            held_out_best.append(int(c[np.argmin(m_o[c])]) if c.size else -1)
     for name, (rk1, rk2) in REFERENCE_DIRECTIONS.items():
         j = np.flatnonzero(on_k0 & (ref_points.k1 == rk1) & (ref_points.k2 == rk2))[0]
         d_ref = ref_dev[j]
         diff = dev[i] - d_ref
+        tie = TIE_RTOL * np.abs(d_ref)
         row = {"fixed_choice": name, "k1": rk1, "k2": rk2, "dev_fixed_mean": float(np.nanmean(d_ref)),
-               "dev_optimum_mean": ib["dev_mean"], "mean_difference": float(np.nanmean(diff)),
+               "dev_optimum_mean": ib.dev_mean, "mean_difference": float(np.nanmean(diff)),
                "sd_difference": float(np.nanstd(diff, ddof=1)) if R > 1 else math.nan,
-               "win_fraction_in_sample": float(np.mean(diff < -TIE_RTOL * np.abs(d_ref)))}
-        if R >= 2:
-            loo = []
-            for r in range(R):
-                others = np.delete(dev, r, axis=1)
-                m_o, _ = _finite_mean_sd(others)
-                c = np.flatnonzero(interior & np.isfinite(m_o))
-                k = int(c[np.argmin(m_o[c])])
-                loo.append(dev[k, r] - d_ref[r])
-            loo = np.asarray(loo)
+               "win_fraction_in_sample": float(np.mean(diff < -tie))}
+        if held_out_best and min(held_out_best) >= 0:
+            loo = np.array([dev[k, r] - d_ref[r] for r, k in enumerate(held_out_best)])
             row["mean_difference_held_out"] = float(np.nanmean(loo))
-            row["win_fraction_held_out"] = float(np.mean(loo < -TIE_RTOL * np.abs(d_ref)))
+            row["win_fraction_held_out"] = float(np.mean(loo < -tie))
         else:
             row["mean_difference_held_out"] = math.nan
             row["win_fraction_held_out"] = math.nan
         loo_win[name] = row["win_fraction_held_out"]
         comp.append(row)
-    out["comparison"] = pd.DataFrame(comp)
 
     # headline, rounded to what the interval supports (never finer than the search spacing)
-    th_search = np.unique(np.round(theta_deg(points.k1[interior], points.k2[interior]), 7))
     spacing = float(np.min(np.diff(th_search))) if th_search.size > 1 else 0.0
-    theta_r, theta_dec = round_to_interval(ib["theta_deg"], lo, hi, floor_step=spacing / 2)
+    theta_r, theta_dec = round_to_interval(ib.theta_deg, lo, hi, floor_step=spacing / 2)
     rlo, rhi = np.tan(np.radians([lo, hi])) if np.isfinite(lo) else (math.nan, math.nan)
-    ratio_r, ratio_dec = round_to_interval(ib["ratio_k2_k1"], rlo, min(rhi, 1e12))
+    ratio_r, ratio_dec = round_to_interval(ib.ratio_k2_k1, rlo, min(rhi, 1e12))
     theta_range = float(th_search.max() - th_search.min()) if th_search.size else 90.0
-    at_edge = bool(th_search.size > 1 and (np.isclose(ib["theta_deg"], th_search.min(), atol=1e-7)
-                                           or np.isclose(ib["theta_deg"], th_search.max(), atol=1e-7)))
-    ib["at_search_edge"] = at_edge
     ok, why = identification(hi - lo, max(theta_range, 1e-9), loo_win, R)
     span = f"{lo:.{theta_dec}f} .. {hi:.{theta_dec}f} deg ({100 * level:.0f}% range of {R} per-split optima)"
     if ok:
@@ -311,27 +386,29 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
     else:  # no rounded point estimate pretends to a precision the spread does not have
         text = (f"no optimum direction identified; per-split interior optima {lo:.2g} .. {hi:.2g} deg "
                 f"({100 * level:.0f}% range of {R}); the mean Dev is smallest at theta = "
-                f"{ib['theta_deg']:.2g} deg" + (" (the edge of the searched directions)" if at_edge else ""))
-    out["headline"] = {"theta_deg": theta_r if ok else None, "theta_decimals": theta_dec,
-                       "ratio_k2_k1": ratio_r if ok else None, "ratio_decimals": ratio_dec,
-                       "text": text}
-    axis_notes = [f"the axis {n} has lower mean Dev ({a['dev_mean']:.3g}) than the interior optimum "
-                  f"({ib['dev_mean']:.3g})" for n, a in axes.items() if a and a["beats_interior"]]
+                f"{ib.theta_deg:.2g} deg" + (" (the edge of the searched directions)" if at_edge else ""))
+    headline = Headline(text=text, theta_deg=theta_r if ok else None,
+                        ratio_k2_k1=ratio_r if ok else None, theta_decimals=theta_dec,
+                        ratio_decimals=ratio_dec)
+    notes = [f"the axis {n} has lower mean Dev ({a.dev_mean:.3g}) than the interior optimum "
+             f"({ib.dev_mean:.3g})" for n, a in axes.items() if a and a.beats_interior]
     if at_edge:
-        axis_notes.append("the interior optimum lies at the edge of the searched directions")
-    out["identified"] = bool(ok)
-    out["statement"] = why + ("; " + "; ".join(axis_notes) if axis_notes else "")
-    return out
+        notes.append("the interior optimum lies at the edge of the searched directions")
+    return OptimumReport(n_splits=int(R), level=float(level), curve=curve, identified=bool(ok),
+                         statement=why + ("; " + "; ".join(notes) if notes else ""),
+                         interior=ib, axes=axes, per_split=per_split, theta_interval=interval,
+                         comparison=pd.DataFrame(comp), headline=headline)
 
 
-def fixed_report(definition: str, coef, dev_column: np.ndarray) -> dict:
+def fixed_report(definition: str, coef, dev_column: np.ndarray) -> FixedDefinition:
     """Runs that search nothing (T0, T3; T2 with one k0): the fixed definition and its Dev."""
     d = np.asarray(dev_column, float).ravel()
     w = np.asarray(coef, float)
-    return {"searched": False, "definition": definition,
-            "weights": {"N0": float(w[0]), "N1": float(w[1]), "X": float(w[2]), "Z": float(w[3])},
-            "dev_mean": float(np.mean(d)) if np.isfinite(d).all() else math.nan,
-            "dev_sd": float(np.std(d, ddof=1)) if d.size > 1 and np.isfinite(d).all() else math.nan,
-            "n_splits": int(d.size),
-            "statement": f"{definition} has no coefficients to choose: nothing was searched; "
-                         f"Dev is that of the fixed definition"}
+    return FixedDefinition(
+        definition=definition,
+        weights={"N0": float(w[0]), "N1": float(w[1]), "X": float(w[2]), "Z": float(w[3])},
+        dev_mean=float(np.mean(d)) if np.isfinite(d).all() else math.nan,
+        dev_sd=float(np.std(d, ddof=1)) if d.size > 1 and np.isfinite(d).all() else math.nan,
+        n_splits=int(d.size),
+        statement=f"{definition} has no coefficients to choose: nothing was searched; Dev is that "
+                  f"of the fixed definition")
