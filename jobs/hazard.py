@@ -335,7 +335,8 @@ def _cv_fraction(cfg: Config, table, rule: GridRule) -> dict:
     times, inc = cur.failures(0)
     tau = float(rule.grid_and_bandwidth(cur.scale)[0][-1])
     cv = cv_bandwidth(times, inc, cur.scale, tau, rule.boundary)
-    cv["at"] = f"k1 = k2 = 1 ({cfg.definition})"
+    cv["at"] = (f"k1 = k2 = 1 ({cfg.definition})" if _searches_direction(cfg) else
+                f"{cfg.definition}, k0 = {float(cfg.grid.k0.array()[0]):g}")
     return cv
 
 
@@ -614,8 +615,9 @@ def headline(summary: dict) -> list[tuple[str, object]]:
         o = summary["optimum"]
         ax = o["axes"].get("k2 = 0 (theta = 0)")
         rows += [("optimum direction", o["headline"]),
-                 ("Dev at the interior optimum", f"{o['interior']['dev_mean']:.3g} "
-                                                 f"(sd over splits {o['interior']['dev_sd']:.2g})"),
+                 ("Dev at the interior optimum", f"{o['interior']['dev_mean']:.3g} " + (
+                     "(one split: no spread)" if o["interior"]["dev_sd"] is None else
+                     f"(sd over splits {o['interior']['dev_sd']:.2g})")),
                  ("Dev on the axis k2 = 0 (T0)", f"{ax['dev_mean']:.3g}" if ax else "not evaluated"),
                  ("optimum identified", "yes" if o["identified"] else "no")]
     elif "k0" in summary["optimum"]:

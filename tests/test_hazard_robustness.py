@@ -478,3 +478,25 @@ def test_next_year_table_ranks_with_flags(big_panel):
                                     F @ coefficients("T3"), big_panel.event), 1.0)
     assert t3.p_close_next_year_if_grant.isna().all() and not info3["if_grant_defined"]
     assert "adds nothing" in info3["if_grant_note"]
+
+
+def test_report_section_and_summary_are_complete_and_plain(split_setup):
+    import json
+
+    from riskdask.hazard import reporting
+    from riskdask.hazard.gridsearch import direction_points
+    from riskdask.hazard.uncertainty import REFERENCE_DIRECTIONS, optimum_report, reference_points
+
+    th = np.arange(0.0, 90.1, 5.0)
+    pts = direction_points(np.radians(th))
+    ref = reference_points([0.0])
+    rep = optimum_report(pts, _dev(split_setup, pts), ref, _dev(split_setup, ref))
+    text = reporting.optimum_html(rep)
+    assert rep.headline.text.split(";")[0] in text and "Paired comparison" in text
+    for name in REFERENCE_DIRECTIONS:
+        assert name in text
+    summ = reporting.optimum_summary(rep)
+    dumped = json.dumps(summ)  # plain values only (json refuses numpy scalars)
+    assert "np." not in dumped and summ["interior"]["theta_deg"] == rep.interior.theta_deg
+    one = optimum_report(pts, _dev(split_setup, pts)[:, :1], ref, _dev(split_setup, ref)[:, :1])
+    assert "one split: no spread" in reporting.optimum_html(one) and not one.identified

@@ -64,12 +64,13 @@ def optimum_html(rep) -> str:
     axes_rows = [{"axis": n, "dev_mean": a.dev_mean, "dev_sd": a.dev_sd,
                   "beats_interior": a.beats_interior} for n, a in rep.axes.items() if a]
     verdict = ("<b>identified</b>" if rep.identified else "<b>not identified</b>")
+    spread = (f"sd over splits {ib.dev_sd:.2g}" if math.isfinite(ib.dev_sd) else "one split: no spread")
     return (
         f"<p>Headline ({verdict}): {html.escape(rep.headline.text)}.</p>"
         f"<p>{html.escape(rep.statement)}.</p>"
-        f"<p>Interior optimum (k1 &gt; 0, k2 &gt; 0) of the mean Dev over {rep.n_splits} splits: "
+        f"<p>Interior optimum (k1 &gt; 0, k2 &gt; 0) of the mean Dev over {rep.n_splits} split(s): "
         f"theta = {ib.theta_deg:.4g}°, k2/k1 = {ib.ratio_k2_k1:.4g}, "
-        f"Dev = {ib.dev_mean:.4g} (sd over splits {ib.dev_sd:.2g}). Per-split optima: median "
+        f"Dev = {ib.dev_mean:.4g} ({spread}). Per-split optima: median "
         f"{iv.median:.3g}°, range {iv.min:.3g}° .. {iv.max:.3g}°; in "
         f"{iv.n_splits_best_on_axis} of {rep.n_splits} splits the best point overall lies on an "
         f"axis.</p>"

@@ -89,7 +89,8 @@ def _finite_mean_sd(dev: np.ndarray):
     ok = np.isfinite(dev).all(axis=1)
     safe = np.where(np.isfinite(dev), dev, 0.0)
     mean = np.where(ok, safe.mean(axis=1), np.nan)
-    sd = safe.std(axis=1, ddof=1) if dev.shape[1] > 1 else np.zeros(dev.shape[0])
+    # one split has no spread to speak of: nan, not 0
+    sd = safe.std(axis=1, ddof=1) if dev.shape[1] > 1 else np.full(dev.shape[0], np.nan)
     return mean, np.where(ok, sd, np.nan)
 
 
