@@ -423,7 +423,7 @@ def test_cv_bandwidth_within_factor_two_of_the_ise_optimum():
     C = rng.uniform(0, 4, n)
     times, inc = breslow_increments(np.minimum(T, C), T <= C)
     scale, tau = 3.0, 3.0
-    fr = np.geomspace(0.01, 0.5, 30)
+    fr = np.geomspace(0.01, 0.5, 18)
     got = cv_bandwidth(times, inc, scale, tau, "reflect", fractions=fr)
     grid = np.linspace(0, tau, 512)
     ise = [np.trapezoid((smooth_hazard(grid, times, inc, f * scale, "reflect") - h_true(grid)) ** 2, grid)
