@@ -1,7 +1,10 @@
 """hazard: financial vulnerability of nonprofits (seed 003_ae2b3031728223ec.txt, spec HAZARD.md).
 
-config -> NPO panel (synthetic or file) -> balanced splits -> grid tiles of (k1, k2, k0) on the
-cluster (Dev per split) -> optimum, curves, bootstrap band, next-year closure probabilities.
+config -> NPO panel (synthetic or file; panel rules counted) -> usable balanced splits (redrawn
+or excluded, counted) -> grid tiles of (k1, k2, k0) plus the fixed choices (T0 = N0, k1 = k2,
+k1 = 0) on the cluster (Dev per split) -> the interior optimum with its uncertainty and the
+axes apart (or the fixed definition), bandwidth sensitivity -> curves, bootstrap band,
+next-year closure probabilities (flagged past the data).
 The maths is in :mod:`riskdask.hazard`; this module only wires it together.
 """
 
