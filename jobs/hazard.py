@@ -360,6 +360,10 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
         ctx.record.exclude("splits", "balanced splits left out: a half had no NPO at risk or no "
                                      "closure (split.unusable)", us.n_excluded,
                            rows=sorted(set(range(us.n_requested)) - set(us.index.tolist())))
+        discarded = us.counts[~us.counts.usable & us.counts.split.isin(us.index)]
+        ctx.record.exclude("splits", "unusable split draws discarded and redrawn (a half had no NPO "
+                                     "at risk or no closure; split.unusable = 'redraw')",
+                           len(discarded), rows=sorted(set(discarded.split.tolist())))
         table = compress(panel.features.matrix(), event)
         at_risk_w, death_w = sample_weights(table, splits, cfg.split.sample_one)
         balance = balance_table(splits[0], inp.labels, event)

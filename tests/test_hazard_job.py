@@ -268,6 +268,18 @@ def test_unusable_splits_excluded_counted_or_exit_2(cli, tmp_path, panel_frame, 
     manifest = json.loads((run / "manifest.json").read_text())
     [ex] = [e for e in manifest["exclusions"] if e["source"] == "splits"]
     assert ex["count"] == bad
+    # redrawn instead: all 8 usable, every discarded draw counted in the manifest
+    (tmp_path / "redraw").mkdir()
+    cfg3, _ = _write_config(tmp_path / "redraw", frame, rules.replace('"exclude"', '"redraw"'))
+    res = cli("run", "hazard", "--config", cfg3, "--out", tmp_path / "redraw" / "runs", "--quiet",
+              "--scheduler", local_client(1).scheduler.address, *SUM_SETS)
+    assert res.code == 0, res.err
+    [run] = run_dirs(tmp_path / "redraw" / "runs", "hazard")
+    summary = read_summary(run)
+    assert summary["n_splits"] == 8 and summary["splits"]["redrawn"] == bad
+    manifest = json.loads((run / "manifest.json").read_text())
+    [ex] = [e for e in manifest["exclusions"] if "redrawn" in e["reason"]]
+    assert ex["count"] == sum(summary["splits"]["unusable_draws"].values()) >= bad
     # the same with every split required: exit 2 with the counts
     cfg2, _ = _write_config(tmp_path, frame, rules.replace("min_usable = 1", "min_usable = 8"))
     (tmp_path / "again").mkdir()
