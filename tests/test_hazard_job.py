@@ -43,6 +43,14 @@ def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
     figs = {p.name for p in (one.run_dir / "figures").glob("*.png")}
     assert {"fig1_hazard_vs_time_at_risk.png", "fig2_dev_vs_k1.png", "dev_surface_heatmap.png"} <= figs
     assert (one.run_dir / "report.html").stat().st_size > 10_000
+    # next-year probabilities: never an exact 0 for an active NPO here (closures exist), and
+    # the flagged rows are those whose next-year T passes the last failure time of the full sample
+    ranked = one.table("closure_next_year")
+    breslow = one.table("breslow_increments")
+    last = breslow.time_at_risk[breslow.dH_full > 0].max()
+    assert (ranked.p_close_next_year > 0).all()
+    assert ranked.beyond_data.tolist() == (ranked.time_at_risk_next > last).tolist()
+    assert one.summary["prediction"]["n_beyond_data"] == int(ranked.beyond_data.sum()) > 0
     assert one.summary["max_stratum_count_difference"] <= 1
     assert abs(one.summary["sample_sizes"][0] - one.summary["sample_sizes"][1]) <= 1
 
