@@ -178,6 +178,11 @@ class SmoothingConfig(_Section):
     def _range(self):
         if self.mode == "absolute" and not self.grid_max > self.grid_min:
             raise ValueError("absolute mode needs grid_max > grid_min")
+        if self.mode == "absolute" and self.bandwidth_rule == "cv":
+            raise ValueError("bandwidth_rule = 'cv' chooses a fraction of max(T): it needs "
+                             "mode = 'relative'")
+        if any(not 0 < f <= 10 for f in self.sensitivity_fractions):
+            raise ValueError("sensitivity_fractions must lie in (0, 10]")
         return self
 
     def rule(self) -> GridRule:
@@ -475,8 +480,11 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
             out.section("Fixed definition", reporting.fixed_html(fixed))
         out.section("Splits and panel rules", reporting.splits_html(us)
                     + reporting.panel_rules_html(panel.rule_counts, RULE_SENTENCES))
+        no_sens = ("<p>No bandwidth sensitivity table: it varies the relative bandwidth fraction, "
+                   "and this run uses absolute units.</p>"
+                   if rep is not None and cfg.smoothing.mode == "absolute" else "")
         out.section("Smoothing", reporting.smoothing_html(cv, rule.boundary)
-                    + (reporting.sensitivity_html(sens) if sens is not None else ""))
+                    + (reporting.sensitivity_html(sens) if sens is not None else no_sens))
         if cfg.top_n_report:
             out.section("Highest probability of closure within the next year",
                         reporting.prediction_html(pinfo)
