@@ -1,14 +1,17 @@
 """hazard: financial vulnerability of nonprofits (seed 003_ae2b3031728223ec.txt, spec HAZARD.md).
 
-config -> NPO panel (synthetic or file) -> balanced splits -> grid tiles of (k1, k2, k0) on the
-cluster (Dev per split) -> optimum, curves, bootstrap band, next-year closure probabilities.
+config -> NPO panel (synthetic or file; panel rules counted) -> usable balanced splits (redrawn
+or excluded, counted) -> grid tiles of (k1, k2, k0) plus the fixed choices (T0 = N0, k1 = k2,
+k1 = 0) on the cluster (Dev per split) -> the interior optimum with its uncertainty and the
+axes apart (or the fixed definition), bandwidth sensitivity -> curves, bootstrap band,
+next-year closure probabilities (flagged past the data).
 The maths is in :mod:`riskdask.hazard`; this module only wires it together.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -17,19 +20,22 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from riskdask.engine import map_chunks, plan_chunks, stream_seed
-from riskdask.errors import ConfigError
+from riskdask.errors import ConfigError, InputError
 from riskdask.protocol import Job, Outputs
-from riskdask.hazard import analysis, figures
+from riskdask.hazard import analysis, figures, reporting, uncertainty
+from riskdask.hazard.bandwidth import bandwidth_sensitivity, cv_bandwidth
 from riskdask.hazard.covariates import cox_baseline, design_matrix
 from riskdask.hazard.estimators import GridRule, smooth_hazard
 from riskdask.hazard.gridsearch import (GridPoints, TileInput, bootstrap_curves,
                                         coefficient_matrix, compress, curves_for, direction_points,
-                                        evaluate_tile, make_grid_points, next_year_probability,
-                                        sample_weights, time_at_risk_range)
-from riskdask.hazard.panel import NPOPanel, Period, build_panel, read_panel_file
-from riskdask.hazard.split import age_band, balance_table, balanced_splits, stratum_codes
+                                        evaluate_tile, make_grid_points, sample_weights,
+                                        time_at_risk_range)
+from riskdask.hazard.panel import (RULE_SENTENCES, NPOPanel, PanelRules, Period, build_panel,
+                                   exclusion_sentence, read_panel_file)
+from riskdask.hazard.predict import next_year_table
+from riskdask.hazard.split import age_band, balance_table, stratum_codes, usable_splits
 from riskdask.hazard.synthetic import generate_panel
-from riskdask.hazard.timeatrisk import SCALABLE_DEFINITIONS, coefficients, extend_one_year
+from riskdask.hazard.timeatrisk import SCALABLE_DEFINITIONS, coefficients
 
 NAME = "hazard"
 DESCRIPTION = "nonprofit hazard analysis: generalized time-at-risk, two-sample Dev, k1/k2 grid search"
@@ -68,19 +74,48 @@ class SyntheticConfig(_Section):
     true_k2: float = Field(1.0, ge=0)
 
 
+class RulesConfig(_Section):
+    """How real panel shapes are treated (riskdask.hazard.panel.PanelRules); each is counted."""
+
+    rows_outside_period: Literal["ignore", "error"] = Field(
+        "ignore", description="rows before period.start or after period.end: left out and "
+                              "counted, or an error")
+    closure_after_period: Literal["censor", "error"] = Field(
+        "censor", description="closed_year > period.end: censored at the end of the period "
+                              "(active), or an error")
+    missing_closure_year_row: Literal["no_grant", "error"] = Field(
+        "no_grant", description="no row for the closure year: read as a no-grant year, or an error")
+
+    def rules(self) -> PanelRules:
+        return PanelRules(rows_outside_period=self.rows_outside_period,
+                          closure_after_period=self.closure_after_period,
+                          missing_closure_year_row=self.missing_closure_year_row)
+
+
 class DataConfig(_Section):
     path: str | None = Field(None, description="CSV or Parquet panel; omit for the synthetic "
                                                "panel below")
     synthetic: SyntheticConfig = SyntheticConfig()
+    rules: RulesConfig = RulesConfig()
 
 
 class Axis(_Section):
-    """Evenly spaced values ``linspace(start, stop, num)``, or an explicit ``values`` list."""
+    """Evenly spaced values ``linspace(start, stop, num)``, or an explicit ``values`` list.
+
+    Giving any of ``start/stop/num`` without ``values`` means the evenly spaced values, so an
+    axis whose default is a ``values`` list (k0) can be overridden by a range.
+    """
 
     start: float = 0.0
     stop: float = 1.0
     num: int = Field(11, ge=0, le=100_000)
     values: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _range_given(self):
+        if {"start", "stop", "num"} & self.model_fields_set and "values" not in self.model_fields_set:
+            self.values = None
+        return self
 
     def array(self) -> np.ndarray:
         if self.values is not None:
@@ -88,19 +123,52 @@ class Axis(_Section):
         return np.linspace(self.start, self.stop, self.num)
 
 
+# Each axis carries its own defaults in its type, so that overriding one key of it
+# (``--set grid.k1.num=9``) keeps the others (start, stop) at that axis's defaults.
+class KAxis(Axis):
+    """k1 or k2: ``linspace(0.05, 2.05, 41)`` by default (k = 0 is an axis, evaluated apart)."""
+
+    start: float = 0.05
+    stop: float = 2.05
+    num: int = Field(41, ge=0, le=100_000)
+
+
+class K0Axis(Axis):
+    """k0: the single value 0 by default."""
+
+    values: list[float] | None = [0.0]
+
+
+class ThetaAxis(Axis):
+    """Direction search: ``linspace(0, 90, 181)`` degrees by default."""
+
+    start: float = 0.0
+    stop: float = 90.0
+    num: int = Field(181, ge=0, le=100_000)
+
+
 class GridConfig(_Section):
     mode: Literal["k1k2", "direction"] = Field(
         "k1k2", description="k1 x k2 grid, or the 1-D direction search k1=cos(theta), k2=sin(theta)")
-    k1: Axis = Axis(start=0.05, stop=2.05, num=41)
-    k2: Axis = Axis(start=0.05, stop=2.05, num=41)
-    k0: Axis = Axis(values=[0.0])
-    theta_deg: Axis = Axis(start=0.0, stop=90.0, num=181)
+    k1: KAxis = KAxis()
+    k2: KAxis = KAxis()
+    k0: K0Axis = K0Axis()
+    theta_deg: ThetaAxis = ThetaAxis()
     tile_size: int = Field(420, gt=0, description="grid points per Dask task")
 
 
 class SmoothingConfig(_Section):
     mode: Literal["relative", "absolute"] = "relative"
     bandwidth_fraction: float = Field(0.1, gt=0, le=10, description="relative: b = fraction * max(T)")
+    bandwidth_rule: Literal["fixed", "cv"] = Field(
+        "fixed", description="relative mode: 'cv' replaces bandwidth_fraction by the least-squares "
+                             "cross-validated one of the full-sample kernel hazard at k1 = k2")
+    boundary: Literal["none", "reflect"] = Field(
+        "none", description="kernel boundary correction at T = 0: 'reflect' mirrors the failure "
+                            "times about 0 (the seed's formula as written: 'none')")
+    sensitivity_fractions: list[float] = Field(
+        [0.05, 0.1, 0.2], description="relative mode: bandwidth fractions of the sensitivity "
+                                      "table of the optimum ([] = none)")
     grid_max_fraction: float = Field(1.0, gt=0, le=10, description="relative: grid 0..fraction*max(T)")
     bandwidth: float = Field(1.0, gt=0, description="absolute: b in units of T")
     grid_min: float = 0.0
@@ -110,12 +178,17 @@ class SmoothingConfig(_Section):
     def _range(self):
         if self.mode == "absolute" and not self.grid_max > self.grid_min:
             raise ValueError("absolute mode needs grid_max > grid_min")
+        if self.mode == "absolute" and self.bandwidth_rule == "cv":
+            raise ValueError("bandwidth_rule = 'cv' chooses a fraction of max(T): it needs "
+                             "mode = 'relative'")
+        if any(not 0 < f <= 10 for f in self.sensitivity_fractions):
+            raise ValueError("sensitivity_fractions must lie in (0, 10]")
         return self
 
     def rule(self) -> GridRule:
         return GridRule(mode=self.mode, bandwidth_fraction=self.bandwidth_fraction,
                         grid_max_fraction=self.grid_max_fraction, bandwidth=self.bandwidth,
-                        grid_min=self.grid_min, grid_max=self.grid_max)
+                        grid_min=self.grid_min, grid_max=self.grid_max, boundary=self.boundary)
 
 
 class SplitConfig(_Section):
@@ -123,6 +196,13 @@ class SplitConfig(_Section):
     sample_one: Literal[1, 2] = Field(1, description="which half is sample 1, the 'standard' curve")
     age_bands: list[int] = Field([0, 5, 15, 30], min_length=1,
                                  description="left edges of the age bands (age at the first break)")
+    unusable: Literal["redraw", "exclude"] = Field(
+        "redraw", description="a split with a half without NPOs at risk or closures: redrawn (up "
+                              "to max_redraws times, then excluded) or excluded; always counted")
+    max_redraws: int = Field(20, ge=0, le=1000)
+    min_usable: int | None = Field(None, ge=1, description="fewest usable splits a run needs "
+                                                           "(default: half of n_splits, at least 1)")
+    interval_level: float = Field(0.9, gt=0, lt=1, description="coverage of the ranges across splits")
 
     @model_validator(mode="after")
     def _increasing(self):
@@ -162,6 +242,7 @@ class HazardInputs:
     labels: dict
     points: GridPoints
     rule: GridRule
+    source: str = "<panel>"
 
 
 #: Which coefficients each definition uses (seed eqs. 5, 9-14).
@@ -228,13 +309,17 @@ def load_inputs(cfg: Config, record=None) -> HazardInputs:
         path = Path(cfg.data.path)
         frame = read_panel_file(path)
         source, digest, desc = str(path), None, "NPO-year funding panel"
-    panel = build_panel(frame, period, source=source)
+    panel = build_panel(frame, period, source=source, rules=cfg.data.rules.rules())
     if record is not None:
         record.add_input("npo_panel", path, rows=panel.n_rows, fingerprint=digest,
                          description=desc)
         for reason, count in panel.exclusions.items():
-            record.exclude(source, f"NPOs with {reason} (count and rows are NPOs / npo_ids)", count,
-                        rows=panel.excluded_ids[reason])
+            record.exclude(source, exclusion_sentence(reason, period), count,
+                           rows=panel.excluded_ids[reason])
+        # rows outside the period are left out of the analysis: panel rows, counted as such
+        record.exclude(source, RULE_SENTENCES["rows_outside_period"] + " (data.rules.rows_outside_period)",
+                       panel.rule_counts.get("rows_outside_period", 0),
+                       rows=panel.rule_ids.get("rows_outside_period"))
     points = _grid_points(cfg)
     _check_time_at_risk(cfg, panel, points)
     npos = panel.npos
@@ -242,48 +327,107 @@ def load_inputs(cfg: Config, record=None) -> HazardInputs:
     labels = {"field": npos.field.to_numpy(), "function": npos.function.to_numpy(), "age_band": band}
     strata = stratum_codes(labels["field"], labels["function"], band)
     return HazardInputs(panel=panel, strata=strata, labels=labels, points=points,
-                        rule=cfg.smoothing.rule())
+                        rule=cfg.smoothing.rule(), source=source)
 
 
 # -- run -------------------------------------------------------------------------------------
+def _searches_direction(cfg: Config) -> bool:
+    """T and T1 search the direction of (k1, k2); T0, T2, T3 do not (T2 at most over k0)."""
+    return "k1" in USES[cfg.definition]
+
+
+def _cv_fraction(cfg: Config, table, rule: GridRule) -> dict:
+    """LSCV bandwidth fraction of the full-sample hazard at the seed's k1 = k2 (before the search)."""
+    coef = coefficients(cfg.definition, 1.0, 1.0, float(cfg.grid.k0.array()[0]))
+    cur = curves_for(table, table.counts(np.ones((table.inverse.size, 1))), coef, rule)
+    times, inc = cur.failures(0)
+    tau = float(rule.grid_and_bandwidth(cur.scale)[0][-1])
+    cv = cv_bandwidth(times, inc, cur.scale, tau, rule.boundary)
+    cv["at"] = (f"k1 = k2 = 1 ({cfg.definition})" if _searches_direction(cfg) else
+                f"{cfg.definition}, k0 = {float(cfg.grid.k0.array()[0]):g}")
+    return cv
+
+
 def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
-    """Splits, the grid search on the cluster, the optimum, curves, bands and predictions."""
+    """Splits, the grid search on the cluster, the optimum with its uncertainty, curves, bands
+    and predictions."""
     out = Outputs()
     panel, points, rule = inp.panel, inp.points, inp.rule
     event = panel.event
+    level = cfg.split.interval_level
 
     with ctx.stage("split"):
-        splits = balanced_splits(inp.strata, ctx.streams.seed("split"), cfg.split.n_splits)
+        need = cfg.split.min_usable or max(1, -(-cfg.split.n_splits // 2))
+        us = usable_splits(inp.strata, event, ctx.streams.seed("split"), cfg.split.n_splits,
+                           policy=cfg.split.unusable, max_redraws=cfg.split.max_redraws,
+                           min_usable=need, source=inp.source)
+        splits = us.splits
+        ctx.record.exclude("splits", "balanced splits left out: a half had no NPO at risk or no "
+                                     "closure (split.unusable)", us.n_excluded,
+                           rows=sorted(set(range(us.n_requested)) - set(us.index.tolist())))
+        discarded = us.counts[~us.counts.usable & us.counts.split.isin(us.index)]
+        ctx.record.exclude("splits", "unusable split draws discarded and redrawn (a half had no NPO "
+                                     "at risk or no closure; split.unusable = 'redraw')",
+                           len(discarded), rows=sorted(set(discarded.split.tolist())))
         table = compress(panel.features.matrix(), event)
         at_risk_w, death_w = sample_weights(table, splits, cfg.split.sample_one)
         balance = balance_table(splits[0], inp.labels, event)
         stratum_gap = max(_max_stratum_gap(inp.strata, s) for s in splits)
 
+    cv = None
+    if cfg.smoothing.bandwidth_rule == "cv" and cfg.smoothing.mode == "relative":
+        with ctx.stage("cv_bandwidth"):
+            cv = _cv_fraction(cfg, table, rule)
+            rule = replace(rule, bandwidth_fraction=cv["fraction"])
+
+    searched = _searches_direction(cfg)
+    ref = uncertainty.reference_points(np.unique(points.k0)) if searched else None
     with ctx.stage("grid_search"):
+        # the fixed choices (T0 = N0, k1 = k2, k1 = 0) ride along as extra points
+        all_points = points if ref is None else _concat_points(points, ref)
         shared = TileInput(features=table.features, at_risk=at_risk_w, deaths=death_w,
-                           coefs=coefficient_matrix(cfg.definition, points), rule=rule)
-        tiles = plan_chunks(points.size, cfg.grid.tile_size)  # no randomness in a tile
-        dev = np.concatenate(map_chunks(evaluate_tile, tiles, client=ctx.client, shared=shared,
-                                        label="hazard-grid"), axis=0)
+                           coefs=coefficient_matrix(cfg.definition, all_points), rule=rule)
+        tiles = plan_chunks(all_points.size, cfg.grid.tile_size)  # no randomness in a tile
+        dev_all = np.concatenate(map_chunks(evaluate_tile, tiles, client=ctx.client, shared=shared,
+                                            label="hazard-grid"), axis=0)
+        dev, ref_dev = dev_all[:points.size], dev_all[points.size:]
 
     surface = analysis.surface_frame(points, dev)
-    best = analysis.optimum(surface)
-    per_split = analysis.per_split_optima(points, dev)
-    spread = analysis.spread_summary(per_split)
-    coef = coefficients(cfg.definition, best["k1"], best["k2"], best["k0"])
+    rep = fixed = sens = None
+    with ctx.stage("optimum"):
+        if searched:
+            rep = uncertainty.optimum_report(points, dev, ref, ref_dev, level)
+            if rep.interior is None:
+                raise InputError(f"{rep.statement} ({us.describe()})", file=inp.source)
+            best = rep.interior
+            per_split = rep.per_split
+        else:
+            best = analysis.optimum(surface)
+            per_split = analysis.per_split_optima(points, dev)
+            if points.size == 1:
+                fixed = uncertainty.fixed_report(
+                    cfg.definition, coefficients(cfg.definition, best.k1, best.k2, best.k0), dev[0])
+    coef = coefficients(cfg.definition, best.k1, best.k2, best.k0)
+    if rep is not None and cfg.smoothing.mode == "relative" and cfg.smoothing.sensitivity_fractions:
+        with ctx.stage("bandwidth_sensitivity"):
+            th = _sensitivity_directions(points, [best.theta_deg, *per_split.theta_deg])
+            dpts = direction_points(np.radians(th), [best.k0])
+            sens = bandwidth_sensitivity(table.features, at_risk_w, death_w,
+                                         coefficient_matrix(cfg.definition, dpts), th, rule,
+                                         cfg.smoothing.sensitivity_fractions, level)
 
     with ctx.stage("curves"):
         first, second = (1, 2) if cfg.split.sample_one == 1 else (2, 1)
         cols = np.column_stack([splits[0] == first, splits[0] == second, np.ones_like(event)])
         cur = curves_for(table, table.counts(cols.astype(float)), coef, rule)
-        h = cur["hazard"]
+        h = cur.hazard
         band_lo = band_hi = None
         if cfg.bootstrap.n_boot > 0:
             boot_chunks = plan_chunks(cfg.bootstrap.n_boot, cfg.bootstrap.chunk_size,
                                       ctx.streams.seed("bootstrap"))
             boot = np.concatenate(map_chunks(bootstrap_curves, boot_chunks, client=ctx.client,
                                              shared={"table": table, "coef": coef, "rule": rule,
-                                                     "scale": cur["scale"]},
+                                                     "scale": cur.scale},
                                              label="hazard-bootstrap"), axis=0)
             band_lo, band_hi = analysis.bootstrap_band(boot, cfg.bootstrap.level)
         between = analysis.between_fraction(h[:, 2], h[:, 0], h[:, 1])
@@ -292,23 +436,26 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
             t_best = panel.features.matrix() @ coef
             c_times, c_inc, c_params, c_index = cox_baseline(
                 t_best, event, design_matrix(panel.npos, cfg.covariates))
-            cox = {"hazard": smooth_hazard(cur["grid"], c_times, c_inc, cur["bandwidth"]),
+            cox = {"hazard": smooth_hazard(cur.grid, c_times, c_inc, cur.bandwidth, rule.boundary),
                    "params": c_params, "concordance": c_index}
 
     with ctx.stage("predict"):
-        ranked = _next_year_table(panel, cfg, best, cur, coef)
+        f_times, f_inc = cur.failures(2)
+        ranked, pinfo = next_year_table(panel.npos, panel.grants, panel.features.end_index,
+                                        panel.features.matrix(), event, coef, f_times, f_inc,
+                                        cur.bandwidth, rule.boundary)
 
     with ctx.stage("tables"):
-        curves = pd.DataFrame({"time_at_risk": cur["grid"], "hazard_sample1": h[:, 0],
+        curves = pd.DataFrame({"time_at_risk": cur.grid, "hazard_sample1": h[:, 0],
                                "hazard_sample2": h[:, 1], "hazard_full": h[:, 2]})
         if band_lo is not None:
             curves["full_lower"], curves["full_upper"] = band_lo, band_hi
         if cox is not None:
             curves["hazard_cox_baseline"] = cox["hazard"]
             out.table("cox_coefficients", cox["params"])
-        breslow = pd.DataFrame({"time_at_risk": cur["times"], "dH_sample1": cur["increments"][:, 0],
-                                "dH_sample2": cur["increments"][:, 1],
-                                "dH_full": cur["increments"][:, 2]})
+        breslow = pd.DataFrame({"time_at_risk": cur.times, "dH_sample1": cur.increments[:, 0],
+                                "dH_sample2": cur.increments[:, 1],
+                                "dH_full": cur.increments[:, 2]})
         breslow["H_full"] = np.cumsum(breslow.dH_full)
         out.table("deviation_surface", surface)
         out.table("optimum_per_split", per_split)
@@ -317,36 +464,86 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
         out.table("breslow_increments", breslow)
         out.table("closure_next_year", ranked)
         out.table("npo_time_at_risk", _npo_table(panel, splits[0], coef))
-        _figures(out, cfg, surface, best, per_split, curves)
-        out.section("Method", _method_html(cfg, rule, best))
+        out.table("split_draws", us.counts)
+        if rep is not None:
+            out.table("dev_by_direction", rep.curve)
+            out.table("optimum_vs_fixed_choices", rep.comparison)
+        if sens is not None:
+            out.table("bandwidth_sensitivity", sens)
+        if cv is not None:
+            out.table("cv_bandwidth_scores", cv["candidates"])
+        _figures(out, cfg, surface, best, per_split, curves, rep, cv)
+        out.section("Method", _method_html(cfg, rule, best, us.n_usable))
+        if rep is not None:
+            out.section("The optimum and its uncertainty", reporting.optimum_html(rep))
+        if fixed is not None:
+            out.section("Fixed definition", reporting.fixed_html(fixed))
+        out.section("Splits and panel rules", reporting.splits_html(us)
+                    + reporting.panel_rules_html(panel.rule_counts, RULE_SENTENCES))
+        no_sens = ("<p>No bandwidth sensitivity table: it varies the relative bandwidth fraction, "
+                   "and this run uses absolute units.</p>"
+                   if rep is not None and cfg.smoothing.mode == "absolute" else "")
+        out.section("Smoothing", reporting.smoothing_html(cv, rule.boundary)
+                    + (reporting.sensitivity_html(sens) if sens is not None else no_sens))
         if cfg.top_n_report:
             out.section("Highest probability of closure within the next year",
-                                   ranked.head(cfg.top_n_report).to_html(index=False, float_format="%.4f"))
+                        reporting.prediction_html(pinfo)
+                        + ranked.head(cfg.top_n_report).to_html(index=False, float_format="%.4f"))
 
     summary = {
         "definition": cfg.definition,
-        "coefficients_searched": list(USES[cfg.definition]),
+        "coefficients_searched": list(USES[cfg.definition]) if points.size > 1 else [],
         "grid_rule": rule.describe(),
         "scale_invariant": bool(cfg.smoothing.mode == "relative" and cfg.definition in SCALABLE_DEFINITIONS),
         "n_npos_at_risk": int(len(panel.npos)), "n_closed": int(event.sum()),
         "excluded_npos": dict(panel.exclusions),
-        "n_grid_points": int(points.size), "n_tiles": len(tiles), "n_splits": cfg.split.n_splits,
-        "optimum": {k: best[k] for k in ("k0", "k1", "k2", "ratio_k2_k1", "theta_deg", "dev",
-                                         "n_points_on_min_ray")},
-        "optimum_spread": spread,
+        "panel_rules": dict(panel.rule_counts),
+        "n_grid_points": int(points.size), "n_tiles": len(tiles),
+        "n_splits": int(us.n_usable), "n_splits_requested": int(us.n_requested),
+        "splits": {"usable": us.n_usable, "redrawn": us.n_redrawn, "excluded": us.n_excluded,
+                   "unusable_draws": dict(us.reasons), "min_usable": int(need)},
         "sample_sizes": [int((splits[0] == first).sum()), int((splits[0] == second).sum())],
         "max_stratum_count_difference": int(stratum_gap),
         "full_curve_between_halves_fraction": between,
-        "bandwidth": float(cur["bandwidth"]), "max_time_at_risk": float(cur["scale"]),
+        "bandwidth": float(cur.bandwidth), "max_time_at_risk": float(cur.scale),
+        "bandwidth_rule": cfg.smoothing.bandwidth_rule, "boundary": rule.boundary,
         "bootstrap": {"n_boot": cfg.bootstrap.n_boot, "level": cfg.bootstrap.level},
         "cox": None if cox is None else {
             "covariates": list(cfg.covariates), "concordance": cox["concordance"],
             "coefficients": cox["params"].set_index("covariate").coef.to_dict()},
+        "prediction": pinfo,
         "n_active_ranked": int(len(ranked)),
-        "top_closure_risk": ranked.head(5)[["npo_id", "p_close_next_year"]].to_dict("records"),
+        "top_closure_risk": ranked.head(5)[["npo_id", "p_close_next_year", "beyond_data"]].to_dict("records"),
     }
-    out.summary = summary
+    if fixed is not None:
+        summary["fixed"] = fixed
+    elif rep is not None:
+        summary["optimum"] = reporting.optimum_summary(rep)
+    else:  # T2: a search over k0 only
+        summary["optimum"] = {"searched": True, "k0": best.k0, "dev_mean": best.dev,
+                              "k0_per_split": per_split.k0.tolist()}
+    if cv is not None:
+        summary["cv_bandwidth"] = {k: cv[k] for k in ("fraction", "bandwidth", "at_edge", "at")}
+    if sens is not None:
+        summary["bandwidth_sensitivity"] = sens.to_dict("records")
+    out.summary = reporting.plain(summary)
     return out
+
+
+def _concat_points(a: GridPoints, b: GridPoints) -> GridPoints:
+    return GridPoints(k1=np.concatenate([a.k1, b.k1]), k2=np.concatenate([a.k2, b.k2]),
+                      k0=np.concatenate([a.k0, b.k0]), shape=(a.size + b.size,))
+
+
+def _sensitivity_directions(points: GridPoints, must=()) -> np.ndarray:
+    """Interior directions for the bandwidth table: the searched ones (at most ~180 of them,
+    evenly picked) plus ``must`` (the optimum and the per-split optima, so that the row of the
+    run's own fraction reproduces the run's optimum)."""
+    th = np.unique(np.round(uncertainty.theta_deg(points.k1, points.k2), 7))
+    th = th[(th > 0) & (th < 90)]
+    if th.size > 181:
+        th = th[np.unique(np.linspace(0, th.size - 1, 181).round().astype(int))]
+    return np.unique(np.concatenate([th, np.round(np.asarray(must, float), 7)]))
 
 
 def _max_stratum_gap(strata: np.ndarray, sample: np.ndarray) -> int:
@@ -362,54 +559,39 @@ def _npo_table(panel: NPOPanel, sample: np.ndarray, coef: np.ndarray) -> pd.Data
     return out
 
 
-def _next_year_table(panel: NPOPanel, cfg: Config, best: dict, cur: dict, coef) -> pd.DataFrame:
-    """P(closure within the next year) for every active at-risk NPO, ranked (S = exp(-H)).
-
-    Next year the window grows by one year; its time-at-risk then depends on whether the NPO
-    gets a grant, so both are given. The ranking uses the no-grant scenario (the risk the
-    seed's analysis is about: funding instability continuing).
-    """
-    active = ~panel.event
-    G = panel.grants[active]
-    end = panel.features.end_index[active]
-    now = panel.features.matrix()[active] @ coef
-    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
-    t_grant = extend_one_year(G, end, 1).matrix() @ coef
-    full_inc = cur["increments"][:, 2]
-    p0 = next_year_probability(cur["times"], full_inc, now, t_nogrant)
-    p1 = next_year_probability(cur["times"], full_inc, now, t_grant)
-    npos = panel.npos[active]
-    out = pd.DataFrame({"npo_id": npos.npo_id.to_numpy(), "field": npos.field.to_numpy(),
-                        "function": npos.function.to_numpy(), "time_at_risk": now,
-                        "p_close_next_year": p0, "p_close_next_year_if_grant": p1,
-                        "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
-    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
-    return out.reset_index(drop=True)
-
-
-def _figures(out: Outputs, cfg: Config, surface, best, per_split, curves) -> None:
+def _figures(out: Outputs, cfg: Config, surface, best, per_split, curves, rep, cv) -> None:
     name = {"T": "T = k1 N0 + k2 N1"}.get(cfg.definition, cfg.definition)
+    where = ("at the interior optimum" if rep is not None else
+             "(fixed definition)" if surface.shape[0] == 1 else "at the optimum")
     out.figure("fig1_hazard_vs_time_at_risk", figures.hazard_curves_figure(
-        curves, f"{name} at the optimum k1={best['k1']:.3g}, k2={best['k2']:.3g}, k0={best['k0']:.3g}"),
+        curves, f"{name} {where} k1={best.k1:.3g}, k2={best.k2:.3g}, k0={best.k0:.3g}"),
         caption="Seed Figure 1: smoothed hazard rate vs time-at-risk for the two samples "
                 "(split 0), the full sample and its bootstrap band")
     if cfg.grid.mode == "k1k2" and np.unique(surface.k1).size > 1 and np.unique(surface.k2).size > 1:
-        out.figure("fig2_dev_vs_k1", figures.dev_vs_k1_figure(surface, best["k0"]),
-                         caption="Seed Figure 2: Dev vs k1 for several constant k2")
+        out.figure("fig2_dev_vs_k1", figures.dev_vs_k1_figure(surface, best.k0),
+                   caption="Seed Figure 2: Dev vs k1 for several constant k2")
         out.figure("dev_surface_heatmap", figures.surface_heatmap(
-            surface, best["k0"], best["ratio_k2_k1"], per_split.ratio_k2_k1.to_numpy()),
+            surface, best.k0, best.ratio_k2_k1, per_split.ratio_k2_k1.to_numpy()),
             caption="Dev over (k1, k2): in relative mode constant along rays k2/k1 = const; "
-                    "red: the optimum ray; thin lines: each split's optimum")
-    elif cfg.grid.mode == "direction":
-        out.figure("dev_vs_direction", figures.dev_vs_theta_figure(surface),
-                         caption="Direction search: Dev vs theta with k1 = cos(theta), k2 = sin(theta)")
+                    "red: the interior optimum ray; thin lines: each split's interior optimum")
+    if rep is not None:
+        out.figure("dev_vs_direction", figures.dev_theta_band_figure(rep.curve, rep.level),
+                   caption=f"Dev(theta), theta = atan2(k2, k1): mean over splits with the "
+                           f"{100 * rep.level:.0f}% range; the axes (theta = 0, 90) are separate "
+                           f"models, shown as points")
+        out.figure("optimum_theta_per_split", figures.theta_histogram_figure(
+            rep.per_split, {"level": rep.theta_interval.level, "lo": rep.theta_interval.lo,
+                            "hi": rep.theta_interval.hi}, rep.interior.theta_deg),
+            caption="Interior optimum direction of every split, with the range across splits")
+    if cv is not None:
+        out.figure("cv_bandwidth", figures.cv_bandwidth_figure(cv["candidates"], cv["fraction"]),
+                   caption="Least-squares cross-validation score of the kernel hazard bandwidth")
     if np.unique(surface.k0).size > 1:
         out.figure("dev_vs_k0", figures.dev_vs_k0_figure(surface),
-                         caption="Smallest Dev over (k1, k2) at each k0 (Appendix A, T1)")
+                   caption="Smallest Dev over (k1, k2) at each k0 (Appendix A, T1)")
 
 
-def _method_html(cfg: Config, rule: GridRule, best: dict) -> str:
+def _method_html(cfg: Config, rule: GridRule, best, n_splits: int) -> str:
     formula = {"T": "T = k1·N0 + k2·N1 (seed eq. 5)", "T0": "T0 = N0 (Appendix A, eq. 9)",
                "T1": "T1 = k1·N0 + k2·Y, Y = N1 + (1+k0)·N2 + (1+2k0)·N3 + … (eqs. 10, 12)",
                "T2": "T2 = Y (eq. 13)", "T3": "T3 = X (eq. 14)"}[cfg.definition]
@@ -425,25 +607,43 @@ def _method_html(cfg: Config, rule: GridRule, best: dict) -> str:
            "minimum is a ray, reported as k2/k1 and its angle. " if invariant else
            "In this mode the scale of the coefficients matters. ")
         + f"Dev = sqrt(S/101)/V with V from sample {cfg.split.sample_one} (the standard curve), "
-          f"averaged over {cfg.split.n_splits} balanced splits (strata: field × function × age band "
+          f"averaged over {n_splits} balanced splits (strata: field × function × age band "
           f"{cfg.split.age_bands}).</p>"
-        f"<p>Next-year closure probability: 1 − exp(−(H(T_next) − H(T_now))) from the full-sample "
-        f"Breslow cumulative hazard at the optimum (k1={best['k1']:.4g}, k2={best['k2']:.4g}, "
-        f"k0={best['k0']:.4g}); T_next is the time-at-risk after one more year without a grant "
-        f"(ranking) or with one.</p>")
+        f"<p>Next-year closure probability: 1 − exp(−(H(T_next) − H(T_now))) with H the integral of "
+        f"the full-sample smoothed hazard at the chosen coefficients (k1={best.k1:.4g}, "
+        f"k2={best.k2:.4g}, k0={best.k0:.4g}); past the last observed failure time the last "
+        f"smoothed hazard is carried forward (rows flagged beyond_data). T_next is the "
+        f"time-at-risk after one more year without a grant (ranking) or with one.</p>")
 
 
 def headline(summary: dict) -> list[tuple[str, object]]:
-    o = summary["optimum"]
-    s = summary["optimum_spread"]
-    return [("definition", summary["definition"]), ("grid rule", summary["grid_rule"]),
+    rows = [("definition", summary["definition"]), ("grid rule", summary["grid_rule"]),
             ("NPOs at risk / closed", f"{summary['n_npos_at_risk']} / {summary['n_closed']}"),
-            ("grid points x splits", f"{summary['n_grid_points']} x {summary['n_splits']}"),
-            ("optimum k2/k1", o["ratio_k2_k1"]), ("optimum theta (deg)", o["theta_deg"]),
-            ("optimum (k1, k2, k0)", f"({o['k1']:.4g}, {o['k2']:.4g}, {o['k0']:.4g})"),
-            ("Dev at optimum", o["dev"]),
-            ("theta across splits (q25..q75)", f"{s['theta_deg_q25']:.3g} .. {s['theta_deg_q75']:.3g}"),
-            ("full curve between halves", summary["full_curve_between_halves_fraction"])]
+            ("grid points x splits", f"{summary['n_grid_points']} x {summary['n_splits']}"
+                                     f" (of {summary['n_splits_requested']} requested)")]
+    if "fixed" in summary:
+        f = summary["fixed"]
+        rows += [("coefficients", "fixed: " + " + ".join(f"{v:g}*{k}" for k, v in f["weights"].items() if v)
+                  + " (nothing searched)"),
+                 ("Dev (mean over splits)", "undefined" if f["dev_mean"] is None else f"{f['dev_mean']:.3g}")]
+    elif "interior" in summary["optimum"]:
+        o = summary["optimum"]
+        ax = o["axes"].get("k2 = 0 (theta = 0)")
+        rows += [("optimum direction", o["headline"]),
+                 ("Dev at the interior optimum", f"{o['interior']['dev_mean']:.3g} " + (
+                     "(one split: no spread)" if o["interior"]["dev_sd"] is None else
+                     f"(sd over splits {o['interior']['dev_sd']:.2g})")),
+                 ("Dev on the axis k2 = 0 (T0)", f"{ax['dev_mean']:.3g}" if ax else "not evaluated"),
+                 ("optimum identified", "yes" if o["identified"] else "no")]
+    elif "k0" in summary["optimum"]:
+        o = summary["optimum"]
+        rows += [("optimum k0", f"{o['k0']:g}"), ("Dev at optimum", f"{o['dev_mean']:.3g}")]
+    else:
+        rows += [("optimum", summary["optimum"]["statement"])]
+    p = summary["prediction"]
+    rows += [("full curve between halves", f"{summary['full_curve_between_halves_fraction']:.2f}"),
+             ("active NPOs beyond the data", f"{p['n_beyond_data']} of {p['n_active']}")]
+    return rows
 
 
 JOB = Job(name=NAME, description=DESCRIPTION, title=TITLE, config=Config, load=load_inputs,

@@ -36,13 +36,21 @@ def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
     assert one.table("hazard_curves").hazard_cox_baseline.gt(0).all()
     # the run did real work: 81 points x 3 splits, in 9 tiles, and a finite optimum
     assert one.summary["n_grid_points"] == 81 and one.summary["n_tiles"] == 9
-    assert np.isfinite(one.summary["optimum"]["dev"])
+    assert np.isfinite(one.summary["optimum"]["interior"]["dev_mean"])
     surface = one.table("deviation_surface")
     assert surface.dev_mean.notna().all()
     # outputs HAZARD.md asks for
     figs = {p.name for p in (one.run_dir / "figures").glob("*.png")}
     assert {"fig1_hazard_vs_time_at_risk.png", "fig2_dev_vs_k1.png", "dev_surface_heatmap.png"} <= figs
     assert (one.run_dir / "report.html").stat().st_size > 10_000
+    # next-year probabilities: never an exact 0 for an active NPO here (closures exist), and
+    # the flagged rows are those whose next-year T passes the last failure time of the full sample
+    ranked = one.table("closure_next_year")
+    breslow = one.table("breslow_increments")
+    last = breslow.time_at_risk[breslow.dH_full > 0].max()
+    assert (ranked.p_close_next_year > 0).all()
+    assert ranked.beyond_data.tolist() == (ranked.time_at_risk_next > last).tolist()
+    assert one.summary["prediction"]["n_beyond_data"] == int(ranked.beyond_data.sum()) > 0
     assert one.summary["max_stratum_count_difference"] <= 1
     assert abs(one.summary["sample_sizes"][0] - one.summary["sample_sizes"][1]) <= 1
 
@@ -52,7 +60,7 @@ def test_k0_config_and_direction_search_run(local_client, tmp_path):
                  out=tmp_path / "k0", overrides=["grid.k1.num=5", "grid.k2.num=5",
                                                  "split.n_splits=2", "bootstrap.n_boot=0"])
     assert k0.summary["definition"] == "T1" and k0.summary["n_grid_points"] == 5 * 5 * 5
-    assert k0.summary["optimum"]["k0"] in (0.0, 0.25, 0.5, 1.0, 2.0)
+    assert k0.summary["optimum"]["interior"]["k0"] in (0.0, 0.25, 0.5, 1.0, 2.0)
     assert (k0.run_dir / "figures" / "dev_vs_k0.png").exists()
     surface = k0.table("deviation_surface")
     # relative mode: Dev depends on k2/k1 only -> equal on the diagonal k1 = k2 for each k0
@@ -63,7 +71,7 @@ def test_k0_config_and_direction_search_run(local_client, tmp_path):
                 overrides=["grid.mode=direction", "grid.theta_deg.num=31", "split.n_splits=2",
                            "bootstrap.n_boot=0"])
     assert d.summary["n_grid_points"] == 31
-    assert 0.0 <= d.summary["optimum"]["theta_deg"] <= 90.0
+    assert 0.0 < d.summary["optimum"]["interior"]["theta_deg"] < 90.0
     assert (d.run_dir / "figures" / "dev_vs_direction.png").exists()
 
 
@@ -103,7 +111,7 @@ def _write_config(tmp_path, frame, extra=""):
     data = tmp_path / "panel.csv"
     frame.to_csv(data, index=False)
     cfg = tmp_path / "hazard.toml"
-    cfg.write_text(f'job = "hazard"\n[data]\nsource = "file"\npath = "{data}"\n{extra}')
+    cfg.write_text(f'job = "hazard"\n[data]\npath = "{data}"\n{extra}')
     return cfg, data
 
 
@@ -150,10 +158,10 @@ def test_closure_year_before_the_period(cli, tmp_path, panel_frame):
     _expect_bad(cli, tmp_path, cfg, str(data), "row 1", "column 'closed_year'", "before the study period")
 
 
-def test_year_outside_the_period(cli, tmp_path, panel_frame):
+def test_year_outside_the_period_is_an_error_when_switched(cli, tmp_path, panel_frame):
     bad = panel_frame.copy()
     bad.loc[30, "year"] = 2009
-    cfg, data = _write_config(tmp_path, bad)
+    cfg, data = _write_config(tmp_path, bad, '[data.rules]\nrows_outside_period = "error"\n')
     _expect_bad(cli, tmp_path, cfg, str(data), "row 31", "column 'year'", "outside the study period")
 
 
@@ -224,3 +232,118 @@ def test_synthetic_generator_deterministic_and_inverted_u():
     peak = int(np.argmax(h))
     assert 15 < peak < 85
     assert h[0] < 0.5 * h[peak] and h[-1] < 0.8 * h[peak]
+
+
+# -- issue 14: unusable splits, fixed definitions, panel rules, smoothing options ----------------
+def test_single_npo_at_risk_is_exit_2_with_counts(cli, tmp_path, panel_frame):
+    one = panel_frame[panel_frame.npo_id == panel_frame.npo_id.iloc[0]]
+    cfg, data = _write_config(tmp_path, one, "[split]\nn_splits = 1\n")
+    line = _expect_bad(cli, tmp_path, cfg, str(data), "1 NPO(s) at risk", "closure(s)")
+    assert "exit" not in line and "Traceback" not in line
+
+
+def _two_closure_panel(panel_frame):
+    """The panel with all but two closures removed (NPOs closed later become active ones)."""
+    closed_ids = panel_frame.loc[panel_frame.closed_year.notna(), "npo_id"].unique()
+    drop = set(closed_ids[2:])
+    return panel_frame[~panel_frame.npo_id.isin(drop)].reset_index(drop=True)
+
+
+def test_unusable_splits_excluded_counted_or_exit_2(cli, tmp_path, panel_frame, local_client):
+    from riskdask.hazard.split import age_band, balanced_splits, split_counts, stratum_codes
+
+    frame = _two_closure_panel(panel_frame)
+    panel = build_panel(frame, Period())
+    npos = panel.npos
+    strata = stratum_codes(npos.field, npos.function,
+                           age_band((npos.first_break_year - npos.founded_year).to_numpy(), [0, 5, 15, 30]))
+    from riskdask.engine import stream_seed
+
+    # the run's split stream (riskdask.engine.stream_seed), first draws only
+    c = split_counts(balanced_splits(strata, stream_seed(2018, "split", primary="synthetic"), 8),
+                     panel.event)
+    bad = int(((c.closures_sample1 == 0) | (c.closures_sample2 == 0)).sum())
+    assert 0 < bad < 8
+    rules = "[split]\nn_splits = 8\nunusable = \"exclude\"\nmin_usable = 1\n"
+    cfg, data = _write_config(tmp_path, frame, rules)
+    out = tmp_path / "runs"
+    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler",
+              local_client(1).scheduler.address, *SUM_SETS)
+    assert res.code == 0, res.err
+    [run] = run_dirs(out, "hazard")
+    summary = read_summary(run)
+    assert summary["splits"]["excluded"] == bad and summary["n_splits"] == 8 - bad
+    manifest = json.loads((run / "manifest.json").read_text())
+    [ex] = [e for e in manifest["exclusions"] if e["source"] == "splits"]
+    assert ex["count"] == bad
+    # redrawn instead: all 8 usable, every discarded draw counted in the manifest
+    (tmp_path / "redraw").mkdir()
+    cfg3, _ = _write_config(tmp_path / "redraw", frame, rules.replace('"exclude"', '"redraw"'))
+    res = cli("run", "hazard", "--config", cfg3, "--out", tmp_path / "redraw" / "runs", "--quiet",
+              "--scheduler", local_client(1).scheduler.address, *SUM_SETS)
+    assert res.code == 0, res.err
+    [run] = run_dirs(tmp_path / "redraw" / "runs", "hazard")
+    summary = read_summary(run)
+    assert summary["n_splits"] == 8 and summary["splits"]["redrawn"] == bad
+    manifest = json.loads((run / "manifest.json").read_text())
+    [ex] = [e for e in manifest["exclusions"] if "redrawn" in e["reason"]]
+    assert ex["count"] == sum(summary["splits"]["unusable_draws"].values()) >= bad
+    # the same with every split required: exit 2 with the counts
+    cfg2, _ = _write_config(tmp_path, frame, rules.replace("min_usable = 1", "min_usable = 8"))
+    (tmp_path / "again").mkdir()
+    _expect_bad(cli, tmp_path / "again", cfg2, f"only {8 - bad} of 8", "split.min_usable", "no closure")
+
+
+def test_fixed_definitions_report_no_optimum(local_client, tmp_path):
+    res = run_job("hazard", client=local_client(1), out=tmp_path,
+                  overrides=["definition=T0", "split.n_splits=3", "bootstrap.n_boot=0"])
+    s = res.summary
+    assert "optimum" not in s and s["fixed"]["searched"] is False
+    assert s["fixed"]["weights"] == {"N0": 1.0, "N1": 0.0, "X": 0.0, "Z": 0.0}
+    assert s["coefficients_searched"] == [] and s["n_grid_points"] == 1
+    from jobs.hazard import headline
+
+    text = dict(headline(s))
+    assert "nothing searched" in text["coefficients"] and "optimum direction" not in text
+    t3 = run_job("hazard", client=local_client(1), out=tmp_path / "t3",
+                 overrides=["definition=T3", "split.n_splits=2", "bootstrap.n_boot=0"])
+    ranked = t3.table("closure_next_year")
+    assert ranked.p_close_next_year_if_grant.isna().all()
+    assert not t3.summary["prediction"]["if_grant_defined"]
+    assert (ranked.p_close_next_year > 0).all()
+
+
+def test_panel_rules_counted_in_manifest_and_summary(cli, tmp_path, panel_frame, local_client):
+    extra = pd.DataFrame({"npo_id": "LATE", "year": np.arange(1995, 2009), "grant": [1] * 4 + [0] + [1] * 9,
+                          "field": "culture", "function": "services", "founded_year": 1980,
+                          "closed_year": pd.array([2010] * 14, dtype="Int64")})
+    frame = pd.concat([panel_frame, extra], ignore_index=True)
+    cfg, data = _write_config(tmp_path, frame)
+    out = tmp_path / "runs"
+    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler",
+              local_client(1).scheduler.address, *SUM_SETS)
+    assert res.code == 0, res.err
+    [run] = run_dirs(out, "hazard")
+    summary = read_summary(run)
+    assert summary["panel_rules"] == {"rows_outside_period": 3, "closure_after_period": 1,
+                                      "missing_closure_year_row": 0}
+    manifest = json.loads((run / "manifest.json").read_text())
+    [ex] = [e for e in manifest["exclusions"] if "outside the study period" in e["reason"]]
+    assert ex["count"] == 3
+    (tmp_path / "again").mkdir()
+    cfg2, data2 = _write_config(tmp_path / "again", frame, '[data.rules]\nclosure_after_period = "error"\n')
+    _expect_bad(cli, tmp_path / "again", cfg2, str(data2), "column 'closed_year'", "after the study period")
+
+
+def test_cv_bandwidth_and_boundary_recorded(local_client, tmp_path):
+    res = run_job("hazard", client=local_client(1), out=tmp_path,
+                  overrides=SMALL + ["smoothing.bandwidth_rule=cv", "smoothing.boundary=reflect"])
+    s = res.summary
+    assert s["boundary"] == "reflect" and s["bandwidth_rule"] == "cv"
+    frac = s["cv_bandwidth"]["fraction"]
+    assert s["bandwidth"] == pytest.approx(frac * s["max_time_at_risk"])
+    assert "boundary correction at T=0: reflect" in s["grid_rule"]
+    sens = res.table("bandwidth_sensitivity")
+    assert sens.bandwidth_fraction.tolist() == [0.05, 0.1, 0.2]
+    assert (res.run_dir / "figures" / "cv_bandwidth.png").exists()
+    assert (res.run_dir / "figures" / "optimum_theta_per_split.png").exists()

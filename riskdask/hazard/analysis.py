@@ -5,12 +5,14 @@ All functions are pure (numpy / pandas in, numpy / pandas out).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from .gridsearch import GridPoints
 
-__all__ = ["surface_frame", "optimum", "per_split_optima", "spread_summary", "bootstrap_band",
+__all__ = ["surface_frame", "optimum", "Optimum", "per_split_optima", "spread_summary", "bootstrap_band",
            "between_fraction", "ray_points"]
 
 
@@ -49,11 +51,28 @@ def surface_frame(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:
     })
 
 
-def optimum(surface: pd.DataFrame, column: str = "dev_mean", rel_tol: float = 1e-9) -> dict:
+@dataclass(frozen=True)
+class Optimum:
+    """The grid point with the smallest Dev (:func:`optimum`)."""
+
+    index: int
+    k0: float
+    k1: float
+    k2: float
+    ratio_k2_k1: float
+    theta_deg: float
+    dev: float
+    n_points_on_min_ray: int
+    ratios_on_min_ray: list
+
+
+def optimum(surface: pd.DataFrame, column: str = "dev_mean", rel_tol: float = 1e-9) -> Optimum:
     """The grid point with the smallest Dev (first in grid order on ties) and its ray.
 
     In relative mode all points with the same ``k2/k1`` share one Dev, so the minimum is a
-    ray: ``n_points_on_min_ray`` counts grid points within ``rel_tol`` of the minimum.
+    ray: ``n_points_on_min_ray`` counts grid points within ``rel_tol`` of the minimum. (Used
+    where the search is over k0 only, T2; the k1/k2 searches use
+    :func:`riskdask.hazard.uncertainty.optimum_report`.)
     """
     values = surface[column].to_numpy()
     if not np.isfinite(values).any():
@@ -62,10 +81,10 @@ def optimum(surface: pd.DataFrame, column: str = "dev_mean", rel_tol: float = 1e
     best = float(values[i])
     near = np.isfinite(values) & (np.abs(values - best) <= rel_tol * abs(best))
     row = surface.iloc[i]
-    return {"index": i, "k0": float(row.k0), "k1": float(row.k1), "k2": float(row.k2),
-            "ratio_k2_k1": float(row.ratio_k2_k1), "theta_deg": float(row.theta_deg),
-            "dev": best, "n_points_on_min_ray": int(near.sum()),
-            "ratios_on_min_ray": sorted({round(float(r), 9) for r in surface.ratio_k2_k1[near]})}
+    return Optimum(index=i, k0=float(row.k0), k1=float(row.k1), k2=float(row.k2),
+                   ratio_k2_k1=float(row.ratio_k2_k1), theta_deg=float(row.theta_deg), dev=best,
+                   n_points_on_min_ray=int(near.sum()),
+                   ratios_on_min_ray=sorted({round(float(r), 9) for r in surface.ratio_k2_k1[near]}))
 
 
 def per_split_optima(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:

@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["TIME_DECIMALS", "N_GRID", "GridRule", "breslow_increments", "cumulative_hazard_at",
            "gaussian_kernel", "smooth_hazard", "deviation", "weighted_increments",
-           "deviation_columns", "round_times"]
+           "deviation_columns", "round_times", "kernel_matrix", "BOUNDARIES"]
 
 TIME_DECIMALS = 9
 #: Number of points of the common evaluation grid (seed Section 2.4: "101 is ... the number of
@@ -124,15 +124,42 @@ def gaussian_kernel(u):
     return _INV_SQRT_2PI * np.exp(-0.5 * u * u)
 
 
-def smooth_hazard(grid, times, increments, bandwidth: float) -> np.ndarray:
+#: Boundary treatments of the kernel smoother near ``T = 0`` (see :func:`kernel_matrix`).
+BOUNDARIES = ("none", "reflect")
+
+
+def kernel_matrix(grid, times, bandwidth: float, boundary: str = "none") -> np.ndarray:
+    """``(1/b) K((t - t_i)/b)`` for every grid point ``t`` and failure time ``t_i``.
+
+    ``boundary = "reflect"`` adds the mirror image of every failure time at ``-t_i``
+    (reflection about ``T = 0``, Schuster 1985; the correction R ``muhaz``'s boundary kernels
+    also address): ``(1/b) [K((t - t_i)/b) + K((t + t_i)/b)]`` for ``t >= 0``. Time-at-risk is
+    never negative, so the plain Gaussian kernel puts the mass of failures near 0 partly below
+    0 and estimates only about half of a constant hazard at ``T = 0``; the reflected kernel
+    keeps it on ``T >= 0``.
+    """
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    grid = np.asarray(grid, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    kmat = gaussian_kernel((grid[:, None] - t[None, :]) / bandwidth)
+    if boundary == "reflect":
+        kmat = kmat + gaussian_kernel((grid[:, None] + t[None, :]) / bandwidth)
+    return kmat / bandwidth
+
+
+def smooth_hazard(grid, times, increments, bandwidth: float, boundary: str = "none") -> np.ndarray:
     """Kernel-smoothed hazard ``h(t) = (1/b) sum_i K((t - t_i)/b) dH(t_i)`` (seed eq. 4).
 
     ``increments`` may be 1-D (one curve) or 2-D ``(n_times, n_curves)``; the kernel sum is a
-    matrix product over the failure times.
+    matrix product over the failure times. ``boundary`` as in :func:`kernel_matrix` (default
+    ``"none"``: the seed's formula as written).
     """
-    grid = np.asarray(grid, dtype=np.float64)
-    kmat = gaussian_kernel((grid[:, None] - np.asarray(times, dtype=np.float64)[None, :]) / bandwidth)
-    return (kmat @ np.asarray(increments, dtype=np.float64)) / bandwidth
+    if boundary == "none":  # the hot path of the grid search: no extra temporaries
+        grid = np.asarray(grid, dtype=np.float64)
+        kmat = gaussian_kernel((grid[:, None] - np.asarray(times, dtype=np.float64)[None, :]) / bandwidth)
+        return (kmat @ np.asarray(increments, dtype=np.float64)) / bandwidth
+    return kernel_matrix(grid, times, bandwidth, boundary) @ np.asarray(increments, dtype=np.float64)
 
 
 def deviation(H1, H2) -> float:
@@ -173,6 +200,8 @@ class GridRule:
         Absolute mode: grid range in units of T.
     n_points : int
         101 (seed).
+    boundary : {"none", "reflect"}
+        Boundary treatment near ``T = 0`` (:func:`kernel_matrix`).
     """
 
     mode: str = "relative"
@@ -182,6 +211,7 @@ class GridRule:
     grid_min: float = 0.0
     grid_max: float = 11.0
     n_points: int = N_GRID
+    boundary: str = "none"
 
     def grid_and_bandwidth(self, scale: float) -> tuple[np.ndarray, float]:
         """The grid and bandwidth for a pooled sample whose ``max T`` is ``scale``."""
@@ -194,8 +224,9 @@ class GridRule:
         raise ValueError(f"unknown grid mode {self.mode!r}")
 
     def describe(self) -> str:
+        edge = "" if self.boundary == "none" else f", boundary correction at T=0: {self.boundary}"
         if self.mode == "relative":
             return (f"relative: grid 0..{self.grid_max_fraction:g}*max(T) ({self.n_points} points), "
-                    f"bandwidth {self.bandwidth_fraction:g}*max(T), max(T) over the pooled sample")
+                    f"bandwidth {self.bandwidth_fraction:g}*max(T), max(T) over the pooled sample{edge}")
         return (f"absolute: grid {self.grid_min:g}..{self.grid_max:g} ({self.n_points} points), "
-                f"bandwidth {self.bandwidth:g} (units of T)")
+                f"bandwidth {self.bandwidth:g} (units of T){edge}")

@@ -8,7 +8,7 @@ import pandas as pd
 from .analysis import ray_points
 
 __all__ = ["hazard_curves_figure", "dev_vs_k1_figure", "surface_heatmap", "dev_vs_theta_figure",
-           "dev_vs_k0_figure"]
+           "dev_vs_k0_figure", "theta_histogram_figure", "dev_theta_band_figure", "cv_bandwidth_figure"]
 
 
 def _plt():
@@ -103,4 +103,55 @@ def dev_vs_k0_figure(surface: pd.DataFrame):
     ax.plot(best.index, best.values, marker="o")
     ax.set_xlabel("k0")
     ax.set_ylabel("min Dev over (k1, k2)")
+    return fig
+
+
+def theta_histogram_figure(per_split: pd.DataFrame, interval: dict, theta_opt: float):
+    """Per-split optimum directions: histogram of theta over [0, 90] with the interval."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    th = per_split["theta_deg"].to_numpy(float)
+    ax.hist(th, bins=np.linspace(0, 90, 31), color="tab:blue", alpha=0.75,
+            label=f"per-split interior optima ({th.size} splits)")
+    if np.isfinite(interval.get("lo", np.nan)):
+        ax.axvspan(interval["lo"], interval["hi"], color="0.85", zorder=0,
+                   label=f"{100 * interval['level']:.0f}% range across splits")
+    ax.axvline(theta_opt, color="red", ls="--", label=f"optimum of mean Dev, {theta_opt:.3g} deg")
+    ax.set_xlim(0, 90)
+    ax.set_xlabel("optimum direction theta = atan2(k2, k1) (degrees; 0: k2 = 0, 90: k1 = 0)")
+    ax.set_ylabel("splits")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def dev_theta_band_figure(curve: pd.DataFrame, level: float):
+    """Dev(theta): mean over splits with the ``level`` range, axes marked separately."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for k0, part in curve.groupby("k0"):
+        inner = part[~part.on_axis].sort_values("theta_deg")
+        lab = f" (k0 = {k0:g})" if curve.k0.nunique() > 1 else ""
+        line, = ax.plot(inner.theta_deg, inner.dev_mean, lw=1.5, label=f"mean Dev over splits{lab}")
+        ax.fill_between(inner.theta_deg, inner.dev_lo, inner.dev_hi, color=line.get_color(), alpha=0.2,
+                        label=f"{100 * level:.0f}% range over splits{lab}")
+        axes = part[part.on_axis]
+        ax.errorbar(axes.theta_deg, axes.dev_mean,
+                    yerr=[axes.dev_mean - axes.dev_lo, axes.dev_hi - axes.dev_mean],
+                    fmt="s", color=line.get_color(), ms=5, capsize=3, label=f"axes (separate models){lab}")
+    ax.set_xlim(-2, 92)
+    ax.set_xlabel("direction theta = atan2(k2, k1) (degrees)")
+    ax.set_ylabel("Dev")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def cv_bandwidth_figure(candidates: pd.DataFrame, chosen_fraction: float):
+    """Least-squares cross-validation score vs the bandwidth fraction."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    ax.semilogx(candidates.fraction, candidates.cv, marker=".")
+    ax.axvline(chosen_fraction, color="red", ls="--", label=f"chosen {chosen_fraction:.3g} x max(T)")
+    ax.set_xlabel("bandwidth / max(T)")
+    ax.set_ylabel("LSCV score")
+    ax.legend(fontsize=8)
     return fig

@@ -28,7 +28,7 @@ from .estimators import (GridRule, cumulative_hazard_at, deviation_columns, roun
 from .timeatrisk import coefficients
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
-           "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for",
+           "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for", "Curves",
            "bootstrap_curves", "time_at_risk_range", "coefficient_matrix", "next_year_probability"]
 
 
@@ -114,8 +114,12 @@ def make_grid_points(k1_values, k2_values, k0_values=(0.0,)) -> GridPoints:
 def direction_points(theta_values, k0_values=(0.0,)) -> GridPoints:
     """The 1-D direction search: ``k1 = cos(theta)``, ``k2 = sin(theta)`` (relative mode only)."""
     k0g, thg = np.meshgrid(np.asarray(k0_values, float), np.asarray(theta_values, float), indexing="ij")
-    return GridPoints(k1=np.cos(thg).ravel(), k2=np.sin(thg).ravel(), k0=k0g.ravel(),
-                      shape=thg.shape, theta=thg.ravel())
+    # cos(pi/2) is 6e-17, not 0: snap so that theta = 90 deg is exactly the axis k1 = 0
+    k1 = np.cos(thg).ravel()
+    k2 = np.sin(thg).ravel()
+    k1[np.abs(k1) < 1e-12] = 0.0
+    k2[np.abs(k2) < 1e-12] = 0.0
+    return GridPoints(k1=k1, k2=k2, k0=k0g.ravel(), shape=thg.shape, theta=thg.ravel())
 
 
 def coefficient_matrix(definition: str, points: GridPoints, start: int = 0, stop: int | None = None):
@@ -151,7 +155,7 @@ def _curves(t_rounded, at_risk, deaths, rule: GridRule, scale: float):
     times, inc = weighted_increments(t_rounded, at_risk, deaths)
     failing = inc.any(axis=1)  # only failure times carry kernel mass
     grid, bw = rule.grid_and_bandwidth(scale)
-    return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw)
+    return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
 
 
 def evaluate_points(features, at_risk, deaths, coefs, rule: GridRule) -> np.ndarray:
@@ -199,7 +203,38 @@ def evaluate_tile(chunk, shared: TileInput) -> np.ndarray:
                            shared.coefs[chunk.start:chunk.stop], shared.rule)
 
 
-def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule: GridRule):
+@dataclass(frozen=True)
+class Curves:
+    """Hazard curves of several weight columns at one coefficient point (:func:`curves_for`).
+
+    Attributes
+    ----------
+    grid : ndarray, shape (101,)
+    bandwidth : float
+    hazard : ndarray, shape (101, c)
+        Smoothed hazard of each column (seed eq. 4).
+    times : ndarray, shape (g,)
+        Distinct times of the pooled patterns.
+    increments : ndarray, shape (g, c)
+        Breslow increments per column (0 where a column has no failure at a time).
+    scale : float
+        ``max T`` over the pooled sample (the relative rule's scale).
+    """
+
+    grid: np.ndarray
+    bandwidth: float
+    hazard: np.ndarray
+    times: np.ndarray
+    increments: np.ndarray
+    scale: float
+
+    def failures(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """Failure times and increments of one column (where its increment is > 0)."""
+        keep = self.increments[:, column] > 0
+        return self.times[keep], self.increments[keep, column]
+
+
+def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule: GridRule) -> Curves:
     """Smoothed hazard and Breslow cumulative hazard for weight columns at one point.
 
     Parameters
@@ -212,17 +247,16 @@ def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule:
 
     Returns
     -------
-    dict with ``grid`` (101,), ``bandwidth``, ``hazard`` (101, c), ``times`` (g,),
-    ``increments`` (g, c), ``scale``.
+    Curves
     """
     t = round_times(table.features @ coef)
     deaths = weights * table.event[:, None]
     times, inc = weighted_increments(t, weights, deaths)
     grid, bw = rule.grid_and_bandwidth(float(t.max()))
     failing = inc.any(axis=1)
-    h = smooth_hazard(grid, times[failing], inc[failing], bw)
-    return {"grid": grid, "bandwidth": bw, "hazard": h, "times": times, "increments": inc,
-            "scale": float(t.max())}
+    h = smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
+    return Curves(grid=grid, bandwidth=float(bw), hazard=h, times=times, increments=inc,
+                  scale=float(t.max()))
 
 
 def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
@@ -242,7 +276,7 @@ def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
     times, inc = weighted_increments(t, W, W * table.event[:, None])
     failing = inc.any(axis=1)
     grid, bw = shared["rule"].grid_and_bandwidth(shared["scale"])
-    return smooth_hazard(grid, times[failing], inc[failing], bw).T
+    return smooth_hazard(grid, times[failing], inc[failing], bw, shared["rule"].boundary).T
 
 
 def next_year_probability(times, increments, t_now, t_next) -> np.ndarray:
