@@ -26,14 +26,15 @@ from riskdask.hazard import analysis, figures, reporting, uncertainty
 from riskdask.hazard.bandwidth import bandwidth_sensitivity, cv_bandwidth
 from riskdask.hazard.covariates import cox_baseline, design_matrix
 from riskdask.hazard.estimators import GridRule, smooth_hazard
-from riskdask.hazard.gridsearch import (GridPoints, TileInput, bootstrap_curves,
+from riskdask.hazard.gridsearch import (GridPoints, TileInput, bootstrap_curves, concat_points,
                                         coefficient_matrix, compress, curves_for, direction_points,
                                         evaluate_tile, make_grid_points, sample_weights,
                                         time_at_risk_range)
 from riskdask.hazard.panel import (RULE_SENTENCES, NPOPanel, PanelRules, Period, build_panel,
                                    exclusion_sentence, read_panel_file)
 from riskdask.hazard.predict import next_year_table
-from riskdask.hazard.split import age_band, balance_table, stratum_codes, usable_splits
+from riskdask.hazard.split import (age_band, balance_table, max_stratum_gap, stratum_codes,
+                                   usable_splits)
 from riskdask.hazard.synthetic import generate_panel
 from riskdask.hazard.timeatrisk import SCALABLE_DEFINITIONS, coefficients
 
@@ -372,7 +373,7 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
         table = compress(panel.features.matrix(), event)
         at_risk_w, death_w = sample_weights(table, splits, cfg.split.sample_one)
         balance = balance_table(splits[0], inp.labels, event)
-        stratum_gap = max(_max_stratum_gap(inp.strata, s) for s in splits)
+        stratum_gap = max(max_stratum_gap(inp.strata, s) for s in splits)
 
     cv = None
     if cfg.smoothing.bandwidth_rule == "cv" and cfg.smoothing.mode == "relative":
@@ -384,7 +385,7 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
     ref = uncertainty.reference_points(np.unique(points.k0)) if searched else None
     with ctx.stage("grid_search"):
         # the fixed choices (T0 = N0, k1 = k2, k1 = 0) ride along as extra points
-        all_points = points if ref is None else _concat_points(points, ref)
+        all_points = points if ref is None else concat_points(points, ref)
         shared = TileInput(features=table.features, at_risk=at_risk_w, deaths=death_w,
                            coefs=coefficient_matrix(cfg.definition, all_points), rule=rule)
         tiles = plan_chunks(all_points.size, cfg.grid.tile_size)  # no randomness in a tile
@@ -410,7 +411,7 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
     coef = coefficients(cfg.definition, best.k1, best.k2, best.k0)
     if rep is not None and cfg.smoothing.mode == "relative" and cfg.smoothing.sensitivity_fractions:
         with ctx.stage("bandwidth_sensitivity"):
-            th = _sensitivity_directions(points, [best.theta_deg, *per_split.theta_deg])
+            th = uncertainty.sensitivity_directions(points, [best.theta_deg, *per_split.theta_deg])
             dpts = direction_points(np.radians(th), [best.k0])
             sens = bandwidth_sensitivity(table.features, at_risk_w, death_w,
                                          coefficient_matrix(cfg.definition, dpts), th, rule,
@@ -528,28 +529,6 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> Outputs:
         summary["bandwidth_sensitivity"] = sens.to_dict("records")
     out.summary = reporting.plain(summary)
     return out
-
-
-def _concat_points(a: GridPoints, b: GridPoints) -> GridPoints:
-    return GridPoints(k1=np.concatenate([a.k1, b.k1]), k2=np.concatenate([a.k2, b.k2]),
-                      k0=np.concatenate([a.k0, b.k0]), shape=(a.size + b.size,))
-
-
-def _sensitivity_directions(points: GridPoints, must=()) -> np.ndarray:
-    """Interior directions for the bandwidth table: the searched ones (at most ~180 of them,
-    evenly picked) plus ``must`` (the optimum and the per-split optima, so that the row of the
-    run's own fraction reproduces the run's optimum)."""
-    th = np.unique(np.round(uncertainty.theta_deg(points.k1, points.k2), 7))
-    th = th[(th > 0) & (th < 90)]
-    if th.size > 181:
-        th = th[np.unique(np.linspace(0, th.size - 1, 181).round().astype(int))]
-    return np.unique(np.concatenate([th, np.round(np.asarray(must, float), 7)]))
-
-
-def _max_stratum_gap(strata: np.ndarray, sample: np.ndarray) -> int:
-    n1 = np.bincount(strata, weights=(sample == 1).astype(float))
-    n2 = np.bincount(strata, weights=(sample == 2).astype(float))
-    return int(np.max(np.abs(n1 - n2)))
 
 
 def _npo_table(panel: NPOPanel, sample: np.ndarray, coef: np.ndarray) -> pd.DataFrame:

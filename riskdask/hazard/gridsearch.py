@@ -29,7 +29,8 @@ from .timeatrisk import coefficients
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
            "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for", "Curves",
-           "bootstrap_curves", "time_at_risk_range", "coefficient_matrix", "next_year_probability"]
+           "bootstrap_curves", "time_at_risk_range", "coefficient_matrix", "next_year_probability",
+           "concat_points"]
 
 
 @dataclass(frozen=True)
@@ -284,3 +285,9 @@ def next_year_probability(times, increments, t_now, t_next) -> np.ndarray:
     H_now = cumulative_hazard_at(times, increments, t_now)
     H_next = cumulative_hazard_at(times, increments, t_next)
     return -np.expm1(-(H_next - H_now))
+
+
+def concat_points(a: GridPoints, b: GridPoints) -> GridPoints:
+    """The points of ``a`` followed by those of ``b``, as one flat list of points."""
+    return GridPoints(k1=np.concatenate([a.k1, b.k1]), k2=np.concatenate([a.k2, b.k2]),
+                      k0=np.concatenate([a.k0, b.k0]), shape=(a.size + b.size,))

@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import InputError
 
 __all__ = ["age_band", "stratum_codes", "balanced_split", "balanced_splits",
-           "balance_table", "split_counts", "usable_splits", "UsableSplits"]
+           "balance_table", "split_counts", "usable_splits", "UsableSplits", "max_stratum_gap"]
 
 
 def age_band(age: np.ndarray, edges) -> np.ndarray:
@@ -258,3 +258,11 @@ def balance_table(sample: np.ndarray, columns: dict[str, np.ndarray], event: np.
     rows.append({"variable": "total", "level": "all", "n_sample1": n1, "n_sample2": n2,
                  "share_sample1": 1.0, "share_sample2": 1.0, "abs_diff": abs(n1 - n2)})
     return pd.DataFrame(rows)
+
+
+def max_stratum_gap(strata: np.ndarray, sample: np.ndarray) -> int:
+    """The largest difference, over strata, between the counts of samples 1 and 2 (at most
+    one for a balanced split)."""
+    n1 = np.bincount(strata, weights=(sample == 1).astype(float))
+    n2 = np.bincount(strata, weights=(sample == 2).astype(float))
+    return int(np.max(np.abs(n1 - n2)))
