@@ -120,6 +120,7 @@ def theta_histogram_figure(per_split: pd.DataFrame, interval: dict, theta_opt: f
     ax.set_xlim(0, 90)
     ax.set_xlabel("optimum direction theta = atan2(k2, k1) (degrees; 0: k2 = 0, 90: k1 = 0)")
     ax.set_ylabel("splits")
+    ax.yaxis.get_major_locator().set_params(integer=True)  # counts of splits
     ax.legend(fontsize=8)
     return fig
 
