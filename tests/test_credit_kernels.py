@@ -201,8 +201,9 @@ def _summary_from(loss, weight, first_scenario, index, need, n_obligors=1):
     return LossSummary(index, index, loss.size, float(w), mean,
                        float(np.dot(weight, (loss - mean) ** 2)), np.zeros(n_obligors),
                        loss[order], weight[order], first_scenario + order,
-                       np.zeros((0, n_obligors), np.uint8), np.zeros(3),
-                       np.zeros((1, 3)), {"weight_needed": need, "state_rows": 0})
+                       np.full(order.size, index), np.zeros((0, n_obligors), np.uint8),
+                       np.zeros(3), np.array([[index, loss.size, w, 0.0, 0.0]]),
+                       {"weight_needed": need, "state_rows": 0})
 
 
 def test_step6_var_es_follow_the_seed_definitions_after_any_merge():
