@@ -84,3 +84,38 @@ def test_gpd_refuses_a_lattice_tail():
     loss = np.repeat([5.0, 4.0, 3.0, 2.0], 100)
     fit = gpd_fit(loss, np.ones(loss.size), 100_000, 0.0, (0.999,), threshold_weight=300)
     assert not fit.ok and "lattice" in fit.note
+
+
+# ----------------------------------------------------------------------- adaptive stopping
+def _default_model(n_sim, chunk, n_names=200, pd_=0.02, rho=0.2):
+    lbs = np.zeros((n_names, 2))
+    lbs[:, 0] = 1.0
+    return build_factor_model(lbs, np.ones(n_names, int), np.full((n_names, 1), ndtri(pd_)),
+                              np.full((n_names, 1), np.sqrt(rho)), confidence=(0.99, 0.999),
+                              n_scenarios=n_sim, hist_edges=np.linspace(0, n_names, 11),
+                              batches_per_chunk=batches_per_chunk(n_sim, chunk))
+
+
+def test_adaptive_stopping_reaches_the_target_or_stops_at_the_cap():
+    from riskdask.credit.adaptive import run_in_waves
+    from riskdask.credit.simulation import combine_summaries
+
+    n_sim, chunk = 200_000, 10_000
+    model = _default_model(n_sim, chunk)
+    chunks = plan_chunks(n_sim, chunk, 3)
+    runs = {}
+    for target in (0.02, 1e-4):
+        runs[target] = run_in_waves(chunks, 2, lambda cs: simulate_local(model, cs),
+                                    combine_summaries,
+                                    lambda s: simulation_statistics(s, model, 200.0), target)
+    easy, hard = runs[0.02], runs[1e-4]
+    assert easy.reached and easy.waves_run < easy.waves_planned
+    assert easy.waves_run > 1 and easy.relative_error <= 0.02 < easy.history[-2][1]
+    assert easy.stats["n_scenarios"] == easy.waves_run * 2 * chunk
+    # the stopped run is exactly the run of its chunks (same summary as a fresh run)
+    again = run_in_waves(chunks, 2, lambda cs: simulate_local(model, cs), combine_summaries,
+                         lambda s: simulation_statistics(s, model, 200.0), 0.02)
+    assert again.waves_run == easy.waves_run and again.stats["levels"][-1]["es"] == \
+        easy.stats["levels"][-1]["es"]
+    assert not hard.reached and hard.waves_run == hard.waves_planned
+    assert hard.stats["n_scenarios"] == n_sim

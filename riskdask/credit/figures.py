@@ -7,11 +7,13 @@ from riskdask.plotting import pyplot
 plt = pyplot()
 import numpy as np  # noqa: E402
 
-__all__ = ["loss_distribution", "top_contributors"]
+__all__ = ["loss_distribution", "top_contributors", "tail_fits"]
 
 
-def loss_distribution(edges, summary, stats, fv_portfolio):
-    """Histogram of simulated losses (log scale) with VaR (dashed) and ES (solid) markers."""
+def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
+    """Histogram of simulated losses (log scale) with VaR (dashed) and ES (solid) markers;
+    the VaR of each Step 7 tail fit in ``fits`` (:class:`riskdask.credit.tail.TailFit`)
+    as a dotted marker."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     prob = summary.histogram[1:-1] / summary.n        # (1/sim) sum of weights per bin
     width = np.diff(edges)
@@ -28,6 +30,13 @@ def loss_distribution(edges, summary, stats, fv_portfolio):
                    label=f"VaR {tag}: {lv['var'] / scale:,.1f}M")
         ax.axvline((mean + lv["es"]) / scale, color=color, ls="-", lw=1.2,
                    label=f"ES {tag}: {lv['es'] / scale:,.1f}M")
+    styles = {"vasicek": "#2a9d8f", "gpd": "#6a4c93"}
+    for fit in fits:
+        if not fit.ok:
+            continue
+        for lv in fit.levels:
+            ax.axvline((mean + lv["var"]) / scale, color=styles.get(fit.name, "0.4"), ls=":",
+                       lw=1.2, label=f"{fit.name} fit VaR {100 * lv['confidence']:g}%")
     ax.axvline(mean / scale, color="k", lw=0.8,
                label=f"EL ({stats['mean_reference']}): {mean / scale:,.2f}M")
     ax.set_yscale("log")
@@ -50,5 +59,47 @@ def top_contributors(obligors, contributions, level, top: int):
     ax.set_xlabel("contribution to ES (EUR million): tail expected loss − mean loss")
     ax.set_title(f"Top {len(order)} contributors to ES {100 * level['confidence']:g}% "
                  f"(ES = {level['es'] / 1e6:,.1f}M)")
+    fig.tight_layout()
+    return fig
+
+
+def tail_fits(tail_loss, tail_weight, n, fits, qq, scale=1e6):
+    """Step 7 diagnostics: the simulated tail's survival function with each fit (left) and
+    the QQ panel of fitted against empirical tail quantiles (right).
+
+    ``qq`` maps a fit's name to :func:`riskdask.credit.tail.qq_points` output.
+    """
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2))
+    cw = np.cumsum(tail_weight)
+    p = (cw - 0.5 * np.asarray(tail_weight)) / n
+    ax.step(np.asarray(tail_loss) / scale, p, where="post", color="#4a78a8", lw=1.2,
+            label="simulated")
+    colors = {"vasicek": "#2a9d8f", "gpd": "#6a4c93"}
+    lo = hi = None
+    for fit in fits:
+        if not fit.ok:
+            continue
+        pts = qq[fit.name]
+        ok = np.isfinite(pts["fitted"])
+        ax.plot(pts["fitted"][ok] / scale, pts["tail_probability"][ok],
+                color=colors.get(fit.name, "0.3"), lw=1.2,
+                label=f"{fit.name} (max rel. dev. {pts['max_rel_deviation']:.1%})")
+        bx.plot(pts["empirical"][ok] / scale, pts["fitted"][ok] / scale, ".", ms=3,
+                color=colors.get(fit.name, "0.3"), label=fit.name)
+        vals = np.concatenate([pts["empirical"][ok], pts["fitted"][ok]]) / scale
+        if vals.size:
+            lo = vals.min() if lo is None else min(lo, vals.min())
+            hi = vals.max() if hi is None else max(hi, vals.max())
+    ax.set_yscale("log")
+    ax.set_xlabel("loss (EUR million)")
+    ax.set_ylabel("P(loss > x)")
+    ax.set_title("Tail of the loss distribution (seed Step 7)")
+    ax.legend(fontsize=7)
+    if lo is not None:
+        bx.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    bx.set_xlabel("simulated tail quantile (EUR million)")
+    bx.set_ylabel("fitted quantile (EUR million)")
+    bx.set_title("QQ: fitted vs simulated tail")
+    bx.legend(fontsize=7)
     fig.tight_layout()
     return fig
