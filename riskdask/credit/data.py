@@ -258,6 +258,19 @@ def validate_portfolio(df: pd.DataFrame, path, matrix: MigrationMatrix, *,
     if bad.size:
         raise InputError(f"recovery rate {rr[bad[0]]} outside [0, 1]", file=path,
                          row=int(bad[0]) + 1, column="recovery_rate")
+    if "recovery_sd" in df.columns:
+        # Uncertain recovery (CreditMetrics: beta law with this mean and sd per position).
+        out["recovery_sd"] = numeric_column(df, "recovery_sd", path)
+        sd = out["recovery_sd"].to_numpy()
+        bad = np.flatnonzero((sd < 0) | ((sd > 0) & (sd * sd >= rr * (1 - rr))))
+        if bad.size:
+            r = int(bad[0])
+            raise InputError(f"recovery_sd {sd[r]} impossible for a beta law with mean "
+                             f"{rr[r]} (need 0 <= sd < sqrt(rr (1 - rr)) = "
+                             f"{np.sqrt(rr[r] * (1 - rr[r])):.4g})", file=path, row=r + 1,
+                             column="recovery_sd")
+    else:
+        out["recovery_sd"] = 0.0
     for col in ("sector", "country", "name"):
         out[col] = df[col].astype(str).str.strip().to_numpy() if col in df.columns else ""
     if need_terms:
@@ -357,6 +370,17 @@ def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
     recovery_value = np.bincount(codes, weights=positions["nominal"] * positions["recovery_rate"],
                                  minlength=n)
     nominal = np.bincount(codes, weights=positions["nominal"], minlength=n)
+    sd_p = positions["recovery_sd"].to_numpy(dtype=float) if "recovery_sd" in positions \
+        else np.zeros(len(positions))
+    abs_nom = np.abs(positions["nominal"].to_numpy(dtype=float))
+    abs_total = np.bincount(codes, weights=abs_nom, minlength=n)
+    # One recovery draw per obligor (its positions default together): sd weighted by size.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recovery_sd = np.where((abs_total > 0) & (nominal != 0),
+                               np.bincount(codes, weights=abs_nom * sd_p, minlength=n)
+                               / abs_total, 0.0)
+        recovery_mean = np.where(nominal != 0, recovery_value / np.where(nominal != 0,
+                                                                         nominal, 1.0), 0.0)
     first = pd.DataFrame({"code": codes, "i": np.arange(len(positions))}).groupby("code")["i"].min()
     first = first.reindex(range(n)).to_numpy()
     obligors = pd.DataFrame({
@@ -367,6 +391,8 @@ def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
         "rating": positions["rating"].to_numpy()[first],
         "nominal": nominal,
         "recovery_value": recovery_value,
+        "recovery_mean": recovery_mean,
+        "recovery_sd": recovery_sd,
         "n_positions": np.bincount(codes, minlength=n),
     })
     initial_index = np.array([matrix.index(r) for r in obligors["rating"]], dtype=np.int64)

@@ -45,7 +45,7 @@ summary is the same bits in any worker process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -116,6 +116,9 @@ class SimulationModel:
     # centre c of the batch sums sum w (L - c)^k (the analytic EL: no cancellation)
     batches_per_chunk: int = MIN_BATCHES
     center: float = 0.0
+    # uncertain recovery (simulation order): beta alpha, beta (alpha = 0: fixed recovery),
+    # nominal and mean recovery rate; None: every recovery fixed (no extra draws)
+    recovery: tuple | None = None
 
     def reference_mean(self, simulated_mean: float) -> float:
         """The mean in ``VaR = mean - SFV_(a)``: the simulated one (seed Step 6), or with
@@ -189,10 +192,31 @@ def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
                 center=0.0 if expected_loss is None else exact_sum(expected_loss))
 
 
+def _with_recovery(model: SimulationModel, recovery) -> SimulationModel:
+    """Attach beta-distributed recovery (``recovery = (mean, sd, nominal)`` per obligor,
+    input order).  None or all sd 0: the model unchanged -- no extra random draws, so
+    every result is bit-identical to fixed recovery.  With uncertain recovery the tail
+    states no longer determine the tail losses: ES contributions come from the second pass
+    (``state_rows = 0``)."""
+    if recovery is None:
+        return model
+    from .valuation import beta_parameters
+
+    mean, sd, nominal = (np.asarray(x, dtype=float) for x in recovery)
+    if not np.any(sd > 0):
+        return model
+    alpha, beta = np.zeros_like(sd), np.zeros_like(sd)
+    on = sd > 0
+    alpha[on], beta[on] = beta_parameters(mean[on], sd[on])
+    o = model.order
+    return replace(model, state_rows=0,
+                   recovery=(alpha[o], beta[o], nominal[o], mean[o]))
+
+
 def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, confidence,
                        n_scenarios, hist_edges, state_rows=10_000, shift=None,
                        expected_loss=None, block=None,
-                       batches_per_chunk=MIN_BATCHES) -> SimulationModel:
+                       batches_per_chunk=MIN_BATCHES, recovery=None) -> SimulationModel:
     """Model for a uniform correlation or a factor model.
 
     Parameters
@@ -211,6 +235,8 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
     batches_per_chunk : int
         Fixed sub-ranges per chunk for the error estimates
         (:func:`riskdask.credit.uncertainty.batches_per_chunk` of the config).
+    recovery : tuple of ndarray (mean, sd, nominal), optional
+        Beta-distributed recovery per obligor (see :func:`_with_recovery`).
     """
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
                    state_rows, hist_edges, block, weighted=shift is not None,
@@ -227,7 +253,7 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
     n_groups = first.size
     group_start = np.searchsorted(group_sorted, np.arange(n_groups + 1))
     reps = order[group_start[:-1]]
-    return SimulationModel(
+    return _with_recovery(SimulationModel(
         kind="factor",
         loss_by_state=base["loss_by_state"][order],
         initial_state=base["initial_state"][order],
@@ -242,13 +268,13 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
         group_idio=np.sqrt(1.0 - r2[reps]),
         group_of_obligor=group_sorted,
         expected_loss=None if expected_loss is None else np.asarray(expected_loss, float)[order],
-    )
+    ), recovery)
 
 
 def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *, confidence,
                        n_scenarios, hist_edges, state_rows=10_000, shift=None,
                        expected_loss=None, block=None,
-                       batches_per_chunk=MIN_BATCHES) -> SimulationModel:
+                       batches_per_chunk=MIN_BATCHES, recovery=None) -> SimulationModel:
     """Model for a full n x n correlation matrix (Step 2 by Cholesky).
 
     ``correlation`` must be symmetric positive definite (the loaders check and
@@ -259,11 +285,11 @@ def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *,
                    expected_loss=expected_loss, batches_per_chunk=batches_per_chunk)
     chol = np.linalg.cholesky(np.asarray(correlation, dtype=float))
     n = chol.shape[0]
-    return SimulationModel(
+    return _with_recovery(SimulationModel(
         kind="matrix", order=np.arange(n), cholesky=np.asfortranarray(chol, dtype=np.float32),
         shift=None if shift is None else np.asarray(shift, dtype=float).ravel(),
         expected_loss=None if expected_loss is None else np.asarray(expected_loss, float),
-        **base)
+        **base), recovery)
 
 
 def importance_shift(model_kind: str, loss_at_default, default_threshold, loadings_or_chol,
@@ -583,6 +609,15 @@ def _blocks(chunk, model: SimulationModel):
             sb = min(model.block, size - b0)
             w, s, i, new_state = block_fn(rng, model, sb)
             step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]  # Step 4
+            if model.recovery is not None:
+                # Beta recovery for the defaults of uncertain-recovery obligors: the value
+                # in default is Nom_i R instead of Nom_i E[R] (drawn after the block's
+                # migrations, from the chunk's own stream).
+                alpha, beta, nominal, mean = model.recovery
+                d = np.flatnonzero((new_state == 0) & (alpha[i] > 0))
+                if d.size:
+                    j = i[d]
+                    step_loss[d] += nominal[j] * (mean[j] - rng.beta(alpha[j], beta[j]))
             scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
             yield b0, sb, w, s, i, new_state, step_loss, scen_loss
 
