@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import integrate, optimize
 from scipy.special import ndtr, ndtri
-from scipy.stats import genpareto, multivariate_normal
+from scipy.stats import genpareto
+
+from .bvn import bvn_cdf
 
 __all__ = ["TailFit", "vasicek_fit", "gpd_fit", "qq_points", "vasicek_rho_from_moments",
            "vasicek_quantile"]
@@ -80,7 +82,7 @@ def vasicek_quantile(pd_: float, rho: float, confidence):
 def _vasicek_second_moment(pd_: float, rho: float) -> float:
     """``E X^2 = Phi_2(Phi^-1 pd, Phi^-1 pd; rho)`` (Vasicek 2002)."""
     b = ndtri(pd_)
-    return float(multivariate_normal(mean=[0, 0], cov=[[1, rho], [rho, 1]]).cdf([b, b]))
+    return float(bvn_cdf(b, b, rho))
 
 
 def vasicek_rho_from_moments(pd_: float, sd: float) -> float:
@@ -138,22 +140,34 @@ def vasicek_fit(el: float, ul: float, el_se: float, ul_se: float, exposure: floa
                   note="moment-matched to the simulated EL and UL (default-mode law)")
     fit.quantile = lambda tail_p: exposure * vasicek_quantile(pd_, rho, 1.0 - np.asarray(tail_p))
 
-    def measures(e, u, c):
+    def params(e, u):
         p, s = e / exposure, u / exposure
         if not (0 < p < 1 and s > 0):
+            return None
+        return p, vasicek_rho_from_moments(p, s)
+
+    # Central differences over +- half an error of EL and of UL (refits, level-independent).
+    h = 0.5
+    steps = []
+    for de, du in ((el_se, 0.0), (0.0, ul_se)):
+        if not (np.isfinite(de) and np.isfinite(du)) or (de == 0 and du == 0):
+            steps.append(None)
+        else:
+            steps.append((params(el + h * de, ul + h * du), params(el - h * de, ul - h * du)))
+
+    def measures(pr, c):
+        if pr is None:
             return float("nan"), float("nan")
-        return _vasicek_var_es(p, vasicek_rho_from_moments(p, s), exposure, reference, c)
+        return _vasicek_var_es(pr[0], pr[1], exposure, reference, c)
 
     for c in confidence:
         var, es = _vasicek_var_es(pd_, rho, exposure, reference, c)
         grads = []
-        for de, du in ((el_se, 0.0), (0.0, ul_se)):
-            h = 0.5
-            if not (np.isfinite(de) and np.isfinite(du)) or (de == 0 and du == 0):
+        for step in steps:
+            if step is None:
                 grads.append((0.0, 0.0))
                 continue
-            up = measures(el + h * de, ul + h * du, c)
-            down = measures(el - h * de, ul - h * du, c)
+            up, down = measures(step[0], c), measures(step[1], c)
             grads.append(((up[0] - down[0]) / (2 * h), (up[1] - down[1]) / (2 * h)))
         fit.levels.append({"confidence": float(c), "var": var, "es": es,
                            "var_se": float(math.hypot(grads[0][0], grads[1][0])),

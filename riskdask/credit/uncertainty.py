@@ -226,32 +226,37 @@ def tail_errors(summary, a: int, k: int, reference: float, *, weighted: bool,
     dict
         ``var_se``, ``es_se``, ``var_ci`` (lo, hi), ``es_var_rel`` (relative error of the
         squared ES error, for the variance-reduction interval), ``beyond`` (probability
-        the quantile lies below the buffer) and ``reason`` (why an error is 0 or NaN, or
-        None).
+        the quantile lies below the buffer), ``reason`` (why an error is 0 or NaN, or
+        None) and ``var_se_fixed_mean`` / ``es_se_fixed_mean`` / ``es_var_rel_fixed_mean``:
+        the same without the simulated mean's error (the estimator of an
+        importance-sampling run, which measures from the analytic mean).
     """
     loss, w = summary.tail_loss, summary.tail_weight
     n = summary.n
     nan = float("nan")
     out = {"var_se": nan, "es_se": nan, "var_ci": (nan, nan), "es_var_rel": nan,
-           "beyond": nan, "reason": None}
+           "beyond": nan, "reason": None, "var_se_fixed_mean": nan, "es_se_fixed_mean": nan,
+           "es_var_rel_fixed_mean": nan}
     if not 0 < k < loss.size:
         out["reason"] = "the tail buffer does not reach SFV_(a)"
         return out
     q = float(loss[k])
     if summary.m2 == 0.0 and loss[0] == loss[-1]:
         out.update(var_se=0.0, es_se=0.0, var_ci=(q - reference, q - reference), es_var_rel=0.0,
-                   beyond=0.0, reason="degenerate loss law: every scenario has the same loss")
+                   beyond=0.0, reason="degenerate loss law: every scenario has the same loss",
+                   var_se_fixed_mean=0.0, es_se_fixed_mean=0.0, es_var_rel_fixed_mean=0.0)
         return out
     W = exact_sum(w[:k])
     # Linearised ES: per-batch sums of w (L - q)^+ over the buffer rows before k.
     ids, nb, sw, s1, _ = _batch_columns(summary.batches)
     pos = np.searchsorted(ids, summary.tail_batch[:k])
     excess = np.bincount(pos, weights=w[:k] * (loss[:k] - q), minlength=ids.size)
-    y = (n / W) * excess / nb
-    if simulated_mean:
-        y = y - (s1 / nb + center * sw / nb)
+    y_fixed = (n / W) * excess / nb
+    y = y_fixed - (s1 / nb + center * sw / nb) if simulated_mean else y_fixed
     bm = batch_means_se(y, nb)
     rel = rel_se_of_variance(y, nb)
+    bm_fixed = batch_means_se(y_fixed, nb) if simulated_mean else bm
+    rel_fixed = rel_se_of_variance(y_fixed, nb) if simulated_mean else rel
     law = quantile_law(loss, w, a, n, weighted=weighted)
     values, log_p = law["values"], law["log_p"]
     mse_q = _log_mse(log_p, values - q)
@@ -263,6 +268,7 @@ def tail_errors(summary, a: int, k: int, reference: float, *, weighted: bool,
     mse_es = _log_mse(log_p, es_j - es_tail)
     var_var = mse_q + (el_se ** 2 if simulated_mean and np.isfinite(el_se) else 0.0)
     es_var = bm ** 2 + mse_es
+    es_var_fixed = bm_fixed ** 2 + mse_es
     surv = law["survival"]
     hi_i = int(np.searchsorted(surv, (1 - level) / 2, side="left"))
     lo_i = int(np.searchsorted(surv, (1 + level) / 2, side="left"))
@@ -271,7 +277,14 @@ def tail_errors(summary, a: int, k: int, reference: float, *, weighted: bool,
     out.update(var_se=float(np.sqrt(var_var)), es_se=float(np.sqrt(es_var)),
                var_ci=(float(lo - reference), float(hi - reference)),
                es_var_rel=float(rel * bm ** 2 / es_var) if es_var > 0 else nan,
-               beyond=law["beyond"])
+               beyond=law["beyond"],
+               # the same statistics measured from a fixed (analytic) mean: what an
+               # importance-sampling run reports, so the variance reduction compares one
+               # estimator on both runs
+               var_se_fixed_mean=float(np.sqrt(mse_q)),
+               es_se_fixed_mean=float(np.sqrt(es_var_fixed)),
+               es_var_rel_fixed_mean=float(rel_fixed * bm_fixed ** 2 / es_var_fixed)
+               if es_var_fixed > 0 else nan)
     if law["beyond"] > 1e-3:
         out["reason"] = (f"the VaR error may be understated: the quantile lies below the tail "
                          f"buffer with probability {law['beyond']:.2g}")
