@@ -128,7 +128,7 @@ def ours(n_obligors, scenarios, kind):
         stats = simulation_statistics(summary, model, an.fv_portfolio)
         seconds = time.perf_counter() - t0
         peak = max(client.run(_peak_rss).values())
-    return seconds, peak, [(lv["var"], lv["es"]) for lv in stats["levels"]]
+    return seconds, peak, [(lv.var, lv.es) for lv in stats.levels]
 
 
 def analytic_ul_seconds(n_obligors=5000):

@@ -358,9 +358,9 @@ def _tables(cfg, out: Outputs, inputs, an, run: SimulationRun, model, fits):
     ob["el_migration"] = per.el_migration
     ob["el_default"] = per.el_default
     ob["ul"] = per.ul
-    ob["simulated_mean_loss"] = stats["obligor_mean_loss"]
+    ob["simulated_mean_loss"] = stats.obligor_mean_loss
     for j, c in enumerate(cfg.simulation.confidence):
-        ob[f"es_contribution_{level_key(c)}"] = stats["contributions"][:, j]
+        ob[f"es_contribution_{level_key(c)}"] = stats.contributions[:, j]
     out.table("obligors", ob)
 
     cfv = pd.DataFrame(an.cfv, columns=[f"cfv_{r}" for r in inputs.matrix.scale])
@@ -392,24 +392,25 @@ def _tables(cfg, out: Outputs, inputs, an, run: SimulationRun, model, fits):
     out.table("tail_scenarios", tail)
 
     rows = []
-    for j, level in enumerate(stats["levels"]):
-        if not level["contributions"]:
+    for j, level in enumerate(stats.levels):
+        if not level.contributions:
             continue
-        contrib = stats["contributions"][:, j]
+        contrib = stats.contributions[:, j]
         order = np.argsort(-contrib, kind="stable")
         for rank, i in enumerate(order, 1):
-            rows.append({"confidence": level["confidence"], "rank": rank,
+            rows.append({"confidence": level.confidence, "rank": rank,
                          "obligor_id": pf.obligors["obligor_id"].iloc[i],
                          "name": pf.obligors["name"].iloc[i],
                          "rating": pf.obligors["rating"].iloc[i],
-                         "tail_expected_loss": stats["tail_obligor_loss"][i, j],
-                         "mean_loss": stats["obligor_mean_loss"][i],
+                         "tail_expected_loss": stats.tail_obligor_loss[i, j],
+                         "mean_loss": stats.obligor_mean_loss[i],
                          "es_contribution": contrib[i],
-                         "share_of_es": contrib[i] / level["es"] if level["es"] else np.nan})
+                         "share_of_es": contrib[i] / level.es if level.es else np.nan})
     out.table("es_contributions", pd.DataFrame(rows))
 
     out.table("risk_measures", pd.DataFrame([
-        {k: v for k, v in lv.items() if k != "contributions"} for lv in stats["levels"]]))
+        {k: v for k, v in lv.as_dict().items() if k != "contributions"}
+        for lv in stats.levels]))
     if fits is not None:
         out.table("tail_fits", pd.DataFrame([
             {"fit": f.name, "ok": f.ok, "note": f.note, **lv}
@@ -432,19 +433,19 @@ def _fit_summary(fits) -> dict:
 
 def _notes(stats, plain, inputs, run: SimulationRun, shift) -> list[str]:
     notes = list(inputs.notes)
-    if stats["degenerate"]:
+    if stats.degenerate:
         notes.append("degenerate loss law: every simulated scenario has the same loss, so "
                      "every Monte Carlo error is exactly 0")
-    for lv in stats["levels"]:
-        if lv["se_note"] and not stats["degenerate"]:
-            notes.append(f"confidence {lv['confidence']:g}: {lv['se_note']}")
-    for name, v in (("EL", stats["el_se"]), ("UL", stats["ul_se"])):
+    for lv in stats.levels:
+        if lv.se_note and not stats.degenerate:
+            notes.append(f"confidence {lv.confidence:g}: {lv.se_note}")
+    for name, v in (("EL", stats.el_se), ("UL", stats.ul_se)):
         if not np.isfinite(v):
             notes.append(f"no standard error of the simulated {name}: fewer than two batches")
     if run.contribution_pass:
         notes.append("ES contributions of the tails longer than simulation.contribution_rows "
                      "came from a second pass over the same chunks (exact)")
-    no_contrib = [lv["confidence"] for lv in stats["levels"] if not lv["contributions"]]
+    no_contrib = [lv.confidence for lv in stats.levels if not lv.contributions]
     if no_contrib:
         notes.append("no ES contributions at confidence "
                      f"{', '.join(map(str, no_contrib))}: VaR / ES are undefined there")
@@ -456,7 +457,7 @@ def _notes(stats, plain, inputs, run: SimulationRun, shift) -> list[str]:
     a = run.adaptive
     if a is not None:
         if a["reached"]:
-            notes.append(f"adaptive stopping: ES {100 * stats['levels'][-1]['confidence']:g}% "
+            notes.append(f"adaptive stopping: ES {100 * stats.levels[-1].confidence:g}% "
                          f"reached relative SE {a['relative_se']:.3g} <= "
                          f"{a['target_relative_se']:g} after {a['scenarios_used']:,} scenarios "
                          f"({a['waves_run']} of {a['waves_planned']} waves)")
@@ -513,17 +514,17 @@ def compute(cfg: Config, inputs: CreditInputs, ctx) -> Outputs:
         "el_analytic": an.el, "el_analytic_pct": 100 * an.el / fv_p,
         "el_migration": an.el_migration, "el_default": an.el_default,
         "ul_analytic": an.ul, "ul_analytic_pct": 100 * an.ul / fv_p,
-        "n_scenarios": stats["n_scenarios"], "n_chunks": stats["n_chunks"],
-        "n_batches": stats["n_batches"],
+        "n_scenarios": stats.n_scenarios, "n_chunks": stats.n_chunks,
+        "n_batches": stats.n_batches,
         "importance_sampling": shift is not None,
-        "el_simulated": moments["el"], "el_simulated_se": moments["el_se"],
-        "el_simulated_pct": 100 * moments["el"] / fv_p,
-        "ul_simulated": moments["ul"], "ul_simulated_se": moments["ul_se"],
-        "ul_simulated_pct": 100 * moments["ul"] / fv_p,
-        "el_z": _ratio(moments["el"] - an.el, moments["el_se"]),
-        "ul_z": _ratio(moments["ul"] - an.ul, moments["ul_se"]),
-        "mean_sfv": moments["mean_sfv"],
-        "degenerate": stats["degenerate"],
+        "el_simulated": moments.el, "el_simulated_se": moments.el_se,
+        "el_simulated_pct": 100 * moments.el / fv_p,
+        "ul_simulated": moments.ul, "ul_simulated_se": moments.ul_se,
+        "ul_simulated_pct": 100 * moments.ul / fv_p,
+        "el_z": _ratio(moments.el - an.el, moments.el_se),
+        "ul_z": _ratio(moments.ul - an.ul, moments.ul_se),
+        "mean_sfv": moments.mean_sfv,
+        "degenerate": stats.degenerate,
         "levels": levels,
         "notes": notes,
     }
@@ -549,13 +550,13 @@ def compute(cfg: Config, inputs: CreditInputs, ctx) -> Outputs:
                        caption="Seed Step 7: the simulated tail with the Vasicek and GPD "
                                "fits (survival function) and their QQ panel")
         j = len(cfg.simulation.confidence) - 1
-        while j >= 0 and not stats["levels"][j]["contributions"]:
+        while j >= 0 and not stats.levels[j].contributions:
             j -= 1
         if j >= 0:
             out.figure("top_contributors",
                        figures.top_contributors(inputs.portfolio.obligors,
-                                                stats["contributions"][:, j],
-                                                stats["levels"][j],
+                                                stats.contributions[:, j],
+                                                stats.levels[j],
                                                 cfg.outputs.top_contributors),
                        caption="Obligors with the largest contribution to ES "
                                f"({100 * cfg.simulation.confidence[j]:g}%)")

@@ -89,10 +89,10 @@ def test_simulation_with_beta_recovery_matches_the_analytic_el_and_ul():
     stats = simulation_statistics(simulate_local(model, plan_chunks(n_sim, chunk, 8)), model,
                                   float(an.fv.sum()))
     el = float(np.sum(an.fv - an.efv))
-    assert abs(stats["el"] - el) < 3 * stats["el_se"], (stats["el"], el, stats["el_se"])
-    assert abs(stats["ul"] - ul) < 3 * stats["ul_se"], (stats["ul"], ul, stats["ul_se"])
+    assert abs(stats.el - el) < 3 * stats.el_se, (stats.el, el, stats.el_se)
+    assert abs(stats.ul - ul) < 3 * stats.ul_se, (stats.ul, ul, stats.ul_se)
     fixed = ul_pairwise_bruteforce(cfv, icr, MATRIX.probabilities, corr)
-    assert abs(stats["ul"] - fixed) > 3 * stats["ul_se"]      # the variance term is visible
+    assert abs(stats.ul - fixed) > 3 * stats.ul_se      # the variance term is visible
 
 
 def test_zero_recovery_sd_is_bit_identical_to_fixed_recovery():

@@ -46,12 +46,12 @@ def test_vasicek_fit_is_within_5pct_of_the_exact_finite_portfolio_quantiles():
                                n_scenarios=n_sim, hist_edges=np.linspace(0, 1, 11),
                                batches_per_chunk=batches_per_chunk(n_sim, chunk))
     stats = simulation_statistics(simulate_local(model, plan_chunks(n_sim, chunk, 31)), model, 1.0)
-    fit = vasicek_fit(stats["el"], stats["ul"], stats["el_se"], stats["ul_se"], 1.0,
-                      stats["el"], conf)
+    fit = vasicek_fit(stats.el, stats.ul, stats.el_se, stats.ul_se, 1.0,
+                      stats.el, conf)
     assert fit.ok and fit.params["rho"] == pytest.approx(rho, rel=0.15)
     exact = _exact_finite_quantile(n_names, pd_, rho, conf)
     for level, x in zip(fit.levels, exact):
-        fitted = level["var"] + stats["el"]                 # the loss-fraction quantile
+        fitted = level["var"] + stats.el              # the loss-fraction quantile
         assert abs(fitted - x) < 0.05 * x, (level["confidence"], fitted, x)
         assert level["var_se"] > 0 and level["es"] > level["var"]
     # the limiting law itself vs the exact finite one, with the true parameters
@@ -111,11 +111,11 @@ def test_adaptive_stopping_reaches_the_target_or_stops_at_the_cap():
     easy, hard = runs[0.02], runs[1e-4]
     assert easy.reached and easy.waves_run < easy.waves_planned
     assert easy.waves_run > 1 and easy.relative_error <= 0.02 < easy.history[-2][1]
-    assert easy.stats["n_scenarios"] == easy.waves_run * 2 * chunk
+    assert easy.stats.n_scenarios == easy.waves_run * 2 * chunk
     # the stopped run is exactly the run of its chunks (same summary as a fresh run)
     again = run_in_waves(chunks, 2, lambda cs: simulate_local(model, cs), combine_summaries,
                          lambda s: simulation_statistics(s, model, 200.0), 0.02)
-    assert again.waves_run == easy.waves_run and again.stats["levels"][-1]["es"] == \
-        easy.stats["levels"][-1]["es"]
+    assert again.waves_run == easy.waves_run and again.stats.levels[-1].es == \
+        easy.stats.levels[-1].es
     assert not hard.reached and hard.waves_run == hard.waves_planned
-    assert hard.stats["n_scenarios"] == n_sim
+    assert hard.stats.n_scenarios == n_sim

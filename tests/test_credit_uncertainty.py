@@ -94,15 +94,15 @@ def test_discrete_portfolios_with_and_without_is_agree_and_no_se_is_zero(case):
         model, an = _bond_model(DISCRETE[case], 0.3, n_sim, chunk, importance=importance)
         out[importance], _, _ = _run(model, n_sim, chunk, 5, fv=float(an.fv.sum()))
     for j in range(2):
-        p, q = out[False]["levels"][j], out[True]["levels"][j]
+        p, q = out[False].levels[j], out[True].levels[j]
         for key in ("var", "es"):
-            assert p[f"{key}_se"] > 0 and q[f"{key}_se"] > 0, (case, j, key, p, q)
-            err = np.hypot(p[f"{key}_se"], q[f"{key}_se"])
-            assert abs(p[key] - q[key]) <= 3.5 * err + 1e-9 * abs(p[key]), (case, key, p, q)
-        vr = variance_reduction(p["es_se_fixed_mean"], q["es_se"], p["es_var_rel_fixed_mean"],
-                                q["es_var_rel"])
+            assert getattr(p, f"{key}_se") > 0 and getattr(q, f"{key}_se") > 0, (case, j, key, p, q)
+            err = np.hypot(getattr(p, f"{key}_se"), getattr(q, f"{key}_se"))
+            assert abs(getattr(p, key) - getattr(q, key)) <= 3.5 * err + 1e-9 * abs(getattr(p, key)), (case, key, p, q)
+        vr = variance_reduction(p.es_se_fixed_mean, q.es_se, p.es_var_rel_fixed_mean,
+                                q.es_var_rel)
         assert vr["reason"] is None and vr["value"] > 0
-    assert out[False]["el_se"] > 0 and out[False]["ul_se"] > 0
+    assert out[False].el_se > 0 and out[False].ul_se > 0
 
 
 def test_identical_default_only_names_with_and_without_is():
@@ -123,14 +123,14 @@ def test_identical_default_only_names_with_and_without_is():
                                    batches_per_chunk=batches_per_chunk(n_sim, chunk))
         out[importance], _, _ = _run(model, n_sim, chunk, 9, fv=n * 0.6)
     for j in range(2):
-        p, q = out[False]["levels"][j], out[True]["levels"][j]
+        p, q = out[False].levels[j], out[True].levels[j]
         for key in ("var", "es"):
-            assert p[f"{key}_se"] > 0 and q[f"{key}_se"] > 0
-            assert abs(p[key] - q[key]) < 3.5 * np.hypot(p[f"{key}_se"], q[f"{key}_se"])
+            assert getattr(p, f"{key}_se") > 0 and getattr(q, f"{key}_se") > 0
+            assert abs(getattr(p, key) - getattr(q, key)) < 3.5 * np.hypot(getattr(p, f"{key}_se"), getattr(q, f"{key}_se"))
         # VaR sits on the lattice of 0.6 multiples (minus the mean)
-        assert (p["var"] + out[False]["reference_mean_loss"]) / 0.6 == \
-            pytest.approx(round((p["var"] + out[False]["reference_mean_loss"]) / 0.6))
-        assert p["var_ci_low"] <= p["var"] <= p["var_ci_high"]
+        assert (p.var + out[False].reference_mean_loss) / 0.6 == \
+            pytest.approx(round((p.var + out[False].reference_mean_loss) / 0.6))
+        assert p.var_ci_low <= p.var <= p.var_ci_high
 
 
 def test_degenerate_loss_law_has_zero_errors_and_says_so():
@@ -142,11 +142,11 @@ def test_degenerate_loss_law_has_zero_errors_and_says_so():
                                confidence=(0.99,), n_scenarios=n_sim,
                                hist_edges=np.linspace(0, 1, 3), expected_loss=np.zeros(n))
     stats, _, _ = _run(model, n_sim, 500, 1)
-    lv = stats["levels"][0]
-    assert stats["degenerate"] and stats["el"] == 0 and stats["ul"] == 0
-    assert lv["var"] == 0 and lv["es"] == 0 and lv["var_se"] == 0 and lv["es_se"] == 0
-    assert "degenerate" in lv["se_note"]
-    vr = variance_reduction(lv["es_se"], lv["es_se"])
+    lv = stats.levels[0]
+    assert stats.degenerate and stats.el == 0 and stats.ul == 0
+    assert lv.var == 0 and lv.es == 0 and lv.var_se == 0 and lv.es_se == 0
+    assert "degenerate" in lv.se_note
+    vr = variance_reduction(lv.es_se, lv.es_se)
     assert vr["value"] is None and "0" in vr["reason"]          # no division by zero
 
 
@@ -186,13 +186,13 @@ def test_reported_es_error_matches_the_spread_over_seeds_plain_and_is(capsys):
         model = _default_only(n_names, 0.01, 0.2, n_sim, chunk, importance)
         model = type(model)(**{**model.__dict__, "state_rows": 0})      # no contributions
         runs = [_run(model, n_sim, chunk, 1000 + s, fv=float(n_names))[0] for s in range(seeds)]
-        rows = [r["levels"][1] for r in runs]
-        est[importance] = np.array([r["es"] for r in rows])
-        se[importance] = np.array([r["es_se"] for r in rows])
+        rows = [r.levels[1] for r in runs]
+        est[importance] = np.array([r.es for r in rows])
+        se[importance] = np.array([r.es_se for r in rows])
         if not importance:
             # the plain ES measured from the analytic mean, as an IS run measures it
-            est["fixed"] = np.array([r["levels"][1]["es"] + r["el"] - analytic_el for r in runs])
-            se["fixed"] = np.array([r["es_se_fixed_mean"] for r in rows])
+            est["fixed"] = np.array([r.levels[1].es + r.el - analytic_el for r in runs])
+            se["fixed"] = np.array([r.es_se_fixed_mean for r in rows])
     for key in (False, True, "fixed"):
         spread = est[key].std(ddof=1)
         ratio = se[key].mean() / spread
@@ -218,13 +218,13 @@ def test_is_contributions_from_its_own_tail_sum_to_the_is_es():
     sums = reduce_local([tail_obligor_sums(c, small, cuts) for c in chunks], add_arrays)
     full = simulation_statistics(summary, small, float(n_names), tail_sums=sums)
     big_stats, _, _ = _run(model, n_sim, chunk, 4, fv=float(n_names))
-    for j, lv in enumerate(full["levels"]):
-        assert lv["contributions"] and lv["contribution_source"] == "second pass"
-        assert full["contributions"][:, j].sum() == pytest.approx(lv["es"], rel=1e-9)
+    for j, lv in enumerate(full.levels):
+        assert lv.contributions and lv.contribution_source == "second pass"
+        assert full.contributions[:, j].sum() == pytest.approx(lv.es, rel=1e-9)
         # where the big buffer holds the tail, the two routes give the same numbers
-        if big_stats["levels"][j]["contribution_source"] == "tail buffer":
-            np.testing.assert_allclose(full["contributions"][:, j],
-                                       big_stats["contributions"][:, j], rtol=1e-9, atol=1e-12)
+        if big_stats.levels[j].contribution_source == "tail buffer":
+            np.testing.assert_allclose(full.contributions[:, j],
+                                       big_stats.contributions[:, j], rtol=1e-9, atol=1e-12)
 
 
 # --------------------------------------------------------------- loaders: bad inputs

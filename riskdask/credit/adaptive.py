@@ -26,11 +26,12 @@ def waves(chunks: Sequence, wave_chunks: int) -> list[list]:
     return [list(chunks[i:i + wave_chunks]) for i in range(0, len(chunks), wave_chunks)]
 
 
-def relative_error(stats: dict, measure: str = "es", level: int = -1) -> float:
+def relative_error(stats, measure: str = "es", level: int = -1) -> float:
     """``SE / |estimate|`` of ``measure`` (``es`` or ``var``) at confidence level ``level``
-    (index into ``stats['levels']``); ``inf`` where undefined (keep going)."""
-    lv = stats["levels"][level]
-    value, se = lv[measure], lv[f"{measure}_se"]
+    (index into ``stats.levels``, a :class:`~riskdask.credit.simulation.SimulationStats`);
+    ``inf`` where undefined (keep going)."""
+    lv = stats.levels[level]
+    value, se = getattr(lv, measure), getattr(lv, f"{measure}_se")
     if not (np.isfinite(value) and np.isfinite(se)):
         return float("inf")
     if value == 0:
@@ -43,7 +44,7 @@ class AdaptiveResult:
     """Outcome of :func:`run_in_waves`."""
 
     summary: object            # the merged summary of the waves run
-    stats: dict                # Step 6 statistics of it
+    stats: object              # SimulationStats of it
     waves_run: int
     waves_planned: int
     relative_error: float
@@ -53,7 +54,7 @@ class AdaptiveResult:
 
 def run_in_waves(chunks: Sequence, wave_chunks: int, run_wave: Callable[[list], object],
                  combine: Callable[[object, object], object],
-                 statistics: Callable[[object], dict], target: float, *,
+                 statistics: Callable[[object], object], target: float, *,
                  measure: str = "es", level: int = -1) -> AdaptiveResult:
     """Run waves of chunks until ``relative_error <= target`` or the plan is exhausted.
 

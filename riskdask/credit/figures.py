@@ -36,16 +36,16 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
     scale, unit = money_scale(max(abs(edges[0]), abs(edges[-1])))
     ax.bar(edges[:-1] / scale, np.where(prob > 0, prob, np.nan), width=width / scale,
            align="edge", color="#4a78a8", edgecolor="none", label="simulated loss")
-    colors = plt.cm.autumn(np.linspace(0, 0.8, max(len(stats["levels"]), 1)))
-    mean = stats["reference_mean_loss"]
-    for color, lv in zip(colors, stats["levels"]):
-        if lv["var"] is None or not np.isfinite(lv["var"]):
+    colors = plt.cm.autumn(np.linspace(0, 0.8, max(len(stats.levels), 1)))
+    mean = stats.reference_mean_loss
+    for color, lv in zip(colors, stats.levels):
+        if lv.var is None or not np.isfinite(lv.var):
             continue
-        tag = f"{100 * lv['confidence']:g}%"
-        ax.axvline((mean + lv["var"]) / scale, color=color, ls="--", lw=1.2,
-                   label=f"VaR {tag}: {_fmt(lv['var'] / scale)}")
-        ax.axvline((mean + lv["es"]) / scale, color=color, ls="-", lw=1.2,
-                   label=f"ES {tag}: {_fmt(lv['es'] / scale)}")
+        tag = f"{100 * lv.confidence:g}%"
+        ax.axvline((mean + lv.var) / scale, color=color, ls="--", lw=1.2,
+                   label=f"VaR {tag}: {_fmt(lv.var / scale)}")
+        ax.axvline((mean + lv.es) / scale, color=color, ls="-", lw=1.2,
+                   label=f"ES {tag}: {_fmt(lv.es / scale)}")
     styles = {"vasicek": "#2a9d8f", "gpd": "#6a4c93"}
     for fit in fits:
         if not fit.ok:
@@ -54,7 +54,7 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
             ax.axvline((mean + lv["var"]) / scale, color=styles.get(fit.name, "0.4"), ls=":",
                        lw=1.2, label=f"{fit.name} fit VaR {100 * lv['confidence']:g}%")
     ax.axvline(mean / scale, color="k", lw=0.8,
-               label=f"EL ({stats['mean_reference']}): {_fmt(mean / scale)}")
+               label=f"EL ({stats.mean_reference}): {_fmt(mean / scale)}")
     ax.set_yscale("log")
     ax.set_xlabel(f"loss FV_P − SFV ({unit}); VaR/ES are measured from the mean")
     ax.set_ylabel("probability per bin")
@@ -72,12 +72,12 @@ def top_contributors(obligors, contributions, level, top: int):
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(order) + 1.5))
     labels = [f"{obligors['name'].iloc[i] or obligors['obligor_id'].iloc[i]} "
               f"({obligors['rating'].iloc[i]})" for i in order]
-    scale, unit = money_scale(level["es"])
+    scale, unit = money_scale(level.es)
     ax.barh(np.arange(len(order))[::-1], contributions[order] / scale, color="#b5473a")
     ax.set_yticks(np.arange(len(order))[::-1], labels, fontsize=7)
     ax.set_xlabel(f"contribution to ES ({unit}): tail expected loss − mean loss")
-    ax.set_title(f"Top {len(order)} contributors to ES {100 * level['confidence']:g}% "
-                 f"(ES = {_fmt(level['es'] / scale)} {unit})")
+    ax.set_title(f"Top {len(order)} contributors to ES {100 * level.confidence:g}% "
+                 f"(ES = {_fmt(level.es / scale)} {unit})")
     fig.tight_layout()
     return fig
 

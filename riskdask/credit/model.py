@@ -17,7 +17,8 @@ from .analytic import (deviations_worst_first, obligor_bounds, pair_tile_covaria
                        ul_collapsed, ul_from_covariance_sum)
 from .data import Portfolio
 from .ratings import MigrationMatrix
-from .simulation import SimulationModel, build_factor_model, build_matrix_model, importance_shift
+from .simulation import (SimulationModel, SimulationStats, build_factor_model,
+                         build_matrix_model, importance_shift)
 from .summary import exact_sum, tail_count
 from .tail import TailFit, gpd_fit, qq_points, vasicek_fit
 from .uncertainty import MIN_BATCHES, variance_reduction
@@ -228,7 +229,7 @@ class SimulationRun:
     """One Monte Carlo run: the merged summary, its Step 6 statistics and how it stopped."""
 
     summary: object                  # summary.LossSummary
-    stats: dict                      # simulation.simulation_statistics
+    stats: SimulationStats           # simulation.simulation_statistics
     n_chunks: int                    # chunks of the plan that ran
     adaptive: dict | None = None     # target, reached, waves, relative error, history
     contribution_pass: bool = False  # ES contributions needed the second pass
@@ -238,8 +239,9 @@ _LEVEL_KEYS = ("confidence", "a", "var", "var_se", "var_ci_low", "var_ci_high", 
                "es", "es_se", "es_pct", "se_note", "tail_scenarios", "contribution_source")
 
 
-def risk_levels(stats: dict, plain: dict | None) -> list[dict]:
-    """The reported VaR/ES per confidence level, with the plain run beside an IS run.
+def risk_levels(stats: SimulationStats, plain: SimulationStats | None) -> list[dict]:
+    """The reported VaR/ES per confidence level (summary.json entries, plain values), with
+    the plain run beside an IS run.
 
     The variance reduction is ``(SE_plain / SE_IS)^2`` of the same estimator on both runs
     (:func:`riskdask.credit.uncertainty.variance_reduction`) -- VaR / ES measured from the
@@ -249,15 +251,15 @@ def risk_levels(stats: dict, plain: dict | None) -> list[dict]:
     error is 0 or undefined -- never a division by zero.
     """
     levels = []
-    for j, lv in enumerate(stats["levels"]):
-        entry = {k: lv[k] for k in _LEVEL_KEYS}
+    for j, lv in enumerate(stats.levels):
+        entry = {k: getattr(lv, k) for k in _LEVEL_KEYS}
         if plain is not None:
-            p = plain["levels"][j]
-            entry["plain_var"], entry["plain_var_se"] = p["var"], p["var_se"]
-            entry["plain_es"], entry["plain_es_se"] = p["es"], p["es_se"]
-            vr_var = variance_reduction(p["var_se_fixed_mean"], lv["var_se"])
-            vr_es = variance_reduction(p["es_se_fixed_mean"], lv["es_se"],
-                                       p["es_var_rel_fixed_mean"], lv["es_var_rel"])
+            p = plain.levels[j]
+            entry["plain_var"], entry["plain_var_se"] = p.var, p.var_se
+            entry["plain_es"], entry["plain_es_se"] = p.es, p.es_se
+            vr_var = variance_reduction(p.var_se_fixed_mean, lv.var_se)
+            vr_es = variance_reduction(p.es_se_fixed_mean, lv.es_se,
+                                       p.es_var_rel_fixed_mean, lv.es_var_rel)
             entry["variance_reduction_var"] = vr_var["value"]
             entry["variance_reduction_es"] = vr_es["value"]
             entry["variance_reduction_es_low"] = vr_es["low"]
@@ -267,7 +269,8 @@ def risk_levels(stats: dict, plain: dict | None) -> list[dict]:
     return levels
 
 
-def step7_fits(stats: dict, summary, model: SimulationModel, moments: dict) -> dict:
+def step7_fits(stats: SimulationStats, summary, model: SimulationModel,
+               moments: SimulationStats) -> dict:
     """The seed's Step 7 tail fits beside the empirical VaR / ES.
 
     Vasicek's law moment-matched to the simulated EL and UL of ``moments`` (the plain run
@@ -277,9 +280,9 @@ def step7_fits(stats: dict, summary, model: SimulationModel, moments: dict) -> d
     ``{"fits": [TailFit, ...], "qq": {name: qq_points}}``.
     """
     exposure = exact_sum(model.loss_by_state[:, 0])
-    reference = stats["reference_mean_loss"]
+    reference = stats.reference_mean_loss
     fits: list[TailFit] = [
-        vasicek_fit(moments["el"], moments["ul"], moments["el_se"], moments["ul_se"],
+        vasicek_fit(moments.el, moments.ul, moments.el_se, moments.ul_se,
                     exposure, reference, model.confidence),
         gpd_fit(summary.tail_loss, summary.tail_weight, summary.n, reference, model.confidence,
                 threshold_weight=0.9 * float(np.sum(summary.tail_weight))),

@@ -72,6 +72,8 @@ __all__ = [
     "tail_obligor_sums",
     "add_arrays",
     "needs_contribution_pass",
+    "LevelStats",
+    "SimulationStats",
 ]
 
 # Per-obligor tail states are uint8: cap the buffer at this many bytes per chunk summary so
@@ -768,14 +770,75 @@ def simulate_local(model: SimulationModel, chunks) -> LossSummary:
 
 
 # --------------------------------------------------------------------------- Step 6
-def needs_contribution_pass(stats: dict) -> bool:
+@dataclass
+class LevelStats:
+    """Step 6 at one confidence level (seed definitions), with its Monte Carlo errors.
+
+    ``var_se`` / ``es_se`` and the VaR interval come from
+    :func:`riskdask.credit.uncertainty.tail_errors`; the ``*_fixed_mean`` errors are the same
+    statistics measured from a fixed mean (what an importance-sampling run reports);
+    ``se_note`` says why an error is 0 or undefined (None otherwise).
+    """
+
+    confidence: float
+    a: int
+    var: float
+    var_se: float
+    var_ci_low: float
+    var_ci_high: float
+    es: float
+    es_se: float
+    es_var_rel: float
+    var_se_fixed_mean: float
+    es_se_fixed_mean: float
+    es_var_rel_fixed_mean: float
+    se_note: str | None
+    var_pct: float
+    es_pct: float
+    tail_scenarios: int
+    contributions: bool
+    contribution_source: str | None
+
+    def as_dict(self) -> dict:
+        """Plain values (for tables and summary.json)."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class SimulationStats:
+    """Seed Step 6 of a merged summary: moments, levels and ES contributions.
+
+    ``contributions`` (n, levels): each obligor's expected loss in the ES tail minus its mean
+    loss, summing to ES; ``tail_obligor_loss`` (n, levels) the expected loss in the tail
+    (NaN where unavailable); ``obligor_mean_loss`` (n,); all in input order.
+    """
+
+    n_scenarios: int
+    n_chunks: int
+    n_batches: int
+    mean_sfv: float
+    el: float
+    el_se: float
+    ul: float
+    ul_se: float
+    weight_sum: float
+    degenerate: bool
+    levels: list
+    obligor_mean_loss: np.ndarray
+    mean_reference: str
+    reference_mean_loss: float
+    contributions: np.ndarray
+    tail_obligor_loss: np.ndarray
+
+
+def needs_contribution_pass(stats: SimulationStats) -> bool:
     """True if some level's ES tail is longer than the state buffer (its contributions
     then come from :func:`tail_obligor_sums`)."""
-    return any(lv["tail_scenarios"] > 0 and not lv["contributions"] for lv in stats["levels"])
+    return any(lv.tail_scenarios > 0 and not lv.contributions for lv in stats.levels)
 
 
 def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portfolio: float,
-                          tail_sums: np.ndarray | None = None):
+                          tail_sums: np.ndarray | None = None) -> SimulationStats:
     """Seed Step 6 from a merged summary, with Monte Carlo errors.
 
     Parameters
@@ -791,47 +854,28 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
 
     Returns
     -------
-    dict
-        ``el``, ``ul`` (simulated, seed definitions: ``FV_P - mean SFV`` and the
-        population standard deviation) with their standard errors, the mean SFV, and per
-        confidence level ``a``, ``var``, ``es`` with standard errors (linearised batch
-        means and the order statistic's sampling law, :mod:`riskdask.credit.uncertainty`),
-        a VaR confidence interval, the reason of a zero / undefined error, percentages of
-        FV_P; ``contributions`` (n, levels) -- each obligor's expected loss in the ES tail
-        minus its mean loss, summing to ES -- and ``tail_obligor_loss`` (n, levels), the
-        expected loss in the tail (NaN where unavailable); ``obligor_mean_loss`` (n,), in
-        input order.
+    SimulationStats
+        EL and UL (seed definitions: ``FV_P - mean SFV`` and the population standard
+        deviation) with their errors, and per confidence level a :class:`LevelStats`
+        (linearised batch means and the order statistic's sampling law,
+        :mod:`riskdask.credit.uncertainty`).
     """
     n_total = summary.n
     mean_loss, ul = _mean_and_sd(n_total, summary.weight_sum, summary.mean, summary.m2)
     el_se, ul_se = moment_errors(summary.batches, n_total, mean_loss, ul, model.center)
     weighted = model.shift is not None
-    out = {
-        "n_scenarios": n_total,
-        "n_chunks": summary.last_chunk - summary.first_chunk + 1,
-        "n_batches": int(np.count_nonzero(summary.batches[:, 1])),
-        "mean_sfv": fv_portfolio - mean_loss,
-        "el": mean_loss,
-        "el_se": el_se,
-        "ul": ul,
-        "ul_se": ul_se,
-        "weight_sum": summary.weight_sum,
-        "degenerate": bool(summary.m2 == 0.0),
-        "levels": [],
-    }
     inverse = np.empty_like(model.order)
     inverse[model.order] = np.arange(model.order.size)
     obligor_mean = summary.obligor_loss / n_total
-    out["obligor_mean_loss"] = obligor_mean[inverse]
+    obligor_mean_input = obligor_mean[inverse]
     contributions = np.full((model.n_obligors, len(model.confidence)), np.nan)
     tail_losses = np.full_like(contributions, np.nan)
     rows = np.arange(model.n_obligors)
     reference = model.reference_mean(mean_loss)
     analytic = model.shift is not None and model.expected_loss is not None
-    out["mean_reference"] = "analytic" if analytic else "simulated"
-    out["reference_mean_loss"] = reference
     if analytic:
         obligor_mean = model.expected_loss
+    levels = []
     for j, c in enumerate(model.confidence):
         a = tail_count(n_total, c)
         if a < 2:
@@ -842,36 +886,36 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
                           simulated_mean=not analytic, el_se=el_se, center=model.center)
         if a < 2:
             err["reason"] = f"a = round({n_total} x (1 - {c:g})) = {a} < 2"
-        level = {
-            "confidence": c, "a": a,
-            "var": var, "var_se": err["var_se"],
-            "var_ci_low": err["var_ci"][0], "var_ci_high": err["var_ci"][1],
-            "es": es, "es_se": err["es_se"],
-            "es_var_rel": err["es_var_rel"],
-            "var_se_fixed_mean": err["var_se_fixed_mean"],
-            "es_se_fixed_mean": err["es_se_fixed_mean"],
-            "es_var_rel_fixed_mean": err["es_var_rel_fixed_mean"],
-            "se_note": err["reason"],
-            "var_pct": 100.0 * var / fv_portfolio, "es_pct": 100.0 * es / fv_portfolio,
-            "tail_scenarios": k,
-            "contributions": bool(0 < k <= summary.tail_states.shape[0]),
-            "contribution_source": None,
-        }
-        if level["contributions"]:
+        has = bool(0 < k <= summary.tail_states.shape[0])
+        source = None
+        if has:
             w = summary.tail_weight[:k]
             states = summary.tail_states[:k]
             per = model.loss_by_state[rows[None, :], states]               # (k, n)
             # sequential (cumulative) sums: the same bits in any process
             tail_mean = (w[:, None] * per).cumsum(axis=0)[-1] / exact_sum(w)
-            level["contribution_source"] = "tail buffer"
+            source = "tail buffer"
         elif tail_sums is not None and k > 0 and np.isfinite(var):
             tail_mean = tail_sums[:, j] / exact_sum(summary.tail_weight[:k])
-            level["contributions"] = True
-            level["contribution_source"] = "second pass"
-        if level["contributions"]:
+            has, source = True, "second pass"
+        if has:
             tail_losses[:, j] = tail_mean[inverse]
             contributions[:, j] = (tail_mean - obligor_mean)[inverse]
-        out["levels"].append(level)
-    out["contributions"] = contributions
-    out["tail_obligor_loss"] = tail_losses
-    return out
+        levels.append(LevelStats(
+            confidence=c, a=a, var=var, var_se=err["var_se"],
+            var_ci_low=err["var_ci"][0], var_ci_high=err["var_ci"][1],
+            es=es, es_se=err["es_se"], es_var_rel=err["es_var_rel"],
+            var_se_fixed_mean=err["var_se_fixed_mean"],
+            es_se_fixed_mean=err["es_se_fixed_mean"],
+            es_var_rel_fixed_mean=err["es_var_rel_fixed_mean"], se_note=err["reason"],
+            var_pct=100.0 * var / fv_portfolio, es_pct=100.0 * es / fv_portfolio,
+            tail_scenarios=k, contributions=has, contribution_source=source))
+    return SimulationStats(
+        n_scenarios=n_total, n_chunks=summary.last_chunk - summary.first_chunk + 1,
+        n_batches=int(np.count_nonzero(summary.batches[:, 1])),
+        mean_sfv=fv_portfolio - mean_loss, el=mean_loss, el_se=el_se, ul=ul, ul_se=ul_se,
+        weight_sum=summary.weight_sum, degenerate=bool(summary.m2 == 0.0), levels=levels,
+        obligor_mean_loss=obligor_mean_input,
+        mean_reference="analytic" if analytic else "simulated",
+        reference_mean_loss=reference, contributions=contributions,
+        tail_obligor_loss=tail_losses)
