@@ -75,6 +75,26 @@ def test_importance_sampling_on_discrete_portfolios_runs_and_agrees(local_client
                   client=local_client(2), out=tmp_path / "runs")
     _check_is_beside_plain(run.summary)
     assert run.summary["el_simulated_se"] > 0 and run.summary["ul_simulated_se"] > 0
+    # the console keeps the digits the errors support (a face-100 bond: EL ~ 0.4, not "0")
+    from jobs.credit import headline
+
+    lines = dict(headline(run.summary))
+    el_line = lines["EL analytic / simulated"]
+    assert el_line.startswith("0.") and " ± 0.0" in el_line, el_line
+
+
+def test_one_chunk_has_every_error_and_no_chunk_note(local_client, tmp_path):
+    run = run_job("credit", overrides=["portfolio.synthetic_obligors=40",
+                                       "simulation.n_scenarios=20000",
+                                       "simulation.chunk_size=20000",
+                                       "simulation.confidence=[0.99, 0.999]"],
+                  client=local_client(1), out=tmp_path / "one")
+    s = run.summary
+    assert s["n_chunks"] == 1 and s["n_batches"] == 32
+    assert s["el_simulated_se"] > 0 and s["ul_simulated_se"] > 0
+    for lv in s["levels"]:
+        assert lv["var_se"] > 0 and lv["es_se"] > 0 and lv["se_note"] is None
+    assert not any("chunk_size" in n for n in s["notes"])
 
 
 def test_identical_default_only_names_with_is_and_is_only_contributions(local_client, tmp_path):
