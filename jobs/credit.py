@@ -23,7 +23,7 @@ from riskdask.credit.data import (align_curves, build_portfolio, load_cashflows,
                                   load_loadings, load_matrix, load_portfolio_file,
                                   sector_country_loadings, validate_portfolio)
 from riskdask.credit.analytic import ul_from_covariance_sum
-from riskdask.credit.adaptive import run_in_waves
+from riskdask.credit.adaptive import MIN_TAIL_ROWS, run_in_waves
 from riskdask.credit.display import sig, with_error
 from riskdask.credit.model import (CreditInputs, SimulationRun, analytic_moments, check_levels,
                                    factor_loadings_checked, finish_analytics, level_key,
@@ -281,9 +281,18 @@ def _model(cfg: Config, inputs: CreditInputs, an, *, shift):
                             n_scenarios=cfg.simulation.n_scenarios,
                             histogram_bins=cfg.simulation.histogram_bins,
                             contribution_rows=cfg.simulation.contribution_rows, shift=shift,
-                            batches_per_chunk=batches_per_chunk(cfg.simulation.n_scenarios,
-                                                                cfg.simulation.chunk_size),
+                            batches_per_chunk=_batches_per_chunk(cfg),
                             portfolio=inputs.portfolio)
+
+
+def _batches_per_chunk(cfg: Config) -> int:
+    """Fixed sub-ranges per chunk for the error estimates: at least 32 batches in the plan,
+    and with adaptive stopping already in its first wave (the first decision needs them)."""
+    sim = cfg.simulation
+    n = sim.n_scenarios
+    if sim.target_relative_se is not None:
+        n = min(n, sim.wave_chunks * sim.chunk_size)
+    return batches_per_chunk(n, sim.chunk_size)
 
 
 def _shift(cfg: Config, inputs: CreditInputs, an):
@@ -326,11 +335,15 @@ def _simulate(cfg: Config, ctx, model, fv_p: float, label: str,
                            statistics, target)
         summary, stats = res.summary, res.stats
         chunks = chunks[:res.summary.last_chunk + 1]
+        def finite(r):
+            return float(r) if np.isfinite(r) else None     # inf: tail still too short
+
         adaptive = {"target_relative_se": target, "reached": res.reached,
-                    "relative_se": res.relative_error, "waves_run": res.waves_run,
+                    "relative_se": finite(res.relative_error), "waves_run": res.waves_run,
                     "waves_planned": res.waves_planned, "scenarios_used": int(summary.n),
                     "scenarios_cap": cfg.simulation.n_scenarios,
-                    "history": [[n, r] for n, r in res.history]}
+                    "min_tail_rows": MIN_TAIL_ROWS,
+                    "history": [[n, finite(r)] for n, r in res.history]}
     else:
         summary = run_wave(chunks)
         stats = statistics(summary)
@@ -462,9 +475,12 @@ def _notes(stats, plain, inputs, run: SimulationRun, shift) -> list[str]:
                          f"{a['target_relative_se']:g} after {a['scenarios_used']:,} scenarios "
                          f"({a['waves_run']} of {a['waves_planned']} waves)")
         else:
+            reached = ("n/a (the tail never held "
+                       f"{a['min_tail_rows']} scenarios)" if a["relative_se"] is None
+                       else f"{a['relative_se']:.3g}")
             notes.append(f"adaptive stopping: target relative SE {a['target_relative_se']:g} "
                          f"not reached; stopped at the cap simulation.n_scenarios = "
-                         f"{a['scenarios_cap']:,} with relative SE {a['relative_se']:.3g}")
+                         f"{a['scenarios_cap']:,} with relative SE {reached}")
     return notes
 
 
@@ -589,7 +605,8 @@ def headline(summary: dict) -> list[tuple[str, object]]:
     a = summary.get("adaptive")
     if a is not None:
         out.append(("adaptive stop", f"{a['scenarios_used']:,} scenarios, relative SE "
-                                     f"{sig(a['relative_se'], 2)} (target "
+                                     f"{sig(a['relative_se'], 2) if a['relative_se'] else 'n/a'}"
+                                     " (target "
                                      f"{a['target_relative_se']:g}"
                                      f"{'' if a['reached'] else ', not reached: cap'})"))
     for note in summary["notes"]:

@@ -5,7 +5,8 @@ The plan of chunks is the capped run's (``simulation.n_scenarios``, ``chunk_size
 by the configuration.  After each wave the summaries reduced so far (exact, bit-identical
 on any number of workers) give the seed's Step 6 statistics, and the relative standard
 error of the target statistic (ES at the highest confidence level by default) decides
-whether to run the next wave.  The decision therefore depends on the configuration only:
+whether to run the next wave (never before the target level's tail holds
+:data:`MIN_TAIL_ROWS` scenarios).  The decision therefore depends on the configuration only:
 the same config stops at the same wave on 1 or N workers, with bit-identical results.
 """
 
@@ -26,11 +27,20 @@ def waves(chunks: Sequence, wave_chunks: int) -> list[list]:
     return [list(chunks[i:i + wave_chunks]) for i in range(0, len(chunks), wave_chunks)]
 
 
-def relative_error(stats, measure: str = "es", level: int = -1) -> float:
+MIN_TAIL_ROWS = 50
+
+
+def relative_error(stats, measure: str = "es", level: int = -1,
+                   min_tail_rows: int = MIN_TAIL_ROWS) -> float:
     """``SE / |estimate|`` of ``measure`` (``es`` or ``var``) at confidence level ``level``
     (index into ``stats.levels``, a :class:`~riskdask.credit.simulation.SimulationStats`);
-    ``inf`` where undefined (keep going)."""
+    ``inf`` where undefined or while the level's tail has fewer than ``min_tail_rows``
+    scenarios (keep going): an error estimated from a handful of tail scenarios is itself
+    too uncertain to stop on (on the 200-name portfolio at 99.99 %, a = 20 gave errors off
+    by a factor 2-3)."""
     lv = stats.levels[level]
+    if lv.tail_scenarios < min_tail_rows:
+        return float("inf")
     value, se = getattr(lv, measure), getattr(lv, f"{measure}_se")
     if not (np.isfinite(value) and np.isfinite(se)):
         return float("inf")
@@ -55,7 +65,8 @@ class AdaptiveResult:
 def run_in_waves(chunks: Sequence, wave_chunks: int, run_wave: Callable[[list], object],
                  combine: Callable[[object, object], object],
                  statistics: Callable[[object], object], target: float, *,
-                 measure: str = "es", level: int = -1) -> AdaptiveResult:
+                 measure: str = "es", level: int = -1,
+                 min_tail_rows: int = MIN_TAIL_ROWS) -> AdaptiveResult:
     """Run waves of chunks until ``relative_error <= target`` or the plan is exhausted.
 
     Parameters
@@ -73,6 +84,8 @@ def run_in_waves(chunks: Sequence, wave_chunks: int, run_wave: Callable[[list], 
         ``statistics(summary) -> stats`` (Step 6).
     target : float
         Relative standard error to reach.
+    min_tail_rows : int
+        No stop before the target level's ES tail has this many scenarios.
     """
     plan = waves(chunks, wave_chunks)
     summary, stats, history = None, None, []
@@ -81,7 +94,7 @@ def run_in_waves(chunks: Sequence, wave_chunks: int, run_wave: Callable[[list], 
         part = run_wave(block)
         summary = part if summary is None else combine(summary, part)
         stats = statistics(summary)
-        rel = relative_error(stats, measure, level)
+        rel = relative_error(stats, measure, level, min_tail_rows)
         history.append((int(summary.n), rel))
         if rel <= target:
             return AdaptiveResult(summary, stats, w, len(plan), rel, True, history)
