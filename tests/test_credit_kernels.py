@@ -201,8 +201,9 @@ def _summary_from(loss, weight, first_scenario, index, need, n_obligors=1):
     return LossSummary(index, index, loss.size, float(w), mean,
                        float(np.dot(weight, (loss - mean) ** 2)), np.zeros(n_obligors),
                        loss[order], weight[order], first_scenario + order,
-                       np.zeros((0, n_obligors), np.uint8), np.zeros(3),
-                       np.zeros((1, 3)), {"weight_needed": need, "state_rows": 0})
+                       np.full(order.size, index), np.zeros((0, n_obligors), np.uint8),
+                       np.zeros(3), np.array([[index, loss.size, w, 0.0, 0.0]]),
+                       {"weight_needed": need, "state_rows": 0})
 
 
 def test_step6_var_es_follow_the_seed_definitions_after_any_merge():
@@ -282,14 +283,14 @@ def test_simulated_el_ul_within_3_standard_errors_of_analytic(kind):
         model = build_factor_model(lbs, state0, thr, loadings, **common)
     chunks = plan_chunks(n_sim, 6000, 17)
     stats = simulation_statistics(simulate_local(model, chunks), model, float(an.fv.sum()))
-    assert abs(stats["el"] - el) < 3 * stats["el_se"], (stats["el"], el, stats["el_se"])
-    assert abs(stats["ul"] - ul) < 3 * stats["ul_se"], (stats["ul"], ul, stats["ul_se"])
+    assert abs(stats.el - el) < 3 * stats.el_se, (stats.el, el, stats.el_se)
+    assert abs(stats.ul - ul) < 3 * stats.ul_se, (stats.ul, ul, stats.ul_se)
     # per-obligor simulated mean loss vs analytic EL_i
     se_i = an.ul / np.sqrt(n_sim) * 4
-    assert np.all(np.abs(stats["obligor_mean_loss"] - (an.fv - an.efv)) < 4 * se_i + 1e-6)
+    assert np.all(np.abs(stats.obligor_mean_loss - (an.fv - an.efv)) < 4 * se_i + 1e-6)
     # ES contributions add up to ES; tail states reproduce the tail losses exactly
-    for j, level in enumerate(stats["levels"]):
-        assert stats["contributions"][:, j].sum() == pytest.approx(level["es"], rel=1e-9)
+    for j, level in enumerate(stats.levels):
+        assert stats.contributions[:, j].sum() == pytest.approx(level.es, rel=1e-9)
     summary = simulate_local(model, chunks)
     rows = np.arange(n)
     recomputed = model.loss_by_state[rows[None, :], summary.tail_states].sum(axis=1)
@@ -323,13 +324,13 @@ def test_vasicek_limiting_loss_quantiles():
     conf = (0.99, 0.999)
     model = _vasicek_model(n_names, pd_, rho, n_sim, conf)
     stats = simulation_statistics(simulate_local(model, plan_chunks(n_sim, 20_000, 8)), model, 1.0)
-    assert stats["el"] == pytest.approx(pd_, abs=3 * stats["el_se"])
-    for level in stats["levels"]:
-        q = level["confidence"]
+    assert stats.el == pytest.approx(pd_, abs=3 * stats.el_se)
+    for level in stats.levels:
+        q = level.confidence
         vasicek = ndtr((ndtri(pd_) + np.sqrt(rho) * ndtri(q)) / np.sqrt(1 - rho))
-        simulated = level["var"] + stats["el"]          # the loss quantile SFV_(a)
-        assert abs(simulated - vasicek) < 3 * level["var_se"] + 1.0 / n_names, \
-            (q, simulated, vasicek, level["var_se"])
+        simulated = level.var + stats.el          # the loss quantile SFV_(a)
+        assert abs(simulated - vasicek) < 3 * level.var_se + 1.0 / n_names, \
+            (q, simulated, vasicek, level.var_se)
 
 
 def test_importance_sampling_agrees_and_cuts_variance_at_least_5x(capsys):
@@ -351,16 +352,17 @@ def test_importance_sampling_agrees_and_cuts_variance_at_least_5x(capsys):
         out[name] = simulation_statistics(simulate_local(model, chunks), model,
                                           float(an.fv.sum()))
     for j in range(2):
-        p, q = out["plain"]["levels"][j], out["is"]["levels"][j]
+        p, q = out["plain"].levels[j], out["is"].levels[j]
         for key in ("var", "es"):
-            err = np.hypot(p[f"{key}_se"], q[f"{key}_se"])
-            assert abs(p[key] - q[key]) < 3.5 * err, (key, p[key], q[key], err)
-    reduction = (out["plain"]["levels"][1]["es_se"] / out["is"]["levels"][1]["es_se"]) ** 2
+            err = np.hypot(getattr(p, f"{key}_se"), getattr(q, f"{key}_se"))
+            diff = abs(getattr(p, key) - getattr(q, key))
+            assert diff < 3.5 * err, (key, getattr(p, key), getattr(q, key), err)
+    reduction = (out["plain"].levels[1].es_se / out["is"].levels[1].es_se) ** 2
     with capsys.disabled():
         print(f"\n99.9% ES variance reduction by importance sampling: {reduction:.1f}x")
     assert reduction >= 5.0, reduction
     # with IS, VaR/ES are measured from the exact analytic mean (the weighted mean is noisy)
-    assert out["is"]["mean_reference"] == "analytic" and out["plain"]["mean_reference"] == \
+    assert out["is"].mean_reference == "analytic" and out["plain"].mean_reference == \
         "simulated"
 
 

@@ -60,7 +60,8 @@ def deviations_worst_first(cfv, efv) -> np.ndarray:
     return np.ascontiguousarray((np.asarray(cfv) - np.asarray(efv)[:, None])[:, ::-1])
 
 
-def ul_pairwise_bruteforce(cfv, initial_index, probabilities, correlation) -> float:
+def ul_pairwise_bruteforce(cfv, initial_index, probabilities, correlation,
+                           default_value_var=None) -> float:
     """Portfolio UL by eqs. 3.8, 3.10 and 3.11 over all n(n-1)/2 pairs.
 
     Parameters
@@ -71,6 +72,10 @@ def ul_pairwise_bruteforce(cfv, initial_index, probabilities, correlation) -> fl
     probabilities : ndarray, shape (R - 1, R)
     correlation : ndarray, shape (n, n)
         Asset correlations rho_ij.
+    default_value_var : ndarray, shape (n,), optional
+        Variance of the value in default (uncertain recovery, seed after eq. 3.8): added to
+        the squared conditional forward value of the default state, in eq. 3.8 and in
+        every pair of eq. 3.10 (recoveries independent of each other and of the ratings).
 
     Returns
     -------
@@ -84,14 +89,20 @@ def ul_pairwise_bruteforce(cfv, initial_index, probabilities, correlation) -> fl
     p = np.asarray(probabilities, dtype=float)[idx]
     n = cfv.shape[0]
     efv = np.einsum("ij,ij->i", p, cfv)
-    ul2 = np.einsum("ij,ij->i", p, cfv * cfv) - efv * efv  # eq. 3.8
+    var_d = np.zeros(n) if default_value_var is None else np.asarray(default_value_var, float)
+    sq = cfv * cfv
+    sq[:, -1] += var_d                                     # E[V^2 | D] = CFV_D^2 + Var
+    ul2 = np.einsum("ij,ij->i", p, sq) - efv * efv  # eq. 3.8
     bounds = obligor_bounds(idx, probabilities)
     cfv_w = cfv[:, ::-1]
     ii, jj = np.triu_indices(n, k=1)
     rho = np.asarray(correlation, dtype=float)[ii, jj]
     joint = rectangle_probabilities(bounds[ii], bounds[jj], rho)  # eq. 3.9
     pair_values = cfv_w[ii][:, :, None] + cfv_w[jj][:, None, :]
-    ul2_pairs = (np.einsum("pab,pab->p", joint, pair_values ** 2)
+    pair_sq = pair_values ** 2
+    pair_sq[:, 0, :] += var_d[ii][:, None]                 # worst first: state 0 is D
+    pair_sq[:, :, 0] += var_d[jj][:, None]
+    ul2_pairs = (np.einsum("pab,pab->p", joint, pair_sq)
                  - (efv[ii] + efv[jj]) ** 2)  # eq. 3.10
     total = ul2_pairs.sum() - (n - 2) * ul2.sum()  # eq. 3.11
     return float(np.sqrt(total))

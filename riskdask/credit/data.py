@@ -72,13 +72,22 @@ def _text_column(df, column, path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ matrix
+NORMALIZE_LIMIT = 0.005
+
+
 def load_matrix(path, *, units: str = "percent", normalize: bool = False,
-                tolerance: float = 1e-6, source: str = "") -> tuple[MigrationMatrix, list]:
+                tolerance: float = 1e-6, source: str = "",
+                normalize_limit: float = NORMALIZE_LIMIT) -> tuple[MigrationMatrix, list]:
     """Read and validate a one-year migration matrix.
 
     Returns the matrix and a list of the rows that were rescaled (with
-    ``normalize``), as ``(rating, original sum)``.  A row that does not sum to 1
-    (within ``tolerance``) is an error unless ``normalize`` is set.
+    ``normalize``), as ``(rating, original sum)``.
+
+    Every entry must be a probability in [0, 1] (after ``units``).  A row whose sum is off
+    1 by more than ``tolerance`` is an error unless ``normalize`` is set; even then a row
+    off by more than ``normalize_limit`` (default 0.5 %: rounding of a published table,
+    not a wrong row) or summing to 0 is an error naming the row -- rescaling cannot repair
+    it.
     """
     df = read_table(path, required=("rating",), what="migration matrix")
     scale = tuple(c for c in df.columns if c != "rating")
@@ -108,17 +117,37 @@ def load_matrix(path, *, units: str = "percent", normalize: bool = False,
     neg = np.argwhere(probs < 0)
     if neg.size:
         r, c = neg[0]
-        raise InputError("negative probability", file=path, row=int(r) + 1, column=scale[c])
+        raise InputError(f"row {ratings[r]!r}: negative probability", file=path,
+                         row=int(r) + 1, column=scale[c])
+    big = np.argwhere(probs > 1.0 + 1e-12)
+    if big.size:
+        r, c = big[0]
+        unit = "%" if units == "percent" else ""
+        raise InputError(f"row {ratings[r]!r}: entry {probs[r, c] * factor:g}{unit} is not a "
+                         f"probability (above {'100%' if units == 'percent' else '1'}; "
+                         f"matrix.units = {units!r})", file=path, row=int(r) + 1,
+                         column=scale[c])
     sums = probs.sum(axis=1)
     rescaled = []
+    unit = "%" if units == "percent" else ""
+    one = "100%" if units == "percent" else "1"
     for r, s in enumerate(sums):
+        if s == 0.0:
+            raise InputError(f"row {ratings[r]!r} is all zeros (sums to 0): not a probability "
+                             "distribution, and normalize cannot rescale it", file=path,
+                             row=r + 1, column="rating")
         if abs(s - 1.0) > tolerance:
             if not normalize:
                 raise InputError(
-                    f"row {ratings[r]!r} sums to {s * factor:.6g}"
-                    f"{'%' if units == 'percent' else ''}, not "
-                    f"{'100%' if units == 'percent' else '1'} (tolerance {tolerance:g}; set "
-                    "normalize = true to rescale)", file=path, row=r + 1, column="rating")
+                    f"row {ratings[r]!r} sums to {s * factor:.6g}{unit}, not {one} (tolerance "
+                    f"{tolerance:g}; set normalize = true to rescale rows off by at most "
+                    f"{100 * normalize_limit:g}%)", file=path, row=r + 1, column="rating")
+            if abs(s - 1.0) > normalize_limit:
+                raise InputError(
+                    f"row {ratings[r]!r} sums to {s * factor:.6g}{unit}, off {one} by more than "
+                    f"matrix.normalize_tolerance = {100 * normalize_limit:g}%: normalize only "
+                    "rescales rounding errors, this row looks wrong", file=path, row=r + 1,
+                    column="rating")
             rescaled.append((str(ratings[r]), float(s)))
     if normalize:
         probs = probs / sums[:, None]
@@ -186,8 +215,13 @@ def load_portfolio_file(path) -> pd.DataFrame:
 
 
 def validate_portfolio(df: pd.DataFrame, path, matrix: MigrationMatrix, *,
-                       need_terms: bool) -> pd.DataFrame:
-    """Typed, validated positions (one row per position)."""
+                       need_terms: bool, allow_short: bool = False) -> pd.DataFrame:
+    """Typed, validated positions (one row per position).
+
+    A negative nominal is an error unless ``allow_short`` (a short position: its value,
+    cash flows and recovery are negative, and its default is a gain).  A portfolio whose
+    nominals are all 0 has no exposure and is an error naming the file.
+    """
     out = pd.DataFrame({
         "position_id": _text_column(df, "position_id", path),
         "obligor_id": _text_column(df, "obligor_id", path),
@@ -210,15 +244,32 @@ def validate_portfolio(df: pd.DataFrame, path, matrix: MigrationMatrix, *,
                          column="rating")
     out["nominal"] = numeric_column(df, "nominal", path)
     bad = np.flatnonzero(out["nominal"].to_numpy() < 0)
-    if bad.size:
-        raise InputError(f"negative nominal {out['nominal'][bad[0]]}", file=path,
+    if bad.size and not allow_short:
+        raise InputError(f"negative nominal {out['nominal'][bad[0]]} (a short position: set "
+                         "portfolio.allow_short = true)", file=path,
                          row=int(bad[0]) + 1, column="nominal")
+    if not np.any(out["nominal"].to_numpy() != 0):
+        raise InputError(f"every nominal is 0 ({len(out)} positions): the portfolio has no "
+                         "exposure", file=path, column="nominal")
     out["recovery_rate"] = numeric_column(df, "recovery_rate", path)
     rr = out["recovery_rate"].to_numpy()
     bad = np.flatnonzero((rr < 0) | (rr > 1))
     if bad.size:
         raise InputError(f"recovery rate {rr[bad[0]]} outside [0, 1]", file=path,
                          row=int(bad[0]) + 1, column="recovery_rate")
+    if "recovery_sd" in df.columns:
+        # Uncertain recovery (CreditMetrics: beta law with this mean and sd per position).
+        out["recovery_sd"] = numeric_column(df, "recovery_sd", path)
+        sd = out["recovery_sd"].to_numpy()
+        bad = np.flatnonzero((sd < 0) | ((sd > 0) & (sd * sd >= rr * (1 - rr))))
+        if bad.size:
+            r = int(bad[0])
+            raise InputError(f"recovery_sd {sd[r]} impossible for a beta law with mean "
+                             f"{rr[r]} (need 0 <= sd < sqrt(rr (1 - rr)) = "
+                             f"{np.sqrt(rr[r] * (1 - rr[r])):.4g})", file=path, row=r + 1,
+                             column="recovery_sd")
+    else:
+        out["recovery_sd"] = 0.0
     for col in ("sector", "country", "name"):
         out[col] = df[col].astype(str).str.strip().to_numpy() if col in df.columns else ""
     if need_terms:
@@ -248,8 +299,13 @@ def validate_portfolio(df: pd.DataFrame, path, matrix: MigrationMatrix, *,
     return out
 
 
-def load_cashflows(path, position_ids) -> pd.DataFrame:
-    """Explicit cash flows ``position_id, time, amount``; every position needs one."""
+def load_cashflows(path, position_ids, nominal=None, allow_short: bool = False) -> pd.DataFrame:
+    """Explicit cash flows ``position_id, time, amount``; every position needs one.
+
+    A negative amount is an error unless ``allow_short``; then every amount of a position
+    must have the sign of its nominal (``nominal``, aligned with ``position_ids``): a short
+    position pays its cash flows.  All amounts 0 is an error (no exposure).
+    """
     df = read_table(path, required=("position_id", "time", "amount"), what="cash-flow file")
     pid = _text_column(df, "position_id", path)
     time = numeric_column(df, "time", path)
@@ -268,6 +324,22 @@ def load_cashflows(path, position_ids) -> pd.DataFrame:
         raise InputError(f"no cash flows for position(s) {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}", file=path,
                          column="position_id")
+    bad = np.flatnonzero(amount < 0)
+    if bad.size and not allow_short:
+        raise InputError(f"negative cash-flow amount {amount[bad[0]]} (a short position: set "
+                         "portfolio.allow_short = true)", file=path, row=int(bad[0]) + 1,
+                         column="amount")
+    if nominal is not None:
+        sign = dict(zip(position_ids, np.sign(np.asarray(nominal, dtype=float))))
+        pos_sign = np.array([sign[p] for p in pid])
+        clash = np.flatnonzero(((amount < 0) & (pos_sign > 0)) | ((amount > 0) & (pos_sign < 0)))
+        if clash.size:
+            r = int(clash[0])
+            raise InputError(f"amount {amount[r]} has the opposite sign of position "
+                             f"{pid[r]!r}'s nominal", file=path, row=r + 1, column="amount")
+    if not np.any(amount != 0):
+        raise InputError("every cash-flow amount is 0: the portfolio has no exposure",
+                         file=path, column="amount")
     return pd.DataFrame({"position_id": pid, "time": time, "amount": amount})
 
 
@@ -297,6 +369,17 @@ def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
     recovery_value = np.bincount(codes, weights=positions["nominal"] * positions["recovery_rate"],
                                  minlength=n)
     nominal = np.bincount(codes, weights=positions["nominal"], minlength=n)
+    sd_p = positions["recovery_sd"].to_numpy(dtype=float) if "recovery_sd" in positions \
+        else np.zeros(len(positions))
+    abs_nom = np.abs(positions["nominal"].to_numpy(dtype=float))
+    abs_total = np.bincount(codes, weights=abs_nom, minlength=n)
+    # One recovery draw per obligor (its positions default together): sd weighted by size.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recovery_sd = np.where((abs_total > 0) & (nominal != 0),
+                               np.bincount(codes, weights=abs_nom * sd_p, minlength=n)
+                               / abs_total, 0.0)
+        recovery_mean = np.where(nominal != 0, recovery_value / np.where(nominal != 0,
+                                                                         nominal, 1.0), 0.0)
     first = pd.DataFrame({"code": codes, "i": np.arange(len(positions))}).groupby("code")["i"].min()
     first = first.reindex(range(n)).to_numpy()
     obligors = pd.DataFrame({
@@ -307,6 +390,8 @@ def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
         "rating": positions["rating"].to_numpy()[first],
         "nominal": nominal,
         "recovery_value": recovery_value,
+        "recovery_mean": recovery_mean,
+        "recovery_sd": recovery_sd,
         "n_positions": np.bincount(codes, minlength=n),
     })
     initial_index = np.array([matrix.index(r) for r in obligors["rating"]], dtype=np.int64)

@@ -16,14 +16,18 @@ from ..errors import ConfigError, InputError
 from .analytic import deviations_worst_first, obligor_bounds, pair_tile_covariance, ul_collapsed
 from .data import Portfolio
 from .ratings import MigrationMatrix
-from .simulation import SimulationModel, build_factor_model, build_matrix_model, importance_shift
+from .simulation import (SimulationModel, SimulationStats, build_factor_model,
+                         build_matrix_model, importance_shift)
 from .summary import exact_sum, tail_count
+from .tail import TailFit, gpd_fit, qq_points, vasicek_fit
+from .uncertainty import MIN_BATCHES, variance_reduction
 from .valuation import conditional_forward_values, obligor_analytics
 
 __all__ = ["CreditInputs", "AnalyticMoments", "Analytics", "check_levels",
            "factor_loadings_checked", "analytic_moments", "ul_by_cells", "pair_tiles",
            "tile_covariance_task", "finish_analytics", "simulation_model", "shift_for",
-           "level_key", "risk_levels"]
+           "level_key", "risk_levels", "SimulationRun", "default_value_variance",
+           "riskless_note", "step7_fits"]
 
 
 @dataclass
@@ -86,11 +90,34 @@ def analytic_moments(portfolio: Portfolio, matrix: MigrationMatrix, curves) -> A
     pf = portfolio
     cfv = conditional_forward_values(pf.cf_obligor, pf.cf_time, pf.cf_amount, curves,
                                      pf.obligors["recovery_value"].to_numpy(), pf.n_obligors)
-    per = obligor_analytics(cfv, pf.initial_index, matrix.probabilities)
+    per = obligor_analytics(cfv, pf.initial_index, matrix.probabilities,
+                            default_value_var=default_value_variance(pf))
     bounds = obligor_bounds(pf.initial_index, matrix.probabilities)
     return AnalyticMoments(cfv=cfv, per_obligor=per, bounds=bounds,
                            deviations=deviations_worst_first(cfv, per.efv),
                            ul2_sum=exact_sum(per.ul ** 2))
+
+
+def default_value_variance(portfolio: Portfolio) -> np.ndarray | None:
+    """``Var(Nom_i R_i)`` of each obligor's value in default under beta recovery
+    (``(Nom_i sd_i)^2``); None when every recovery is fixed (eq. 3.8 bit for bit)."""
+    ob = portfolio.obligors
+    if "recovery_sd" not in ob or not np.any(ob["recovery_sd"].to_numpy() > 0):
+        return None
+    return (ob["nominal"].to_numpy(dtype=float) * ob["recovery_sd"].to_numpy(dtype=float)) ** 2
+
+
+def riskless_note(portfolio: Portfolio, matrix: MigrationMatrix) -> str | None:
+    """A note when no obligor can default (PD = 0 for every initial rating in use)."""
+    pd_ = matrix.probabilities[portfolio.initial_index, -1]
+    if np.any(pd_ > 0):
+        return None
+    moves = matrix.probabilities[portfolio.initial_index, portfolio.initial_index]
+    if np.all(moves == 1.0):
+        return ("riskless portfolio: no obligor can default or migrate (PD = 0 and no "
+                "migration for every rating in use): every loss is 0")
+    return ("no obligor can default (PD = 0 for every rating in use): the risk is migration "
+            "risk only")
 
 
 def ul_by_cells(moments: AnalyticMoments, initial_index: np.ndarray, loadings: np.ndarray,
@@ -152,9 +179,11 @@ def simulation_model(an: Analytics, initial_index: np.ndarray, n_states: int, *,
                      correlation_kind: str, loadings: np.ndarray | None,
                      correlation: np.ndarray | None, confidence: Sequence[float],
                      n_scenarios: int, histogram_bins: int, contribution_rows: int,
-                     shift) -> SimulationModel:
+                     shift, batches_per_chunk: int = MIN_BATCHES,
+                     portfolio: Portfolio | None = None) -> SimulationModel:
     """The scenario kernel's read-only model (Steps 1-4): losses by state, thresholds, the
-    correlation structure, the histogram range (from the analytic EL and UL) and the shift."""
+    correlation structure, the histogram range (from the analytic EL and UL), the shift, the
+    fixed batches of the error estimates and (from ``portfolio``) beta recovery."""
     loss_by_state = (an.per_obligor.fv[:, None] - an.cfv)[:, ::-1]
     initial_state = (n_states - 1) - initial_index
     thresholds = an.bounds[:, 1:-1]
@@ -165,7 +194,12 @@ def simulation_model(an: Analytics, initial_index: np.ndarray, n_states: int, *,
     common = dict(confidence=confidence, n_scenarios=n_scenarios,
                   hist_edges=np.linspace(lo, hi, histogram_bins + 1),
                   state_rows=contribution_rows, shift=shift,
-                  expected_loss=an.per_obligor.fv - an.per_obligor.efv)
+                  expected_loss=an.per_obligor.fv - an.per_obligor.efv,
+                  batches_per_chunk=batches_per_chunk)
+    if portfolio is not None and default_value_variance(portfolio) is not None:
+        ob = portfolio.obligors
+        common["recovery"] = (ob["recovery_mean"].to_numpy(float),
+                              ob["recovery_sd"].to_numpy(float), ob["nominal"].to_numpy(float))
     if correlation_kind == "matrix":
         return build_matrix_model(loss_by_state, initial_state, thresholds, correlation,
                                   **common)
@@ -189,17 +223,68 @@ def level_key(c: float) -> str:
     return f"{100 * c:g}".replace(".", "_")
 
 
-def risk_levels(stats: dict, plain: dict | None) -> list[dict]:
-    """The reported VaR/ES per confidence level, with the plain run beside an IS run."""
+@dataclass
+class SimulationRun:
+    """One Monte Carlo run: the merged summary, its Step 6 statistics and how it stopped."""
+
+    summary: object                  # summary.LossSummary
+    stats: SimulationStats           # simulation.simulation_statistics
+    n_chunks: int                    # chunks of the plan that ran
+    adaptive: dict | None = None     # target, reached, waves, relative error, history
+    contribution_pass: bool = False  # ES contributions needed the second pass
+
+
+_LEVEL_KEYS = ("confidence", "a", "var", "var_se", "var_ci_low", "var_ci_high", "var_pct",
+               "es", "es_se", "es_pct", "se_note", "tail_scenarios", "contribution_source")
+
+
+def risk_levels(stats: SimulationStats, plain: SimulationStats | None) -> list[dict]:
+    """The reported VaR/ES per confidence level (summary.json entries, plain values), with
+    the plain run beside an IS run.
+
+    The variance reduction is ``(SE_plain / SE_IS)^2`` of the same estimator on both runs
+    (:func:`riskdask.credit.uncertainty.variance_reduction`) -- VaR / ES measured from the
+    analytic mean, as the IS run reports them, so the plain run's error without its
+    simulated mean's (``*_se_fixed_mean``): for ES with a 95 % interval
+    from the relative errors of the two squared errors; None (with the reason) wherever an
+    error is 0 or undefined -- never a division by zero.
+    """
     levels = []
-    for j, lv in enumerate(stats["levels"]):
-        entry = {k: lv[k] for k in ("confidence", "a", "var", "var_se", "var_pct", "es",
-                                    "es_se", "es_pct")}
+    for j, lv in enumerate(stats.levels):
+        entry = {k: getattr(lv, k) for k in _LEVEL_KEYS}
         if plain is not None:
-            p = plain["levels"][j]
-            entry["plain_var"], entry["plain_var_se"] = p["var"], p["var_se"]
-            entry["plain_es"], entry["plain_es_se"] = p["es"], p["es_se"]
-            entry["variance_reduction_var"] = (p["var_se"] / lv["var_se"]) ** 2
-            entry["variance_reduction_es"] = (p["es_se"] / lv["es_se"]) ** 2
+            p = plain.levels[j]
+            entry["plain_var"], entry["plain_var_se"] = p.var, p.var_se
+            entry["plain_es"], entry["plain_es_se"] = p.es, p.es_se
+            vr_var = variance_reduction(p.var_se_fixed_mean, lv.var_se)
+            vr_es = variance_reduction(p.es_se_fixed_mean, lv.es_se,
+                                       p.es_var_rel_fixed_mean, lv.es_var_rel)
+            entry["variance_reduction_var"] = vr_var["value"]
+            entry["variance_reduction_es"] = vr_es["value"]
+            entry["variance_reduction_es_low"] = vr_es["low"]
+            entry["variance_reduction_es_high"] = vr_es["high"]
+            entry["variance_reduction_note"] = vr_es["reason"] or vr_var["reason"]
         levels.append(entry)
     return levels
+
+
+def step7_fits(stats: SimulationStats, summary, model: SimulationModel,
+               moments: SimulationStats) -> dict:
+    """The seed's Step 7 tail fits beside the empirical VaR / ES.
+
+    Vasicek's law moment-matched to the simulated EL and UL of ``moments`` (the plain run
+    under importance sampling: its moments are not likelihood-ratio noise), with the
+    exposure ``sum_i (FV_i - CFV_i^D)``; a peaks-over-threshold GPD through the merged tail
+    buffer above the loss where its weight reaches 90 % of the buffer's.  Returns
+    ``{"fits": [TailFit, ...], "qq": {name: qq_points}}``.
+    """
+    exposure = exact_sum(model.loss_by_state[:, 0])
+    reference = stats.reference_mean_loss
+    fits: list[TailFit] = [
+        vasicek_fit(moments.el, moments.ul, moments.el_se, moments.ul_se,
+                    exposure, reference, model.confidence),
+        gpd_fit(summary.tail_loss, summary.tail_weight, summary.n, reference, model.confidence,
+                threshold_weight=0.9 * float(np.sum(summary.tail_weight))),
+    ]
+    qq = {f.name: qq_points(summary.tail_loss, summary.tail_weight, summary.n, f) for f in fits}
+    return {"fits": fits, "qq": qq}

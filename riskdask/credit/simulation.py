@@ -45,15 +45,16 @@ summary is the same bits in any worker process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
 from riskdask.engine import reduce_local
 
-from .summary import (LossSummary, batch_means_se, exact_sum, keep_rows, merge_summaries,
-                      sort_tail, tail_count, var_es_from_sorted)
+from .summary import (LossSummary, exact_sum, keep_rows, merge_summaries, sort_tail,
+                      tail_count, tail_index, var_es_from_sorted)
+from .uncertainty import MIN_BATCHES, local_batch, moment_errors, tail_errors
 
 __all__ = [
     "SimulationModel",
@@ -67,7 +68,18 @@ __all__ = [
     "uses_uniform_draws",
     "standard_normals_f32",
     "effective_state_rows",
+    "tail_cuts",
+    "tail_obligor_sums",
+    "add_arrays",
+    "needs_contribution_pass",
+    "LevelStats",
+    "SimulationStats",
 ]
+
+# Per-obligor tail states are uint8: cap the buffer at this many bytes per chunk summary so
+# worker memory is bounded in the number of obligors too (the second pass, see
+# tail_obligor_sums, covers tails that do not fit).
+STATE_BYTES = 64 * 2 ** 20
 
 _U32_SCALE = float(2 ** 32)
 _U32_MAX = 2 ** 32 - 1
@@ -102,6 +114,13 @@ class SimulationModel:
     cholesky: np.ndarray | None = None       # (n, n) float32 lower triangular
     # importance sampling: analytic EL_i (simulation order), the mean VaR/ES are measured from
     expected_loss: np.ndarray | None = None
+    # error estimates: fixed sub-ranges per chunk (a function of the config) and the
+    # centre c of the batch sums sum w (L - c)^k (the analytic EL: no cancellation)
+    batches_per_chunk: int = MIN_BATCHES
+    center: float = 0.0
+    # uncertain recovery (simulation order): beta alpha, beta (alpha = 0: fixed recovery),
+    # nominal and mean recovery rate; None: every recovery fixed (no extra draws)
+    recovery: tuple | None = None
 
     def reference_mean(self, simulated_mean: float) -> float:
         """The mean in ``VaR = mean - SFV_(a)``: the simulated one (seed Step 6), or with
@@ -130,11 +149,17 @@ class SimulationModel:
 
     @property
     def weight_needed(self) -> float:
-        """Tail weight to keep: the largest ``a`` over the confidence levels."""
-        return float(max(self.tail_counts))
+        """Tail weight to keep: twice the largest ``a`` over the confidence levels (at
+        least ``a + 5 sqrt(a) + 10``), so that the buffer also holds the losses just below
+        each ``SFV_(a)`` -- the sampling law of the order statistic
+        (:mod:`riskdask.credit.uncertainty`) -- and the exceedances of the Step 7
+        peaks-over-threshold fit."""
+        a = float(max(self.tail_counts))
+        return float(max(2.0 * a, a + 5.0 * np.sqrt(a) + 10.0))
 
 
-def effective_state_rows(state_rows: int, n_scenarios: int, confidence, weighted: bool) -> int:
+def effective_state_rows(state_rows: int, n_scenarios: int, confidence, weighted: bool,
+                         n_obligors: int | None = None) -> int:
     """Tail rows that need per-obligor states.
 
     With plain sampling the ES tail of a level is exactly ``a - 1`` rows, so only
@@ -151,7 +176,8 @@ def effective_state_rows(state_rows: int, n_scenarios: int, confidence, weighted
 
 
 def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
-            state_rows, hist_edges, block, weighted):
+            state_rows, hist_edges, block, weighted, expected_loss=None,
+            batches_per_chunk=MIN_BATCHES):
     loss_by_state = np.ascontiguousarray(loss_by_state, dtype=float)
     n = loss_by_state.shape[0]
     if block is None:
@@ -161,13 +187,38 @@ def _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
                 thresholds=np.asarray(thresholds, dtype=float),
                 confidence=tuple(float(c) for c in confidence),
                 n_scenarios=int(n_scenarios),
-                state_rows=effective_state_rows(state_rows, n_scenarios, confidence, weighted),
-                hist_edges=np.asarray(hist_edges, dtype=float), block=int(block))
+                state_rows=effective_state_rows(state_rows, n_scenarios, confidence, weighted,
+                                                n),
+                hist_edges=np.asarray(hist_edges, dtype=float), block=int(block),
+                batches_per_chunk=int(batches_per_chunk),
+                center=0.0 if expected_loss is None else exact_sum(expected_loss))
+
+
+def _with_recovery(model: SimulationModel, recovery) -> SimulationModel:
+    """Attach beta-distributed recovery (``recovery = (mean, sd, nominal)`` per obligor,
+    input order).  None or all sd 0: the model unchanged -- no extra random draws, so
+    every result is bit-identical to fixed recovery.  With uncertain recovery the tail
+    states no longer determine the tail losses: ES contributions come from the second pass
+    (``state_rows = 0``)."""
+    if recovery is None:
+        return model
+    from .valuation import beta_parameters
+
+    mean, sd, nominal = (np.asarray(x, dtype=float) for x in recovery)
+    if not np.any(sd > 0):
+        return model
+    alpha, beta = np.zeros_like(sd), np.zeros_like(sd)
+    on = sd > 0
+    alpha[on], beta[on] = beta_parameters(mean[on], sd[on])
+    o = model.order
+    return replace(model, state_rows=0,
+                   recovery=(alpha[o], beta[o], nominal[o], mean[o]))
 
 
 def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, confidence,
                        n_scenarios, hist_edges, state_rows=10_000, shift=None,
-                       expected_loss=None, block=None) -> SimulationModel:
+                       expected_loss=None, block=None,
+                       batches_per_chunk=MIN_BATCHES, recovery=None) -> SimulationModel:
     """Model for a uniform correlation or a factor model.
 
     Parameters
@@ -183,9 +234,15 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
         column sqrt(rho)); each row's squared norm must be below 1.
     confidence, n_scenarios, hist_edges, state_rows, shift, expected_loss, block
         See :class:`SimulationModel`.
+    batches_per_chunk : int
+        Fixed sub-ranges per chunk for the error estimates
+        (:func:`riskdask.credit.uncertainty.batches_per_chunk` of the config).
+    recovery : tuple of ndarray (mean, sd, nominal), optional
+        Beta-distributed recovery per obligor (see :func:`_with_recovery`).
     """
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
-                   state_rows, hist_edges, block, weighted=shift is not None)
+                   state_rows, hist_edges, block, weighted=shift is not None,
+                   expected_loss=expected_loss, batches_per_chunk=batches_per_chunk)
     loadings = np.atleast_2d(np.asarray(loadings, dtype=float))
     r2 = np.einsum("ik,ik->i", loadings, loadings)
     if np.any(r2 >= 1.0):
@@ -198,7 +255,7 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
     n_groups = first.size
     group_start = np.searchsorted(group_sorted, np.arange(n_groups + 1))
     reps = order[group_start[:-1]]
-    return SimulationModel(
+    return _with_recovery(SimulationModel(
         kind="factor",
         loss_by_state=base["loss_by_state"][order],
         initial_state=base["initial_state"][order],
@@ -206,32 +263,35 @@ def build_factor_model(loss_by_state, initial_state, thresholds, loadings, *, co
         order=order,
         confidence=base["confidence"], n_scenarios=base["n_scenarios"],
         state_rows=base["state_rows"], hist_edges=base["hist_edges"], block=base["block"],
+        batches_per_chunk=base["batches_per_chunk"], center=base["center"],
         shift=None if shift is None else np.asarray(shift, dtype=float).ravel(),
         group_start=group_start,
         group_loadings=np.ascontiguousarray(loadings[reps]),
         group_idio=np.sqrt(1.0 - r2[reps]),
         group_of_obligor=group_sorted,
         expected_loss=None if expected_loss is None else np.asarray(expected_loss, float)[order],
-    )
+    ), recovery)
 
 
 def build_matrix_model(loss_by_state, initial_state, thresholds, correlation, *, confidence,
                        n_scenarios, hist_edges, state_rows=10_000, shift=None,
-                       expected_loss=None, block=None) -> SimulationModel:
+                       expected_loss=None, block=None,
+                       batches_per_chunk=MIN_BATCHES, recovery=None) -> SimulationModel:
     """Model for a full n x n correlation matrix (Step 2 by Cholesky).
 
     ``correlation`` must be symmetric positive definite (the loaders check and
     report the smallest eigenvalue otherwise).
     """
     base = _common(loss_by_state, initial_state, thresholds, confidence, n_scenarios,
-                   state_rows, hist_edges, block, weighted=shift is not None)
+                   state_rows, hist_edges, block, weighted=shift is not None,
+                   expected_loss=expected_loss, batches_per_chunk=batches_per_chunk)
     chol = np.linalg.cholesky(np.asarray(correlation, dtype=float))
     n = chol.shape[0]
-    return SimulationModel(
+    return _with_recovery(SimulationModel(
         kind="matrix", order=np.arange(n), cholesky=np.asfortranarray(chol, dtype=np.float32),
         shift=None if shift is None else np.asarray(shift, dtype=float).ravel(),
         expected_loss=None if expected_loss is None else np.asarray(expected_loss, float),
-        **base)
+        **base), recovery)
 
 
 def importance_shift(model_kind: str, loss_at_default, default_threshold, loadings_or_chol,
@@ -534,6 +594,51 @@ def _blas_threads(limit):
     return threadpool_limits(limit)
 
 
+def _blocks(chunk, model: SimulationModel):
+    """Steps 1-4 for one chunk, block by block (the same draws on every call).
+
+    Yields ``(b0, sb, w, s, i, new_state, step_loss, scen_loss)``: the block's first row
+    and size, scenario weights, the migration records (scenario row in the block, obligor
+    column, new worst-first state), each record's loss and the scenario losses.
+    """
+    rng = chunk.rng()
+    size = chunk.size
+    block_fn = _factor_block if model.kind == "factor" else _matrix_block
+    # One BLAS thread for the matrix path's strmm: workers are single-threaded
+    # processes, and a fixed thread count keeps the product bit-identical.
+    with _blas_threads(1 if model.kind == "matrix" else None):
+        for b0 in range(0, size, model.block):
+            sb = min(model.block, size - b0)
+            w, s, i, new_state = block_fn(rng, model, sb)
+            step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]  # Step 4
+            if model.recovery is not None:
+                # Beta recovery for the defaults of uncertain-recovery obligors: the value
+                # in default is Nom_i R instead of Nom_i E[R] (drawn after the block's
+                # migrations, from the chunk's own stream).
+                alpha, beta, nominal, mean = model.recovery
+                d = np.flatnonzero((new_state == 0) & (alpha[i] > 0))
+                if d.size:
+                    j = i[d]
+                    step_loss[d] += nominal[j] * (mean[j] - rng.beta(alpha[j], beta[j]))
+            scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
+            yield b0, sb, w, s, i, new_state, step_loss, scen_loss
+
+
+def _batch_sums(chunk, model: SimulationModel, loss, weight) -> np.ndarray:
+    """Per fixed sub-range of the chunk: id, n_b, sum w, sum w (L - c), sum w (L - c)^2
+    (``bincount``: a sequential sum, the same bits in every process)."""
+    m = model.batches_per_chunk
+    local = local_batch(chunk.size, m)
+    d = loss - model.center
+    wd = weight * d
+    rows = [np.arange(m, dtype=float) + chunk.index * m,
+            np.bincount(local, minlength=m).astype(float),
+            np.bincount(local, weights=weight, minlength=m),
+            np.bincount(local, weights=wd, minlength=m),
+            np.bincount(local, weights=wd * d, minlength=m)]
+    return np.column_stack(rows)
+
+
 def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     """Steps 1-4 for one chunk of scenarios, summarised for an exact merge.
 
@@ -546,40 +651,31 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     Returns
     -------
     LossSummary
-        Moments, per-obligor loss sums, the tail buffer with states, the loss
-        histogram and this chunk's own VaR/ES (for batch means).
+        Moments, per-obligor loss sums, the tail buffer with states and batches, the loss
+        histogram and the per-batch sums of the error estimates.
     """
-    rng = chunk.rng()
     n = model.n_obligors
     size = chunk.size
     need = model.weight_needed
-    block_fn = _factor_block if model.kind == "factor" else _matrix_block
     loss = np.empty(size)
     weight = np.empty(size)
     obligor_loss = np.zeros(n)
     cand = []                              # per block: selected local rows
     rec_s, rec_i, rec_state = [], [], []   # migrations of rows that may keep states
-    # One BLAS thread for the matrix path's strmm: workers are single-threaded
-    # processes, and a fixed thread count keeps the product bit-identical.
-    with _blas_threads(1 if model.kind == "matrix" else None):
-        for b0 in range(0, size, model.block):
-            sb = min(model.block, size - b0)
-            w, s, i, new_state = block_fn(rng, model, sb)
-            step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]  # Step 4
-            scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
-            loss[b0:b0 + sb] = scen_loss
-            weight[b0:b0 + sb] = w
-            obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
-            # Rows that can still be in the tail of any superset (see keep_rows).
-            order = sort_tail(scen_loss, b0 + np.arange(sb))
-            sel = order[:keep_rows(w[order], need)]
-            cand.append(b0 + sel)
-            mark = np.zeros(sb, dtype=bool)
-            mark[sel[: model.state_rows]] = True
-            hit = mark[s]
-            rec_s.append((b0 + s[hit]).astype(np.int32))
-            rec_i.append(i[hit].astype(np.int32))
-            rec_state.append(new_state[hit])
+    for b0, sb, w, s, i, new_state, step_loss, scen_loss in _blocks(chunk, model):
+        loss[b0:b0 + sb] = scen_loss
+        weight[b0:b0 + sb] = w
+        obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
+        # Rows that can still be in the tail of any superset (see keep_rows).
+        order = sort_tail(scen_loss, b0 + np.arange(sb))
+        sel = order[:keep_rows(w[order], need)]
+        cand.append(b0 + sel)
+        mark = np.zeros(sb, dtype=bool)
+        mark[sel[: model.state_rows]] = True
+        hit = mark[s]
+        rec_s.append((b0 + s[hit]).astype(np.int32))
+        rec_i.append(i[hit].astype(np.int32))
+        rec_state.append(new_state[hit])
     cand = np.concatenate(cand)
     order = sort_tail(loss[cand], chunk.start + cand)
     keep = keep_rows(weight[cand][order], need)
@@ -588,28 +684,64 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     states = _states_for(rows[:n_states], size, np.concatenate(rec_s), np.concatenate(rec_i),
                          np.concatenate(rec_state), model.initial_state)
     t_loss, t_w, t_id = loss[rows], weight[rows], chunk.start + rows
+    t_batch = chunk.index * model.batches_per_chunk + local_batch(size, model.batches_per_chunk)[rows]
 
     w_sum = exact_sum(weight)
     mean = exact_sum(weight * loss) / w_sum
     m2 = exact_sum(weight * (loss - mean) ** 2)
-    el_c, ul_c = _mean_and_sd(size, w_sum, mean, m2)
-    batch = [chunk.index, el_c, ul_c]
-    tl, tw = t_loss, t_w
-    for c in model.confidence:
-        a_c = tail_count(size, c)
-        if a_c < 2:
-            batch += [np.nan, np.nan]
-        else:
-            v, e, _ = var_es_from_sorted(tl, tw, model.reference_mean(el_c), a_c)
-            batch += [v, e]
     return LossSummary(
         first_chunk=chunk.index, last_chunk=chunk.index, n=size, weight_sum=w_sum,
-        mean=mean, m2=m2, obligor_loss=obligor_loss, tail_loss=tl, tail_weight=tw,
-        tail_scenario=t_id, tail_states=states,
+        mean=mean, m2=m2, obligor_loss=obligor_loss, tail_loss=t_loss, tail_weight=t_w,
+        tail_scenario=t_id, tail_batch=t_batch, tail_states=states,
         histogram=_histogram(loss, weight, model.hist_edges),
-        batches=np.array([batch], dtype=float),
+        batches=_batch_sums(chunk, model, loss, weight),
         meta={"weight_needed": need, "state_rows": model.state_rows},
     )
+
+
+def tail_cuts(summary: LossSummary, model: SimulationModel) -> list:
+    """Per level, ``(loss, scenario)`` of ``SFV_(a)``: a scenario is in the ES tail iff it
+    sorts before this row (loss descending, ties by scenario number); None if the buffer
+    does not reach it."""
+    cuts = []
+    for c in model.confidence:
+        a = tail_count(summary.n, c)
+        k = tail_index(summary.tail_weight, a) if a >= 2 else summary.tail_loss.size
+        if 0 < k < summary.tail_loss.size:
+            cuts.append((float(summary.tail_loss[k]), int(summary.tail_scenario[k])))
+        else:
+            cuts.append(None)
+    return cuts
+
+
+def tail_obligor_sums(chunk, model: SimulationModel, cuts) -> np.ndarray:
+    """Second pass for ES contributions: ``sum_{s in tail} w_s loss_is`` per obligor and level.
+
+    Re-runs the chunk's blocks (the same stream, so the same scenarios bit for bit) and
+    keeps, for every level's tail (``cuts`` from :func:`tail_cuts`), the weighted loss of
+    each obligor.  Worker memory is an ``(n, levels)`` array whatever the tail length,
+    which is what the likelihood-ratio-weighted tail of an importance-sampling run needs
+    (it has many more than ``a`` rows).  Reduced by addition in the chunk tree.
+    """
+    n = model.n_obligors
+    out = np.zeros((n, len(cuts)))
+    for b0, sb, w, s, i, new_state, step_loss, scen_loss in _blocks(chunk, model):
+        scen = chunk.start + b0 + np.arange(sb)
+        for j, cut in enumerate(cuts):
+            if cut is None:
+                continue
+            q, sq = cut
+            tail = (scen_loss > q) | ((scen_loss == q) & (scen < sq))
+            if not tail.any():
+                continue
+            hit = tail[s]
+            out[:, j] += np.bincount(i[hit], weights=step_loss[hit] * w[s[hit]], minlength=n)
+    return out
+
+
+def add_arrays(a, b):
+    """Combine for :func:`tail_obligor_sums` partials (tree order fixed by chunk index)."""
+    return a + b
 
 
 def _mean_and_sd(n: int, weight_sum: float, mean: float, m2: float):
@@ -638,71 +770,152 @@ def simulate_local(model: SimulationModel, chunks) -> LossSummary:
 
 
 # --------------------------------------------------------------------------- Step 6
-def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portfolio: float):
-    """Seed Step 6 from a merged summary, with Monte Carlo standard errors.
+@dataclass
+class LevelStats:
+    """Step 6 at one confidence level (seed definitions), with its Monte Carlo errors.
+
+    ``var_se`` / ``es_se`` and the VaR interval come from
+    :func:`riskdask.credit.uncertainty.tail_errors`; the ``*_fixed_mean`` errors are the same
+    statistics measured from a fixed mean (what an importance-sampling run reports);
+    ``se_note`` says why an error is 0 or undefined (None otherwise).
+    """
+
+    confidence: float
+    a: int
+    var: float
+    var_se: float
+    var_ci_low: float
+    var_ci_high: float
+    es: float
+    es_se: float
+    es_var_rel: float
+    var_se_fixed_mean: float
+    es_se_fixed_mean: float
+    es_var_rel_fixed_mean: float
+    se_note: str | None
+    var_pct: float
+    es_pct: float
+    tail_scenarios: int
+    contributions: bool
+    contribution_source: str | None
+
+    def as_dict(self) -> dict:
+        """Plain values (for tables and summary.json)."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class SimulationStats:
+    """Seed Step 6 of a merged summary: moments, levels and ES contributions.
+
+    ``contributions`` (n, levels): each obligor's expected loss in the ES tail minus its mean
+    loss, summing to ES; ``tail_obligor_loss`` (n, levels) the expected loss in the tail
+    (NaN where unavailable); ``obligor_mean_loss`` (n,); all in input order.
+    """
+
+    n_scenarios: int
+    n_chunks: int
+    n_batches: int
+    mean_sfv: float
+    el: float
+    el_se: float
+    ul: float
+    ul_se: float
+    weight_sum: float
+    degenerate: bool
+    levels: list
+    obligor_mean_loss: np.ndarray
+    mean_reference: str
+    reference_mean_loss: float
+    contributions: np.ndarray
+    tail_obligor_loss: np.ndarray
+
+
+def needs_contribution_pass(stats: SimulationStats) -> bool:
+    """True if some level's ES tail is longer than the state buffer (its contributions
+    then come from :func:`tail_obligor_sums`)."""
+    return any(lv.tail_scenarios > 0 and not lv.contributions for lv in stats.levels)
+
+
+def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portfolio: float,
+                          tail_sums: np.ndarray | None = None) -> SimulationStats:
+    """Seed Step 6 from a merged summary, with Monte Carlo errors.
+
+    Parameters
+    ----------
+    summary : LossSummary
+        The merged summary of all chunks run (``summary.n`` scenarios: with adaptive
+        stopping fewer than ``model.n_scenarios``; ``a`` follows ``summary.n``).
+    model : SimulationModel
+    fv_portfolio : float
+    tail_sums : ndarray (n, levels), optional
+        Reduced :func:`tail_obligor_sums` (simulation order): ES contributions for the
+        levels whose tail the state buffer does not hold.
 
     Returns
     -------
-    dict
-        ``el``, ``ul`` (simulated, seed definitions: ``FV_P - mean SFV`` and the
-        population standard deviation), their batch-means standard errors, the
-        mean SFV, and per confidence level ``a``, ``var``, ``es`` with standard
-        errors and percentages of FV_P; ``contributions`` (n, levels) -- each
-        obligor's expected loss in the ES tail minus its mean loss, summing to
-        ES -- and ``tail_loss`` (n, levels), the expected loss in the tail
-        (NaN for a level whose tail exceeds the state buffer);
-        ``obligor_mean_loss`` (n,), in input order.
+    SimulationStats
+        EL and UL (seed definitions: ``FV_P - mean SFV`` and the population standard
+        deviation) with their errors, and per confidence level a :class:`LevelStats`
+        (linearised batch means and the order statistic's sampling law,
+        :mod:`riskdask.credit.uncertainty`).
     """
-    n_chunks = summary.batches.shape[0]
-    sizes = np.full(n_chunks, float(summary.n) / n_chunks)
-    # Chunk sizes: all equal but the last (plan_chunks); recover them exactly.
-    chunk_size = int(np.ceil(summary.n / n_chunks))
-    sizes = np.full(n_chunks, float(chunk_size))
-    sizes[-1] = summary.n - chunk_size * (n_chunks - 1)
-    mean_loss, ul = _mean_and_sd(summary.n, summary.weight_sum, summary.mean, summary.m2)
-    b = summary.batches
-    out = {
-        "n_scenarios": summary.n,
-        "n_chunks": n_chunks,
-        "mean_sfv": fv_portfolio - mean_loss,
-        "el": mean_loss,
-        "el_se": batch_means_se(b[:, 1], sizes),
-        "ul": ul,
-        "ul_se": batch_means_se(b[:, 2], sizes),
-        "weight_sum": summary.weight_sum,
-        "levels": [],
-    }
+    n_total = summary.n
+    mean_loss, ul = _mean_and_sd(n_total, summary.weight_sum, summary.mean, summary.m2)
+    el_se, ul_se = moment_errors(summary.batches, n_total, mean_loss, ul, model.center)
+    weighted = model.shift is not None
     inverse = np.empty_like(model.order)
     inverse[model.order] = np.arange(model.order.size)
-    obligor_mean = summary.obligor_loss / summary.n
-    out["obligor_mean_loss"] = obligor_mean[inverse]
+    obligor_mean = summary.obligor_loss / n_total
+    obligor_mean_input = obligor_mean[inverse]
     contributions = np.full((model.n_obligors, len(model.confidence)), np.nan)
     tail_losses = np.full_like(contributions, np.nan)
     rows = np.arange(model.n_obligors)
     reference = model.reference_mean(mean_loss)
-    out["mean_reference"] = "analytic" if reference != mean_loss else "simulated"
-    out["reference_mean_loss"] = reference
-    if out["mean_reference"] == "analytic":
+    analytic = model.shift is not None and model.expected_loss is not None
+    if analytic:
         obligor_mean = model.expected_loss
-    for j, (c, a) in enumerate(zip(model.confidence, model.tail_counts)):
-        var, es, k = var_es_from_sorted(summary.tail_loss, summary.tail_weight, reference, a)
-        level = {
-            "confidence": c, "a": a,
-            "var": var, "var_se": batch_means_se(b[:, 3 + 2 * j], sizes),
-            "es": es, "es_se": batch_means_se(b[:, 4 + 2 * j], sizes),
-            "var_pct": 100.0 * var / fv_portfolio, "es_pct": 100.0 * es / fv_portfolio,
-            "tail_scenarios": k,
-            "contributions": bool(0 < k <= summary.tail_states.shape[0]),
-        }
-        if level["contributions"]:
+    levels = []
+    for j, c in enumerate(model.confidence):
+        a = tail_count(n_total, c)
+        if a < 2:
+            var, es, k = float("nan"), float("nan"), 0
+        else:
+            var, es, k = var_es_from_sorted(summary.tail_loss, summary.tail_weight, reference, a)
+        err = tail_errors(summary, a, k, reference, weighted=weighted,
+                          simulated_mean=not analytic, el_se=el_se, center=model.center)
+        if a < 2:
+            err["reason"] = f"a = round({n_total} x (1 - {c:g})) = {a} < 2"
+        has = bool(0 < k <= summary.tail_states.shape[0])
+        source = None
+        if has:
             w = summary.tail_weight[:k]
             states = summary.tail_states[:k]
             per = model.loss_by_state[rows[None, :], states]               # (k, n)
             # sequential (cumulative) sums: the same bits in any process
             tail_mean = (w[:, None] * per).cumsum(axis=0)[-1] / exact_sum(w)
+            source = "tail buffer"
+        elif tail_sums is not None and k > 0 and np.isfinite(var):
+            tail_mean = tail_sums[:, j] / exact_sum(summary.tail_weight[:k])
+            has, source = True, "second pass"
+        if has:
             tail_losses[:, j] = tail_mean[inverse]
             contributions[:, j] = (tail_mean - obligor_mean)[inverse]
-        out["levels"].append(level)
-    out["contributions"] = contributions
-    out["tail_obligor_loss"] = tail_losses
-    return out
+        levels.append(LevelStats(
+            confidence=c, a=a, var=var, var_se=err["var_se"],
+            var_ci_low=err["var_ci"][0], var_ci_high=err["var_ci"][1],
+            es=es, es_se=err["es_se"], es_var_rel=err["es_var_rel"],
+            var_se_fixed_mean=err["var_se_fixed_mean"],
+            es_se_fixed_mean=err["es_se_fixed_mean"],
+            es_var_rel_fixed_mean=err["es_var_rel_fixed_mean"], se_note=err["reason"],
+            var_pct=100.0 * var / fv_portfolio, es_pct=100.0 * es / fv_portfolio,
+            tail_scenarios=k, contributions=has, contribution_source=source))
+    return SimulationStats(
+        n_scenarios=n_total, n_chunks=summary.last_chunk - summary.first_chunk + 1,
+        n_batches=int(np.count_nonzero(summary.batches[:, 1])),
+        mean_sfv=fv_portfolio - mean_loss, el=mean_loss, el_se=el_se, ul=ul, ul_se=ul_se,
+        weight_sum=summary.weight_sum, degenerate=bool(summary.m2 == 0.0), levels=levels,
+        obligor_mean_loss=obligor_mean_input,
+        mean_reference="analytic" if analytic else "simulated",
+        reference_mean_loss=reference, contributions=contributions,
+        tail_obligor_loss=tail_losses)

@@ -67,13 +67,17 @@ class LossSummary:
         Tail buffer, sorted by loss descending then scenario number ascending.
     tail_scenario : ndarray of int64 (k,)
         Global scenario numbers of the buffer rows.
+    tail_batch : ndarray of int64 (k,)
+        Batch (fixed sub-chunk, see ``batches``) of every buffer row.
     tail_states : ndarray of uint8 (min(k, cap), n_obligors)
         Forward state (worst first) of every obligor for the first rows.
     histogram : ndarray (bins + 2,)
         Weighted counts: underflow, bins, overflow.
-    batches : ndarray (chunks, 3 + 2 * levels)
-        Per chunk: index, mean loss, std loss, then VaR and ES per level
-        (NaN where the chunk is too small for the level), for batch means.
+    batches : ndarray (batches, 5)
+        Per batch (a fixed sub-range of a chunk, ``m`` per chunk): global batch id,
+        scenario count, ``sum w``, ``sum w (L - c)`` and ``sum w (L - c)^2`` around the
+        model's fixed centre ``c`` -- the sums the linearised error estimates of
+        :mod:`riskdask.credit.uncertainty` are built from.
     """
 
     first_chunk: int
@@ -86,6 +90,7 @@ class LossSummary:
     tail_loss: np.ndarray
     tail_weight: np.ndarray
     tail_scenario: np.ndarray
+    tail_batch: np.ndarray
     tail_states: np.ndarray
     histogram: np.ndarray
     batches: np.ndarray
@@ -119,6 +124,7 @@ def merge_summaries(a: LossSummary, b: LossSummary, *, weight_needed: float,
     loss = np.concatenate([a.tail_loss, b.tail_loss])
     weight = np.concatenate([a.tail_weight, b.tail_weight])
     scen = np.concatenate([a.tail_scenario, b.tail_scenario])
+    batch = np.concatenate([a.tail_batch, b.tail_batch])
     order = sort_tail(loss, scen)
     keep = keep_rows(weight[order], weight_needed)
     order = order[:keep]
@@ -141,6 +147,7 @@ def merge_summaries(a: LossSummary, b: LossSummary, *, weight_needed: float,
         tail_loss=loss[order],
         tail_weight=weight[order],
         tail_scenario=scen[order],
+        tail_batch=batch[order],
         tail_states=states,
         histogram=a.histogram + b.histogram,
         batches=np.concatenate([a.batches, b.batches]),

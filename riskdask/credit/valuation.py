@@ -18,6 +18,7 @@ __all__ = [
     "conditional_forward_values",
     "obligor_analytics",
     "ObligorAnalytics",
+    "beta_parameters",
 ]
 
 
@@ -162,7 +163,18 @@ class ObligorAnalytics:
         return self.el_migration + self.el_default
 
 
-def obligor_analytics(cfv, initial_index, probabilities) -> ObligorAnalytics:
+def beta_parameters(mean, sd):
+    """Beta ``(alpha, beta)`` with the given mean and standard deviation (CreditMetrics'
+    recovery convention, Technical Document 7.2.1): ``nu = mean (1 - mean) / sd^2 - 1``,
+    ``alpha = mean nu``, ``beta = (1 - mean) nu``.  Needs ``0 < sd^2 < mean (1 - mean)``."""
+    mean = np.asarray(mean, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    nu = mean * (1.0 - mean) / (sd * sd) - 1.0
+    return mean * nu, (1.0 - mean) * nu
+
+
+def obligor_analytics(cfv, initial_index, probabilities,
+                      default_value_var=None) -> ObligorAnalytics:
     """FV, EFV, EL (migration / default) and UL per obligor.
 
     Parameters
@@ -173,6 +185,12 @@ def obligor_analytics(cfv, initial_index, probabilities) -> ObligorAnalytics:
         Best-first scale index of each obligor's initial rating.
     probabilities : ndarray, shape (R - 1, R)
         Migration matrix rows (initial) by columns (forward), scale order.
+    default_value_var : ndarray, shape (n,), optional
+        Variance of the value in default, ``Nom_i^2 sd_i^2`` for a beta-distributed
+        recovery.  The seed (after eq. 3.8): with uncertain recovery "the standard deviation
+        needs to be added to the conditional forward values" -- ``E[V^2 | D] = CFV_D^2 +
+        Var``, so ``UL_i^2`` gains ``p(D | icr_i) Var`` (EL is unchanged).  Omitted or
+        zero: eq. 3.8 bit for bit.
 
     Returns
     -------
@@ -194,6 +212,9 @@ def obligor_analytics(cfv, initial_index, probabilities) -> ObligorAnalytics:
     drop = fv[:, None] - cfv
     el_migration = np.einsum("ij,ij->i", p[:, :-1], drop[:, :-1])
     el_default = p[:, -1] * drop[:, -1]
-    ul = np.sqrt(np.einsum("ij,ij->i", p, (cfv - efv[:, None]) ** 2))
+    ul2 = np.einsum("ij,ij->i", p, (cfv - efv[:, None]) ** 2)
+    if default_value_var is not None and np.any(np.asarray(default_value_var) != 0):
+        ul2 = ul2 + p[:, -1] * np.asarray(default_value_var, dtype=float)
+    ul = np.sqrt(ul2)
     return ObligorAnalytics(fv=fv, efv=efv, el_migration=el_migration,
                             el_default=el_default, ul=ul)
