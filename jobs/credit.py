@@ -586,7 +586,7 @@ def compute(cfg: Config, inputs: CreditInputs, ctx) -> Outputs:
 def headline(summary: dict) -> list[tuple[str, object]]:
     """Console lines: every estimate with its error, rounded to what the error supports."""
     out = [("obligors / positions", f"{summary['n_obligors']} / {summary['n_positions']}"),
-           ("FV_P (EUR)", sig(summary["fv_portfolio"], 6)),
+           ("FV_P (EUR)", sig(summary["fv_portfolio"], 12)),  # analytic: not an estimate
            ("EL analytic / simulated", f"{sig(summary['el_analytic'], 6)} / "
                                        f"{with_error(summary['el_simulated'], summary['el_simulated_se'])}"),
            ("UL analytic / simulated", f"{sig(summary['ul_analytic'], 6)} / "
