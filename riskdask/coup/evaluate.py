@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
 
 __all__ = ["forest_scores", "permutation_importance_table", "honest_scores", "league_table",
-           "importance_table"]
+           "latest_month_rows", "importance_table", "stratified_rows"]
 
 
 def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
@@ -59,22 +59,55 @@ def importance_table(names: Sequence[str], impurity: np.ndarray,
     return table.reset_index(drop=True)
 
 
+def stratified_rows(y: np.ndarray, n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for permutation importance: every positive, and negatives at random to ``n_rows``.
+
+    A random subset of a rare-event test set holds almost no positives (2,000 random rows of
+    the real panel held 3 attempts), so shuffling a feature can hardly change the score. Here
+    every positive is kept and the negatives are a simple random sample, weighted by the
+    inverse of their sampling fraction, so that weighted scores on the rows estimate the scores
+    on the whole evaluation set (Horvitz-Thompson weights; positives have weight 1).
+
+    Returns
+    -------
+    rows : ndarray of int64
+        Sorted positions into ``y``.
+    weights : ndarray of float64
+        Per row: 1 for positives, ``n_negatives / n_sampled_negatives`` for negatives.
+    """
+    y = np.asarray(y)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    n_neg = int(min(len(neg), max(n_rows - len(pos), 0)))
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(neg), n_neg, replace=False)) if n_neg else np.array([], int)
+    rows = np.sort(np.concatenate([pos, neg[picked]])).astype(np.int64)
+    weights = np.where(y[rows] == 1, 1.0, len(neg) / n_neg if n_neg else 1.0)
+    return rows, weights
+
+
 def permutation_importance_table(names: Sequence[str], plan: Sequence[tuple[int, int, int]],
                                  y_rows: np.ndarray, base_prediction: np.ndarray,
-                                 perm_prediction: np.ndarray) -> pd.DataFrame:
-    """Mean and std over repeats of the drop in R² when one feature's column is shuffled.
+                                 perm_prediction: np.ndarray,
+                                 weights: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean and spread over repeats of the drop in R² when one feature's column is shuffled.
 
     As ``sklearn.inspection.permutation_importance`` with the regressor's default score (R²):
-    ``importance = R²(rows) - R²(rows with feature f shuffled)``.
+    ``importance = R²(rows) - R²(rows with feature f shuffled)``, each R² weighted by
+    ``weights`` (:func:`stratified_rows`). Spread: the standard deviation over repeats
+    (``ddof=0``, as sklearn's ``importances_std``), and the min and max over repeats.
     """
-    base = r2_score(y_rows, base_prediction)
+    base = r2_score(y_rows, base_prediction, sample_weight=weights)
     drops: dict[int, list[float]] = {}
     for i, (feature, _repeat, _seed) in enumerate(plan):
-        drops.setdefault(feature, []).append(base - r2_score(y_rows, perm_prediction[i]))
+        drops.setdefault(feature, []).append(
+            base - r2_score(y_rows, perm_prediction[i], sample_weight=weights))
     return pd.DataFrame({
         "feature": [names[f] for f in drops],
         "permutation_importance": [float(np.mean(v)) for v in drops.values()],
         "permutation_importance_std": [float(np.std(v)) for v in drops.values()],
+        "permutation_importance_min": [float(np.min(v)) for v in drops.values()],
+        "permutation_importance_max": [float(np.max(v)) for v in drops.values()],
+        "permutation_repeats": [len(v) for v in drops.values()],
     })
 
 
@@ -95,24 +128,49 @@ def honest_scores(n_rows: int, train_idx: np.ndarray, test_idx: np.ndarray,
     return score, source
 
 
+def latest_month_rows(panel: pd.DataFrame, month: int | None = None) -> np.ndarray:
+    """Rows of the league table's month: one per country, the leader in office at its end.
+
+    ``month`` is a month index (``year * 12 + month - 1``; default: the latest in the panel).
+    In a leader-change month REIGN has one row per leader, the outgoing one first; the
+    country's row is its last row of the month (the panel keeps the file's order there), so
+    every country appears once, with the leader who holds office now.
+    """
+    ym = panel["year"].to_numpy(np.int64) * 12 + panel["month"].to_numpy(np.int64) - 1
+    month = int(ym.max()) if month is None else int(month)
+    rows = np.flatnonzero(ym == month)
+    codes = panel["ccode"].to_numpy()[rows]
+    # last row per country: rows are sorted by country, file order inside the month
+    last = np.r_[codes[1:] != codes[:-1], True]
+    return rows[last]
+
+
 def league_table(panel: pd.DataFrame, score: np.ndarray, source: np.ndarray,
-                 f1_threshold: float) -> tuple[pd.DataFrame, tuple[int, int]]:
+                 f1_threshold: float, month: int | None = None
+                 ) -> tuple[pd.DataFrame, tuple[int, int]]:
     """Countries ranked by their honest score in the latest year-month of the panel.
 
     Seed: "subset the data to examine only the most recent year and month ... a league table
     of countries ordered by likelihood of coup attempt", compared with the F1 threshold (a
-    country clears it when its probability is > the threshold, the sweep's rule).
+    country clears it when its probability is > the threshold, the sweep's rule). One row per
+    country (:func:`latest_month_rows`); ``leader_rows`` says how many leader rows the country
+    had that month (2+ in a leader-change month).
     """
-    ym = panel["year"].to_numpy() * 12 + panel["month"].to_numpy() - 1
-    latest = int(ym.max())
-    rows = np.flatnonzero(ym == latest)
+    ym = panel["year"].to_numpy(np.int64) * 12 + panel["month"].to_numpy(np.int64) - 1
+    latest = int(ym.max()) if month is None else int(month)
+    rows = latest_month_rows(panel, latest)
+    in_month = ym == latest
+    n_leader_rows = pd.Series(panel["ccode"].to_numpy()[in_month]).value_counts()
+    codes = panel["ccode"].to_numpy()[rows]
     table = pd.DataFrame({
-        "ccode": panel["ccode"].to_numpy()[rows],
+        "ccode": codes,
         "country": panel["country"].to_numpy()[rows],
+        "leader": panel["leader"].to_numpy()[rows] if "leader" in panel else None,
         "year": latest // 12, "month": latest % 12 + 1,
-        "probability": score[rows],
-        "score_source": source[rows],
+        "probability": np.asarray(score)[rows],
+        "score_source": np.asarray(source)[rows],
         "government": panel["government"].to_numpy()[rows] if "government" in panel else None,
+        "leader_rows": n_leader_rows.reindex(codes).to_numpy(np.int64),
     })
     table["clears_f1_threshold"] = table["probability"] > f1_threshold
     table = table.sort_values(["probability", "ccode"], ascending=[False, True],
