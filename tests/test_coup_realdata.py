@@ -252,3 +252,26 @@ def test_stratified_permutation_rows_keep_every_positive():
     np.testing.assert_array_equal(rows, again)
     few, wf = stratified_rows(y, 10, seed=4)                     # fewer rows than positives
     assert len(few) == 30 and (wf == 1).all()
+
+
+def test_pooled_backtest_on_the_cluster_is_bit_identical_on_1_and_2_workers(local_client,
+                                                                          small_problem):
+    frame, X, y, mi = small_problem
+    folds = bt.year_folds(mi, range(1980, 1990), models=("forest", "logistic"))
+    folds.append(bt.month_fold(mi, int(mi.max())))
+    kw = dict(lead_months=0, n_trees=4, trees_per_task=2, seed=7, params={"max_depth": 8})
+    runs = [bt.run_backtest(local_client(n), X, y, mi, folds, **kw) for n in (1, 2)]
+    (m1, s1), (m2, s2) = runs
+    assert m1 == m2 == ["forest", "logistic"]
+    for name in ("sums", "fits", "train_last_month", "n_train"):
+        np.testing.assert_array_equal(getattr(s1, name), getattr(s2, name))
+    # and equal to the same plan run in one process
+    tasks = bt.backtest_tasks(folds, 4, 2)
+    local = reduce_local([bt.backtest_kernel(c, _shared(X, y, mi, folds), tasks, m1,
+                                             {"max_depth": 8})
+                          for c in plan_chunks(len(tasks), 1, 7)], bt.combine_pooled)
+    np.testing.assert_array_equal(local.sums, s1.sums)
+    pooled = bt.pooled_table(frame, y, folds, m1, s1)
+    years = pooled[pooled["fold_kind"] == "year"]
+    assert (years["train_last_year"] < years["year"]).all()
+    assert len(years) == 2 * int((mi // 12 >= 1980).sum() - (mi // 12 >= 1990).sum())

@@ -34,7 +34,7 @@ import pandas as pd
 __all__ = ["MODELS", "MODEL_LABELS", "Fold", "BacktestTask", "PooledSums", "training_rows",
            "year_folds", "month_fold", "pooled_layout", "backtest_tasks", "combine_pooled",
            "empty_pooled", "backtest_kernel", "fit_predict", "pooled_table", "per_year_table",
-           "binary_scores"]
+           "binary_scores", "run_backtest"]
 
 #: Models the backtest can train per fold (the seed's is ``forest``).
 MODELS = ("forest", "hgb", "logistic")
@@ -295,3 +295,31 @@ def per_year_table(pooled: pd.DataFrame, threshold: float) -> pd.DataFrame:
                     "FN": int(np.sum(~pos & (y == 1))),
                     "note": "" if attempts else "no attempt"})
     return pd.DataFrame(out)
+
+
+def run_backtest(client, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
+                 folds: Sequence[Fold], *, lead_months: int, n_trees: int,
+                 trees_per_task: int, seed: int, params: Mapping[str, Any] | None = None,
+                 label: str = "backtest") -> tuple[list[str], PooledSums]:
+    """All folds and models as one plan on the cluster (:func:`riskdask.engine.map_reduce`).
+
+    The inputs are scattered once; task ``i`` is :func:`backtest_tasks` entry ``i`` on chunk
+    ``i`` of ``plan_chunks(n_tasks, 1, seed)``; the partials are added in the engine's fixed
+    tree, so the result is bit-identical on any number of workers. Returns the models in the
+    order of ``PooledSums``' rows and the reduced sums.
+    """
+    from ..engine import map_reduce, plan_chunks
+    from .forest import as_float32
+
+    models = [m for m in MODELS if any(m in f.models for f in folds)]
+    tasks = backtest_tasks(folds, n_trees, trees_per_task)
+    rows, offsets = pooled_layout(folds)
+    shared = {"X": as_float32(X), "y": np.asarray(y, dtype=np.float64),
+              "month_idx": np.asarray(month_idx, dtype=np.int64), "lead_months": lead_months,
+              "pooled_rows": rows, "offsets": offsets,
+              "cutoffs": np.array([f.cutoff for f in folds], dtype=np.int64)}
+    chunks = plan_chunks(len(tasks), 1, seed)
+    sums = map_reduce(backtest_kernel, chunks, combine_pooled, client=client, shared=shared,
+                      kernel_kwargs={"tasks": tasks, "models": models,
+                                     "params": dict(params or {})}, label=label)
+    return models, sums
