@@ -275,3 +275,32 @@ def test_pooled_backtest_on_the_cluster_is_bit_identical_on_1_and_2_workers(loca
     years = pooled[pooled["fold_kind"] == "year"]
     assert (years["train_last_year"] < years["year"]).all()
     assert len(years) == 2 * int((mi // 12 >= 1980).sum() - (mi // 12 >= 1990).sum())
+
+
+def test_country_bootstrap_weights_equal_resampled_rows():
+    """One replicate with counts as sample_weight equals the metrics on the resampled rows."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from riskdask.coup.evaluate import bootstrap_intervals, format_estimate
+
+    rng = np.random.default_rng(0)
+    p = rng.random(3000) * 0.1
+    y = (rng.random(3000) < p).astype(float)
+    g = rng.integers(0, 40, 3000)
+    iv = bootstrap_intervals(y, p, g, 1, seed=5)
+    assert iv["roc_auc"] is None                                   # < 20 replicates
+    draw = np.random.default_rng(5).integers(0, 40, 40)
+    rows = np.concatenate([np.flatnonzero(g == c) for c in draw])  # countries drawn, repeated
+    iv = bootstrap_intervals(y, p, g, 25, seed=5)
+    lo, hi = iv["roc_auc"]
+    assert lo <= roc_auc_score(y, p) <= hi or hi - lo < 0.2
+    # the first replicate's ROC-AUC and PR-AUC by explicit resampling
+    from riskdask.coup import evaluate
+    ref_auc = roc_auc_score(y[rows], p[rows])
+    ref_ap = average_precision_score(y[rows], p[rows])
+    w = np.bincount(draw, minlength=40)[g]
+    assert roc_auc_score(y[w > 0], p[w > 0], sample_weight=w[w > 0]) == pytest.approx(ref_auc)
+    assert average_precision_score(y[w > 0], p[w > 0], sample_weight=w[w > 0]) == \
+        pytest.approx(ref_ap)
+    assert format_estimate(0.7312, (0.69, 0.77)) == "0.73 [0.69, 0.77]"
+    assert evaluate.format_estimate(None, None) == "n/a"

@@ -34,7 +34,7 @@ import pandas as pd
 __all__ = ["MODELS", "MODEL_LABELS", "Fold", "BacktestTask", "PooledSums", "training_rows",
            "year_folds", "month_fold", "pooled_layout", "backtest_tasks", "combine_pooled",
            "empty_pooled", "backtest_kernel", "fit_predict", "pooled_table", "per_year_table",
-           "binary_scores", "run_backtest"]
+           "binary_scores", "run_backtest", "comparison_table"]
 
 #: Models the backtest can train per fold (the seed's is ``forest``).
 MODELS = ("forest", "hgb", "logistic")
@@ -323,3 +323,27 @@ def run_backtest(client, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
                       kernel_kwargs={"tasks": tasks, "models": models,
                                      "params": dict(params or {})}, label=label)
     return models, sums
+
+
+def comparison_table(pooled: pd.DataFrame, sweeps: Mapping[str, pd.DataFrame],
+                     intervals: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per model on the same pooled backtest: ROC-AUC, PR-AUC, Brier, best F1.
+
+    ``sweeps[model]`` is the model's 1,000-threshold sweep on its pooled predictions; the best
+    F1 is its maximum (first threshold reaching it), chosen on the pooled test predictions
+    themselves -- an optimistic figure for every model alike, so it compares, it does not
+    forecast. ``intervals[model]``: bootstrap intervals (``evaluate.bootstrap_intervals``).
+    """
+    rows = []
+    for model, g in pooled.groupby("model", sort=False):
+        sw = sweeps[model]
+        best = int(np.argmax(sw["f1"].to_numpy()))
+        s = binary_scores(g["target"].to_numpy(), g["probability"].to_numpy())
+        iv = (intervals or {}).get(model, {})
+        rows.append({"model": model, "label": MODEL_LABELS[model], "n_rows": len(g),
+                     "attempts": int(g["target"].sum()), **s,
+                     **{f"{k}_low95": (iv.get(k) or (None, None))[0] for k in s},
+                     **{f"{k}_high95": (iv.get(k) or (None, None))[1] for k in s},
+                     "best_f1": float(sw["f1"].iloc[best]),
+                     "best_f1_threshold": float(sw["threshold"].iloc[best])})
+    return pd.DataFrame(rows)

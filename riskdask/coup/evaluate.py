@@ -15,7 +15,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
 
 __all__ = ["forest_scores", "permutation_importance_table", "honest_scores", "league_table",
-           "latest_month_rows", "importance_table", "stratified_rows"]
+           "latest_month_rows", "importance_table", "stratified_rows", "bootstrap_intervals",
+           "format_estimate"]
 
 
 def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
@@ -177,3 +178,47 @@ def league_table(panel: pd.DataFrame, score: np.ndarray, source: np.ndarray,
                               na_position="last", kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table, (latest // 12, latest % 12 + 1)
+
+
+def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot: int,
+                        seed, level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals of ROC-AUC, PR-AUC and Brier from a bootstrap over countries.
+
+    Rows of one country are not independent (an attempt is followed by attempts, regimes
+    persist), so whole countries are resampled with replacement (a cluster bootstrap; Davison
+    and Hinkley 1997, sec. 3.8): replicate ``b`` weights each row by how often its country
+    was drawn, and scikit-learn's metrics take those counts as ``sample_weight``. A replicate
+    with one class only has no AUC and is skipped; an interval needs 20 valid replicates or is
+    None. ``seed``: the run's ``bootstrap`` stream.
+    """
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = {"roc_auc": [], "pr_auc": [], "brier": []}
+    pc = np.clip(p, 0.0, 1.0)
+    for _ in range(n_boot):
+        w = np.bincount(rng.integers(0, len(codes), len(codes)), minlength=len(codes))[inverse]
+        keep = w > 0
+        yw, pw, ww = y[keep], p[keep], w[keep]
+        draws["brier"].append(float(np.average((pc[keep] - yw) ** 2, weights=ww)))
+        if 0 < yw.sum() < len(yw):
+            draws["roc_auc"].append(float(roc_auc_score(yw, pw, sample_weight=ww)))
+            draws["pr_auc"].append(float(average_precision_score(yw, pw, sample_weight=ww)))
+    a = (1 - level) / 2
+    return {k: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) >= 20
+            else None for k, v in draws.items()}
+
+
+def format_estimate(value: float | None, interval: tuple[float, float] | None) -> str:
+    """``value [lo, hi]`` with as many decimals as the interval's width supports.
+
+    Two significant digits of the half-width fix the last decimal shown (so 0.7312 with
+    [0.69, 0.77] prints as ``0.73 [0.69, 0.77]``).
+    """
+    if value is None:
+        return "n/a"
+    if interval is None:
+        return f"{value:.2g} (no interval)"
+    half = (interval[1] - interval[0]) / 2
+    digits = 3 if half <= 0 else max(0, int(-np.floor(np.log10(half))) + 1)
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
