@@ -212,13 +212,13 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot
 def format_estimate(value: float | None, interval: tuple[float, float] | None) -> str:
     """``value [lo, hi]`` with as many decimals as the interval's width supports.
 
-    Two significant digits of the half-width fix the last decimal shown (so 0.7312 with
-    [0.69, 0.77] prints as ``0.73 [0.69, 0.77]``).
+    The first significant digit of the half-width fixes the last decimal shown (so 0.7312
+    with [0.69, 0.77] prints as ``0.73 [0.69, 0.77]``).
     """
     if value is None:
         return "n/a"
     if interval is None:
         return f"{value:.2g} (no interval)"
     half = (interval[1] - interval[0]) / 2
-    digits = 3 if half <= 0 else max(0, int(-np.floor(np.log10(half))) + 1)
+    digits = 3 if half <= 0 else max(0, int(-np.floor(np.log10(half))))
     return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
