@@ -133,7 +133,7 @@ def test_optimal_thresholds_are_the_first_reaching_the_max():
     opt = optimal_thresholds(table)
     for metric in ("precision", "recall", "f1"):
         values = table[metric].to_numpy()
-        j = opt[metric]["index"]
+        j = getattr(opt, metric).index
         assert values[j] == values.max()
         assert (values[:j] < values.max()).all()
         # independent check of the metric values themselves with the mask loop's counts
@@ -142,9 +142,10 @@ def test_optimal_thresholds_are_the_first_reaching_the_max():
         ref = {"precision": tp / (tp + fp) if tp + fp else 0.0,
                "recall": tp / (tp + fn) if tp + fn else 0.0,
                "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0}[metric]
-        assert opt[metric]["threshold"] == table["threshold"][j]
+        assert getattr(opt, metric).threshold == table["threshold"][j]
         assert values[j] == pytest.approx(ref, rel=1e-15)
-    assert opt["default"]["index"] == 500 and round(opt["default"]["threshold"], 6) == 0.500501
+    assert opt.default.index == 500 and round(opt.default.threshold, 6) == 0.500501
+    assert opt.as_dict()["f1"]["confusion"] == opt.f1.confusion
     tables = confusion_tables(opt)
     assert list(tables.index) == list(CONFUSION_ORDER) == ["FN", "TP", "TN", "FP"]
     assert list(tables.columns) == ["precision", "recall", "f1", "default"]

@@ -302,5 +302,12 @@ def test_country_bootstrap_weights_equal_resampled_rows():
     assert roc_auc_score(y[w > 0], p[w > 0], sample_weight=w[w > 0]) == pytest.approx(ref_auc)
     assert average_precision_score(y[w > 0], p[w > 0], sample_weight=w[w > 0]) == \
         pytest.approx(ref_ap)
+    # the one-sort weighted curves equal sklearn's with sample_weight, ties included
+    from riskdask.coup.evaluate import _SortedScores
+    pt = np.round(p, 2)                                           # many tied scores
+    for wt in (w, np.ones_like(w), rng.integers(0, 4, len(w))):
+        auc, ap = _SortedScores(y, pt).scores(wt)
+        assert auc == pytest.approx(roc_auc_score(y, pt, sample_weight=wt), abs=1e-12)
+        assert ap == pytest.approx(average_precision_score(y, pt, sample_weight=wt), abs=1e-12)
     assert format_estimate(0.7312, (0.69, 0.77)) == "0.73 [0.69, 0.77]"
     assert evaluate.format_estimate(None, None) == "n/a"

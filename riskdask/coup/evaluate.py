@@ -8,45 +8,60 @@ latest month with honest (out-of-bag or out-of-sample) scores.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
 
-__all__ = ["forest_scores", "permutation_importance_table", "honest_scores", "league_table",
+__all__ = ["ForestScores", "forest_scores", "permutation_importance_table", "honest_scores", "league_table",
            "latest_month_rows", "importance_table", "stratified_rows", "bootstrap_intervals",
            "format_estimate"]
 
 
 def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     """ROC-AUC, PR-AUC and Brier; None where a metric is undefined (one class only)."""
-    both = 0 < np.sum(y == 1) < len(y)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)) if both else None,
-        "pr_auc": float(average_precision_score(y, p)) if both else None,
-        # probabilities from a regressor on a 0/1 target lie in [0, 1] already
-        "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))) if len(y) else None,
-    }
+    from .backtest import binary_scores
+
+    return binary_scores(y, p)
+
+
+@dataclass(frozen=True)
+class ForestScores:
+    """The reduced forest's scores (:func:`forest_scores`); None where undefined."""
+
+    oob_score: float | None          # R² of the OOB predictions, as sklearn's ``oob_score_``
+    oob_rows_without_trees: int
+    test_r2: float | None
+    test_roc_auc: float | None
+    test_pr_auc: float | None
+    test_brier: float | None
+    oob_roc_auc: float | None
+    oob_pr_auc: float | None
+    oob_brier: float | None
+
+    def as_dict(self) -> dict:
+        """Plain values for ``summary.json``."""
+        return dataclasses.asdict(self)
 
 
 def forest_scores(y_train: np.ndarray, oob_prediction: np.ndarray, y_test: np.ndarray,
-                  test_prediction: np.ndarray) -> dict[str, float | int | None]:
+                  test_prediction: np.ndarray) -> ForestScores:
     """OOB score (R², as sklearn's ``oob_score_``), test R², ROC-AUC, PR-AUC, Brier.
 
     Training rows never out of bag (NaN) are left out of the OOB score and counted in
     ``oob_rows_without_trees`` (sklearn would score them as a prediction of 0).
     """
     has = ~np.isnan(oob_prediction)
-    out: dict[str, float | int | None] = {
-        "oob_score": float(r2_score(y_train[has], oob_prediction[has])) if has.sum() > 1 else None,
-        "oob_rows_without_trees": int((~has).sum()),
-        "test_r2": float(r2_score(y_test, test_prediction)) if len(y_test) > 1 else None,
-    }
-    out.update({f"test_{k}": v for k, v in _binary_scores(y_test, test_prediction).items()})
-    out.update({f"oob_{k}": v for k, v in
-                _binary_scores(y_train[has], oob_prediction[has]).items()})
-    return out
+    test = _binary_scores(y_test, test_prediction)
+    oob = _binary_scores(y_train[has], oob_prediction[has])
+    return ForestScores(
+        oob_score=float(r2_score(y_train[has], oob_prediction[has])) if has.sum() > 1 else None,
+        oob_rows_without_trees=int((~has).sum()),
+        test_r2=float(r2_score(y_test, test_prediction)) if len(y_test) > 1 else None,
+        **{f"test_{k}": v for k, v in test.items()}, **{f"oob_{k}": v for k, v in oob.items()})
 
 
 def importance_table(names: Sequence[str], impurity: np.ndarray,
@@ -180,6 +195,39 @@ def league_table(panel: pd.DataFrame, score: np.ndarray, source: np.ndarray,
     return table, (latest // 12, latest % 12 + 1)
 
 
+class _SortedScores:
+    """Scores sorted once, so that weighted ROC-AUC and average precision of many bootstrap
+    replicates cost a cumulative sum each, not a sort.
+
+    Same definitions as scikit-learn (``_binary_clf_curve``): the curve's points are the
+    distinct score values, descending; ROC-AUC is the trapezoidal area under (FPR, TPR) from
+    (0, 0); average precision is ``sum_k (R_k - R_{k-1}) P_k``. Tested against
+    ``roc_auc_score``/``average_precision_score`` with ``sample_weight``.
+    """
+
+    def __init__(self, y: np.ndarray, p: np.ndarray):
+        order = np.argsort(-np.asarray(p, dtype=np.float64), kind="mergesort")
+        ps = np.asarray(p, dtype=np.float64)[order]
+        self.order = order
+        self.y = np.asarray(y, dtype=np.float64)[order]
+        # last index of each run of equal scores
+        self.ends = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]
+
+    def scores(self, w: np.ndarray) -> tuple[float | None, float | None]:
+        w = np.asarray(w, dtype=np.float64)[self.order]
+        tps = np.cumsum(w * self.y)[self.ends]
+        fps = np.cumsum(w * (1.0 - self.y))[self.ends]
+        if tps[-1] <= 0 or fps[-1] <= 0:
+            return None, None
+        tpr, fpr = np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]
+        auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else \
+            float(np.trapz(tpr, fpr))
+        precision = tps / np.maximum(tps + fps, np.finfo(float).tiny)
+        recall = tps / tps[-1]
+        ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+        return auc, ap
+
+
 def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot: int,
                         seed, level: float = 0.95) -> dict[str, tuple[float, float] | None]:
     """Percentile intervals of ROC-AUC, PR-AUC and Brier from a bootstrap over countries.
@@ -187,23 +235,25 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot
     Rows of one country are not independent (an attempt is followed by attempts, regimes
     persist), so whole countries are resampled with replacement (a cluster bootstrap; Davison
     and Hinkley 1997, sec. 3.8): replicate ``b`` weights each row by how often its country
-    was drawn, and scikit-learn's metrics take those counts as ``sample_weight``. A replicate
-    with one class only has no AUC and is skipped; an interval needs 20 valid replicates or is
-    None. ``seed``: the run's ``bootstrap`` stream.
+    was drawn -- scikit-learn's metrics with those counts as ``sample_weight`` give the same
+    values (computed here from one sort, :class:`_SortedScores`). A replicate with one class
+    only has no AUC and is skipped; an interval needs 20 valid replicates or is None.
+    ``seed``: the run's ``bootstrap`` stream.
     """
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
     rng = np.random.default_rng(seed)
     draws = {"roc_auc": [], "pr_auc": [], "brier": []}
-    pc = np.clip(p, 0.0, 1.0)
+    sq = (np.clip(p, 0.0, 1.0) - y) ** 2
+    sorted_scores = _SortedScores(y, p)
     for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, len(codes), len(codes)), minlength=len(codes))[inverse]
-        keep = w > 0
-        yw, pw, ww = y[keep], p[keep], w[keep]
-        draws["brier"].append(float(np.average((pc[keep] - yw) ** 2, weights=ww)))
-        if 0 < yw.sum() < len(yw):
-            draws["roc_auc"].append(float(roc_auc_score(yw, pw, sample_weight=ww)))
-            draws["pr_auc"].append(float(average_precision_score(yw, pw, sample_weight=ww)))
+        w = np.bincount(rng.integers(0, len(codes), len(codes)),
+                        minlength=len(codes))[inverse].astype(np.float64)
+        draws["brier"].append(float(np.dot(w, sq) / w.sum()))
+        auc, ap = sorted_scores.scores(w)
+        if auc is not None:
+            draws["roc_auc"].append(auc)
+            draws["pr_auc"].append(ap)
     a = (1 - level) / 2
     return {k: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) >= 20
             else None for k, v in draws.items()}

@@ -16,12 +16,12 @@ def _plt():
     return pyplot()
 
 
-def prf_vs_threshold(table: pd.DataFrame, optimal: dict):
+def prf_vs_threshold(table: pd.DataFrame, optimal):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for metric, style in (("precision", "-"), ("recall", "--"), ("f1", "-.")):
         ax.plot(table["threshold"], table[metric], style, label=metric)
-    t = optimal["f1"]["threshold"]
+    t = optimal.f1.threshold
     ax.axvline(t, color="grey", lw=0.8)
     ax.annotate(f"F1 optimum t={t:.6f}", (t, ax.get_ylim()[1] * 0.9), fontsize=8)
     ax.set_xscale("symlog", linthresh=0.01)
@@ -110,7 +110,7 @@ def reliability_figure(table: pd.DataFrame, decomposition: dict):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4.4))
     x, r = table["mean_predicted"], table["observed_rate"]
-    err = np.vstack([r - table["observed_low95"], table["observed_high95"] - r])
+    err = np.clip(np.vstack([r - table["observed_low95"], table["observed_high95"] - r]), 0, None)
     ax.errorbar(x, r, yerr=err, fmt="o", ms=4, capsize=2, label="bins (95% Wilson)")
     for xi, ri, n in zip(x, r, table["count"]):
         ax.annotate(f"{n:,}", (xi, ri), fontsize=6, xytext=(3, 3), textcoords="offset points")

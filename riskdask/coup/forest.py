@@ -169,6 +169,7 @@ class ForestResult:
     oob_prediction: np.ndarray      # == forest.oob_prediction_ where oob_count > 0, else NaN
     oob_count: np.ndarray
     feature_importances: np.ndarray  # == forest.feature_importances_
+    aggregate: SubForestAggregate | None = None  # the reduced sums (convergence levels)
 
 
 def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
