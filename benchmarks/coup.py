@@ -25,13 +25,13 @@ default parameters otherwise):
   trees (flat: the aggregates do not grow with trees), beside the pickled size of sklearn's
   forest. Then the estimated wall time of the 10,000-tree config per worker count.
 
-Pooled backtest (issue 12; the full synthetic panel, test years 2005-2019 by default, 24 trees
+Pooled backtest (issue 12; the full synthetic panel, test years 2010-2019 by default, 12 trees
 per year, sklearn's default parameters otherwise):
   * ours: ``riskdask.coup.backtest.run_backtest``: one plan over (year, sub-forest) chunks of
     ``--bt-per-task`` trees on riskdask's 2-worker LocalCluster, the panel scattered once, the
     pooled prediction sums reduced on the cluster; years run concurrently;
   * straightforward: the same years fitted one after another, each
-    ``RandomForestRegressor(n_estimators=24, n_jobs=2)`` fit on the years before + predict
+    ``RandomForestRegressor(n_estimators=12, n_jobs=2)`` fit on the years before + predict
     the year, in one process. Each year's fit ends with an idle tail (the last trees of a
     year run on one core while the other waits); the concurrent plan fills it.
   Timed as two pairs in A B B A order; the pooled ROC-AUC of both is printed (different random
@@ -352,10 +352,10 @@ def main(argv=None):
     ap.add_argument("--skip-forest", action="store_true")
     ap.add_argument("--parts", default="sweep,forest,backtest",
                     help="comma-separated: sweep, forest, backtest")
-    ap.add_argument("--bt-first", type=int, default=2005)
+    ap.add_argument("--bt-first", type=int, default=2010)
     ap.add_argument("--bt-last", type=int, default=2019)
-    ap.add_argument("--bt-trees", type=int, default=24)
-    ap.add_argument("--bt-per-task", type=int, default=6)
+    ap.add_argument("--bt-trees", type=int, default=12)
+    ap.add_argument("--bt-per-task", type=int, default=3)
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     from distributed import Client

@@ -330,7 +330,7 @@ def _temporal(cfg: Config, ctx, data: CoupInputs) -> TemporalResults:
     return out
 
 
-def _what_the_data_say(comparison: pd.DataFrame) -> str:
+def _what_the_data_say(comparison: pd.DataFrame, n_trees: int) -> str:
     """A plain-words reading of the model comparison (which model leads, and by how much
     compared with the intervals)."""
     if comparison is None or len(comparison) < 2:
@@ -348,7 +348,9 @@ def _what_the_data_say(comparison: pd.DataFrame) -> str:
                      f"{second[metric]:.3g})" + ("; the runner-up lies inside the leader's 95% "
                                                   "interval, so the data do not separate them"
                                                   if overlap else ""))
-    return "; ".join(parts) + "."
+    return ("; ".join(parts) + f". The forest has {n_trees} trees per test year "
+            "(backtest.n_trees): its probabilities are coarse when that is small, see the "
+            "convergence table; the comparison is on the same folds and rows for every model.")
 
 
 # ----------------------------------------------------------------------------- run
@@ -504,7 +506,8 @@ def compute(cfg: Config, data: CoupInputs, ctx) -> Outputs:
                     "</p>")
         if temporal.comparison is not None and len(temporal.comparison) > 1:
             out.section("Model comparison: what the data say",
-                        f"<p>{html.escape(_what_the_data_say(temporal.comparison))}</p>")
+                        f"<p>{html.escape(_what_the_data_say(temporal.comparison,
+                                                                cfg.backtest.n_trees))}</p>")
 
     n_subforests = -(-cfg.forest.n_trees // cfg.forest.trees_per_task)
     summary = {

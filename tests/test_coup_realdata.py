@@ -311,3 +311,22 @@ def test_country_bootstrap_weights_equal_resampled_rows():
         assert ap == pytest.approx(average_precision_score(y, pt, sample_weight=wt), abs=1e-12)
     assert format_estimate(0.7312, (0.69, 0.77)) == "0.73 [0.69, 0.77]"
     assert evaluate.format_estimate(None, None) == "n/a"
+
+
+def test_calibration_gives_exact_zeros_a_bin_of_their_own():
+    rng = np.random.default_rng(8)
+    p = np.where(rng.random(4000) < 0.8, 0.0, rng.beta(0.5, 30, 4000))
+    y = (rng.random(4000) < p + 0.002).astype(float)
+    table = reliability_table(p, y, 5)
+    zero = p == 0
+    q = np.quantile(p[~zero], [0.25, 0.5, 0.75])
+    groups = [zero] + [(p > lo) & (p <= hi) for lo, hi in zip(np.r_[0, q], np.r_[q, 1])]
+    np.testing.assert_array_equal(table["count"], [g.sum() for g in groups])
+    np.testing.assert_allclose(table["observed_rate"], [y[g].mean() for g in groups],
+                               rtol=1e-12)
+    assert table["upper"].iloc[0] == 0 and table["lower"].iloc[0] == 0
+    d = brier_decomposition(p, y, 5)
+    assert d["n_bins"] == 5
+    parts = (d["reliability"] - d["resolution"] + d["uncertainty"] + d["within_bin_variance"]
+             - d["within_bin_covariance"])
+    assert parts == pytest.approx(np.mean((p - y) ** 2), abs=1e-14)

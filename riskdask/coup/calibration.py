@@ -29,7 +29,12 @@ __all__ = ["bin_edges", "assign_bins", "reliability_table", "brier_decomposition
 
 
 def bin_edges(p: np.ndarray, n_bins: int = 10, strategy: str = "quantile") -> np.ndarray:
-    """Bin edges on [0, 1]: quantiles of ``p`` (duplicates merged) or equal widths."""
+    """Bin edges on [0, 1]: quantiles of ``p`` (duplicates merged) or equal widths.
+
+    With ``quantile`` and at least a ``1 / n_bins`` share of forecasts exactly 0, the first
+    edge is ``-inf``: bin 0 holds the zeros, the other bins are quantiles of the positive
+    forecasts.
+    """
     p = np.asarray(p, dtype=np.float64)
     if n_bins < 1:
         raise ValueError("n_bins must be >= 1")
@@ -37,6 +42,13 @@ def bin_edges(p: np.ndarray, n_bins: int = 10, strategy: str = "quantile") -> np
         return np.linspace(0.0, 1.0, n_bins + 1)
     if strategy != "quantile":
         raise ValueError(f"strategy must be 'quantile' or 'uniform', got {strategy!r}")
+    zeros = p <= 0
+    if len(p) and zeros.mean() >= 1 / n_bins and (~zeros).any():
+        # A point mass at 0 (a small forest gives most rows exactly 0) would swallow the
+        # quantile edges: the zeros get a bin of their own, (-inf, 0], and the positive
+        # forecasts are split into quantile bins.
+        inner = np.quantile(p[~zeros], np.linspace(0, 1, n_bins)[1:-1])
+        return np.concatenate([[-np.inf], np.unique(np.concatenate([[0.0], inner, [1.0]]))])
     inner = np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1]) if len(p) else np.array([])
     return np.unique(np.concatenate([[0.0], inner, [1.0]]))
 
@@ -64,7 +76,8 @@ def reliability_table(p: np.ndarray, y: np.ndarray, n_bins: int = 10,
     has = n > 0
     rate = np.divide(so, n, out=np.zeros(nb), where=has)
     lo, hi = _wilson(so, n)
-    table = pd.DataFrame({"bin": np.arange(nb), "lower": edges[:-1], "upper": edges[1:],
+    table = pd.DataFrame({"bin": np.arange(nb), "lower": np.maximum(edges[:-1], 0.0),
+                          "upper": edges[1:],
                           "count": n, "positives": so.astype(np.int64),
                           "mean_predicted": np.divide(sp, n, out=np.zeros(nb), where=has),
                           "observed_rate": rate, "observed_low95": lo, "observed_high95": hi})
