@@ -505,9 +505,9 @@ def compute(cfg: Config, data: CoupInputs, ctx) -> Outputs:
         out.section("Which model ranks the league table", f"<p>{html.escape(league_model)}."
                     "</p>")
         if temporal.comparison is not None and len(temporal.comparison) > 1:
+            reading = _what_the_data_say(temporal.comparison, cfg.backtest.n_trees)
             out.section("Model comparison: what the data say",
-                        f"<p>{html.escape(_what_the_data_say(temporal.comparison,
-                                                                cfg.backtest.n_trees))}</p>")
+                        f"<p>{html.escape(reading)}</p>")
 
     n_subforests = -(-cfg.forest.n_trees // cfg.forest.trees_per_task)
     summary = {

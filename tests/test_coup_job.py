@@ -329,6 +329,7 @@ def test_leader_month_file_runs_without_precip_and_says_so(real_runs):
     assert s["features_missing"] == ["precip"] and s["n_features"] == 45
     [ex] = [e for e in run.manifest["exclusions"] if e["unit"] == "features"]
     assert ex["rows"] == ["precip"] and ex["count"] == 1
+    assert run.manifest["excluded_rows_total"] == 0                # a feature is not a row
     page = (run.run_dir / "report.html").read_text()
     top = page[:page.index("<h2>Figures</h2>")]
     assert "precip" in top and str(LEADER_MONTHS) in top
@@ -401,3 +402,10 @@ def test_split_seed_moves_the_split_only(local_client, tmp_path):
     s = c.summary
     assert s["attempts_train"] + s["attempts_test"] == int(pc["target"].sum())
     assert s["attempts_test"] == int(pc.loc[pc["split"] == "test", "target"].sum())
+
+
+def test_validate_names_the_missing_seed_feature(cli):
+    r = cli("validate", "coup", "--set", f"data.path={LEADER_MONTHS}")
+    assert r.code == 0, r.err
+    assert "7814 rows" in r.out or "7,814 rows" in r.out
+    assert "would exclude 1 features from reign" in r.out and "precip" in r.out

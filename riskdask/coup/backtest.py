@@ -170,17 +170,19 @@ def fit_predict(model: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     P(attempt). Single-threaded (the task is the unit of parallelism; thread counts also
     change floating-point sums).
     """
+    if model == "forest":
+        # n_jobs=1 trees use neither BLAS nor OpenMP: no thread limit needed (threadpoolctl
+        # scans the loaded libraries on every call, ~5% of a 3-tree task)
+        from .forest import fit_subforest
+
+        forest = fit_subforest(X_train, y_train, n_trees, random_state, params)
+        out = np.zeros(X_test.shape[0])
+        for tree in forest.estimators_:
+            out += tree.predict(X_test, check_input=False)
+        return out
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        if model == "forest":
-            from .forest import fit_subforest
-
-            forest = fit_subforest(X_train, y_train, n_trees, random_state, params)
-            out = np.zeros(X_test.shape[0])
-            for tree in forest.estimators_:
-                out += tree.predict(X_test, check_input=False)
-            return out
         if model == "hgb":
             from sklearn.ensemble import HistGradientBoostingClassifier
 
