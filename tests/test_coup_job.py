@@ -329,7 +329,9 @@ def test_leader_month_file_runs_without_precip_and_says_so(real_runs):
     assert s["features_missing"] == ["precip"] and s["n_features"] == 45
     [ex] = [e for e in run.manifest["exclusions"] if e["unit"] == "features"]
     assert ex["rows"] == ["precip"] and ex["count"] == 1
-    assert run.manifest["excluded_rows_total"] == 0                # a feature is not a row
+    # a feature is not a row: the total counts row exclusions only (here: OOB-less rows)
+    assert run.manifest["excluded_rows_total"] == sum(
+        e["count"] for e in run.manifest["exclusions"] if e["unit"] == "rows")
     page = (run.run_dir / "report.html").read_text()
     top = page[:page.index("<h2>Figures</h2>")]
     assert "precip" in top and str(LEADER_MONTHS) in top
