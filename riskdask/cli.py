@@ -76,7 +76,8 @@ def validate_cmd(job, config, overrides):
         where = item["path"] or item["description"]
         click.echo(f"  input {item['name']}: {item['rows']} rows · {where}")
     for ex in info["exclusions"]:
-        click.echo(f"  would exclude {ex['count']} rows from {ex['source']}: {ex['reason']}")
+        click.echo(f"  would exclude {ex['count']} {ex.get('unit', 'rows')} from {ex['source']}: "
+                   f"{ex['reason']}")
 
 
 @cli.command("run")

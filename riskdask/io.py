@@ -248,4 +248,5 @@ class Record:
 
     @property
     def excluded_total(self) -> int:
-        return int(sum(e["count"] for e in self.exclusions))
+        """Rows excluded (exclusions counted in other units, e.g. features, are not rows)."""
+        return int(sum(e["count"] for e in self.exclusions if e.get("unit", "rows") == "rows"))

@@ -62,6 +62,18 @@ def _img(path: Path) -> str:
     return f"data:image/png;base64,{data}"
 
 
+def _run_inputs_line(manifest: dict) -> str:
+    """The data files and every ``--set`` override, next to the job name at the top."""
+    files = [i.get("path") or i.get("description") or i.get("name")
+             for i in manifest.get("inputs", [])]
+    overrides = manifest.get("overrides") or []
+    return ("<p class='meta' id='run-inputs'>data: "
+            + (", ".join(f"<code>{html.escape(str(f))}</code>" for f in files) or "none")
+            + " · overrides: "
+            + (", ".join(f"<code>{html.escape(str(o))}</code>" for o in overrides) or "none")
+            + "</p>")
+
+
 def render_report(*, run_dir: Path, job: str, title: str, summary: dict, headline: list | None,
                   figures: list, tables: dict, sections: list, manifest: dict,
                   table_rows: int = 15, run_name: str | None = None) -> str:
@@ -79,6 +91,7 @@ def render_report(*, run_dir: Path, job: str, title: str, summary: dict, headlin
              f"<h1>{html.escape(title)}</h1>",
              f"<p class='meta'>job <b>{html.escape(job)}</b> · run {html.escape(run_name)} · "
              f"{html.escape(manifest.get('started', ''))} · config {html.escape(manifest.get('config_source', ''))}</p>",
+             _run_inputs_line(manifest),
              "<h2>Headline figures</h2>",
              _kv_table(headline if headline else flatten(summary), "headline")]
     if figures:

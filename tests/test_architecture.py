@@ -79,7 +79,7 @@ def test_a_worker_importing_a_kernel_stays_light():
     heavy = ["pydantic", "click", "matplotlib", "riskdask.api", "riskdask.cluster",
              "riskdask.config", "riskdask.report", "distributed"]
     for module in ("riskdask.credit.bvn", "riskdask.credit.simulation", "riskdask.hazard.gridsearch",
-                   "riskdask.coup.tasks"):
+                   "riskdask.coup.tasks", "riskdask.coup.backtest"):
         code = (f"import sys, {module}\n"
                 f"print([m for m in {heavy!r} if m in sys.modules])")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

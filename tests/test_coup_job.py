@@ -24,8 +24,10 @@ from riskdask import run_job
 SMALL = ["data.synthetic_countries=40", "forest.n_trees=12", "forest.trees_per_task=2",
          "forest.max_depth=12", "importance.permutation_rows=300",
          "importance.permutation_repeats=2", "backtest.first_test_year=2017",
-         "backtest.n_trees=4", "backtest.trees_per_task=2"]
-TABLES = ("sweep", "confusion_tables", "importances", "predictions", "league_table", "backtest")
+         "backtest.n_trees=4", "backtest.trees_per_task=2", 'backtest.models=["forest","logistic"]']
+TABLES = ("sweep", "confusion_tables", "importances", "predictions", "league_table", "backtest",
+          "backtest_predictions", "backtest_sweep", "calibration", "brier_decomposition",
+          "model_comparison", "convergence")
 
 
 def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -84,18 +86,27 @@ def test_outputs_are_complete_and_consistent(small_runs):
     # the league table: the latest month, every country once, honest scores only, ranked
     league = t["league_table"]
     assert s["league_month"] == "2019-03" and league["country"].is_unique
-    assert set(league["score_source"]) <= {"oob", "test", "none"}
+    assert set(league["score_source"]) == {"temporal"}          # the temporal model ranks
     probs = league["probability"].dropna().to_numpy()
     assert (np.diff(probs) <= 0).all()
-    thr = s["optimal_thresholds"]["f1"]["threshold"]
+    thr = s["backtest"]["optimal_thresholds"]["f1"]["threshold"]
     assert (league["clears_f1_threshold"] == (league["probability"] > thr)).all()
     imp = t["importances"]
     assert len(imp) == s["n_features"] == 46
     assert imp["impurity_importance"].sum() == pytest.approx(1.0, abs=1e-12)
     assert imp["permutation_importance"].notna().all()
+    assert imp["permutation_importance_std"].notna().all()
+    # every test attempt is among the permuted rows
+    assert s["permutation_attempts"] == s["attempts_test"] and s["permutation_rows"] == 300
     bt = t["backtest"]
-    assert set(bt["test_year"]) == {2017, 2018, 2019}
-    assert set(bt["threshold_kind"]) == {"precision", "recall", "f1", "default"}
+    assert set(bt["test_year"]) == {2017, 2018, 2019} and set(bt["model"]) == {"forest",
+                                                                              "logistic"}
+    assert bt.loc[bt["model"] == "forest", "attempts"].sum() == s["backtest"]["attempts"]
+    # convergence: the last level is the whole forest
+    conv = t["convergence"]
+    assert conv["n_trees"].iloc[-1] == s["n_trees"]
+    assert conv["test_brier"].iloc[-1] == pytest.approx(s["test_brier"], abs=1e-15)
+    assert conv["oob_r2"].iloc[-1] == pytest.approx(s["oob_score"], abs=1e-15)
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
     assert any(e["source"] == "oob" for e in manifest["exclusions"]) == \
         (s["oob_rows_without_trees"] > 0)
@@ -153,8 +164,9 @@ def _expect_bad_input(cli, tmp_path, path, *words, extra=()):
 
 
 def test_bad_missing_required_column(cli, tmp_path, base_frame):
-    path = _bad_file(tmp_path, base_frame.drop(columns=["tenure_months"]))
-    _expect_bad_input(cli, tmp_path, path, "column 'tenure_months'", "missing required column")
+    # identifiers and the target are required; a missing seed *feature* is left out (below)
+    path = _bad_file(tmp_path, base_frame.drop(columns=["leader"]))
+    _expect_bad_input(cli, tmp_path, path, "column 'leader'", "missing required column")
 
 
 def test_bad_non_numeric_value(cli, tmp_path, base_frame):
@@ -190,8 +202,8 @@ def test_bad_unknown_government_label_as_a_real_process(run_cli, tmp_path, base_
 def test_bad_duplicate_country_month(cli, tmp_path, base_frame):
     frame = pd.concat([base_frame, base_frame.iloc[[40]]], ignore_index=True)
     path = _bad_file(tmp_path, frame)
-    _expect_bad_input(cli, tmp_path, path, f"row {len(frame)}", "duplicate country-month",
-                      "already on row 41")
+    _expect_bad_input(cli, tmp_path, path, f"row {len(frame)}", "duplicate row key",
+                      f"rows 41 and {len(frame)}")
 
 
 def test_bad_month_outside_1_to_12(cli, tmp_path, base_frame):
@@ -247,4 +259,155 @@ def test_temporal_split_with_lead_months(local_client, tmp_path):
     ex = [e for e in res.manifest["exclusions"] if "next 3 months" in e["reason"]]
     assert ex and ex[0]["count"] == 20 * 3
     assert s["lead_months"] == 3 and s["league_month"] == "2018-12"
-    assert set(res.table("league_table")["score_source"]) == {"test"}
+    league = res.table("league_table")
+    assert set(league["score_source"]) == {"temporal"}
+    # a row of month m trains only when its target (months m+1..m+3) is settled before 2018-12
+    assert (league["trained_through"] == "2018-08").all()
+
+
+# ----------------------------------------------------------------------------- issue 12
+def test_bad_year_out_of_range(cli, tmp_path, base_frame):
+    frame = base_frame.copy()
+    frame.loc[60, "year"] = 1850
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, "row 61", "column 'year'", "1900-")
+
+
+@pytest.mark.parametrize("column", ["tenure_months", "age", "lastelection", "loss"])
+def test_bad_negative_count(cli, tmp_path, base_frame, column):
+    frame = base_frame.copy()
+    frame[column] = frame[column].astype(float)
+    frame.loc[70, column] = -3
+    path = _bad_file(tmp_path, frame)
+    _expect_bad_input(cli, tmp_path, path, "row 71", f"column '{column}'", "negative")
+
+
+def test_bad_line_with_too_few_fields(cli, tmp_path, base_frame):
+    path = _bad_file(tmp_path, base_frame.head(200))
+    lines = path.read_text().splitlines()
+    lines[81] = ",".join(lines[81].split(",")[:-3])          # data row 81 loses 3 fields
+    path.write_text("\n".join(lines) + "\n")
+    _expect_bad_input(cli, tmp_path, path, "row 81", "field")
+
+
+def test_bad_directory_as_data_path(cli, tmp_path):
+    d = tmp_path / "reign_dir.csv"
+    d.mkdir()
+    _expect_bad_input(cli, tmp_path, d, "directory")
+
+
+def test_bad_explicit_feature_missing_from_file(cli, tmp_path):
+    _expect_bad_input(cli, tmp_path, LEADER_MONTHS, "column 'precip'", "key 'data.features'",
+                      extra=("--set", 'data.features=["age","precip"]'))
+
+
+def test_bad_duplicate_leader_month_key(cli, tmp_path):
+    lines = LEADER_MONTHS.read_text().splitlines()
+    path = tmp_path / "dup.csv"
+    path.write_text("\n".join(lines + [lines[18]]) + "\n")   # data row 18 again, at the end
+    _expect_bad_input(cli, tmp_path, path, "duplicate row key", "rows 18 and 7815")
+
+
+LEADER_MONTHS = Path(__file__).parent / "data" / "coup_reign_leader_months.csv"
+REAL = [f"data.path={LEADER_MONTHS}", "forest.n_trees=6", "forest.trees_per_task=3",
+        "importance.permutation_rows=400", "importance.permutation_repeats=2",
+        "backtest.first_test_year=2000", "backtest.n_trees=4", "backtest.trees_per_task=2",
+        'backtest.models=["forest","hgb","logistic"]', "backtest.bootstrap_replicates=50"]
+
+@pytest.fixture(scope="module")
+def real_runs(local_client, tmp_path_factory):
+    """One run on the real-format leader-month file (1 vs 2 workers: ``small_runs``, which
+    has the same backtest tables, and tests/test_coup_realdata.py for the plan itself)."""
+    out = tmp_path_factory.mktemp("coup_real")
+    return (run_job("coup", overrides=REAL, client=local_client(2), out=out / "w2"),)
+
+
+def test_leader_month_file_runs_without_precip_and_says_so(real_runs):
+    (run,) = real_runs
+    s = run.summary
+    assert s["rows"] == 7814 and s["attempts_train"] + s["attempts_test"] == 88
+    assert s["features_missing"] == ["precip"] and s["n_features"] == 45
+    [ex] = [e for e in run.manifest["exclusions"] if e["unit"] == "features"]
+    assert ex["rows"] == ["precip"] and ex["count"] == 1
+    # a feature is not a row: the total counts row exclusions only (here: OOB-less rows)
+    assert run.manifest["excluded_rows_total"] == sum(
+        e["count"] for e in run.manifest["exclusions"] if e["unit"] == "rows")
+    page = (run.run_dir / "report.html").read_text()
+    top = page[:page.index("<h2>Figures</h2>")]
+    assert "precip" in top and str(LEADER_MONTHS) in top
+    assert "data.path=" in top                                     # the overrides, at the top
+
+
+def test_pooled_backtest_is_out_of_sample_and_scored_like_sklearn(real_runs):
+    (run,) = real_runs
+    s, pooled = run.summary, run.table("backtest_predictions")
+    # every row predicted by a model trained only on earlier years
+    assert (pooled["train_last_year"] < pooled["year"]).all()
+    assert (pooled["train_last_year"] == pooled["test_year"] - 1).all()
+    assert set(pooled["test_year"]) == set(range(2000, 2020))
+    f = pooled[pooled["model"] == "forest"]
+    y, p = f["target"].to_numpy(), f["probability"].to_numpy()
+    b = s["backtest"]
+    assert b["attempts"] == int(y.sum()) == int(run.table("predictions").query(
+        "year >= 2000")["target"].sum())
+    assert b["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert b["pr_auc"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert b["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    lo, hi = b["roc_auc_95"]
+    assert lo < hi
+    comp = run.table("model_comparison").set_index("model")
+    assert list(comp.index) == ["forest", "hgb", "logistic"]
+    for m, g in pooled.groupby("model"):
+        assert comp.loc[m, "pr_auc"] == pytest.approx(
+            average_precision_score(g["target"], g["probability"]), abs=1e-12)
+    per_year = run.table("backtest")
+    fy = per_year[per_year["model"] == "forest"].set_index("test_year")
+    for year, g in f.groupby("test_year"):
+        assert fy.loc[year, "attempts"] == int(g["target"].sum())
+        assert (fy.loc[year, "note"] == "no attempt") == (g["target"].sum() == 0)
+    assert sorted(b["years_without_attempt"]) == sorted(
+        int(v) for v in fy.index[fy["attempts"] == 0])
+    # calibration tables from the same pooled predictions
+    cal = run.table("calibration")
+    assert cal["count"].sum() == len(f) and cal["positives"].sum() == int(y.sum())
+    d = run.table("brier_decomposition").iloc[0]
+    assert d["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    assert (d["reliability"] - d["resolution"] + d["uncertainty"] + d["within_bin_variance"]
+            - d["within_bin_covariance"]) == pytest.approx(d["brier"], abs=1e-12)
+
+
+def test_league_model_never_saw_the_ranked_month(real_runs):
+    (run,) = real_runs
+    s, league = run.summary, run.table("league_table")
+    assert s["league_month"] == "2019-03" and len(league) == 10 and league["ccode"].is_unique
+    assert set(league["score_source"]) == {"temporal"}
+    assert (league["trained_through"] == "2019-02").all()
+    assert "temporal" in s["league_model"] and "2019-02" in s["league_model"]
+    pred = run.table("predictions")
+    before = int(((pred["year"] * 12 + pred["month"]) < 2019 * 12 + 3).sum())
+    assert (league["n_train"] == before).all()
+    assert (league["trained_through"] < s["league_month"]).all()
+
+
+def test_split_seed_moves_the_split_only(local_client, tmp_path):
+    base = ["data.synthetic_countries=20", "forest.n_trees=2", "forest.trees_per_task=2",
+            "forest.max_depth=4", "importance.permutation_repeats=0", "backtest.enabled=false",
+            "league.model=split", "split.stratify=false"]
+    a = run_job("coup", overrides=base, client=local_client(2), out=tmp_path / "a")
+    b = run_job("coup", overrides=base + [f"split.seed={a.summary['split_seed']}"],
+                 client=local_client(2), out=tmp_path / "b")
+    c = run_job("coup", overrides=base + ["split.seed=1"], client=local_client(2), out=tmp_path / "c")
+    assert a.summary["split_seed"] == 2019
+    pa, pb, pc = (r.table("predictions") for r in (a, b, c))
+    pd.testing.assert_frame_equal(pa, pb)
+    assert not pa["split"].equals(pc["split"])
+    s = c.summary
+    assert s["attempts_train"] + s["attempts_test"] == int(pc["target"].sum())
+    assert s["attempts_test"] == int(pc.loc[pc["split"] == "test", "target"].sum())
+
+
+def test_validate_names_the_missing_seed_feature(cli):
+    r = cli("validate", "coup", "--set", f"data.path={LEADER_MONTHS}")
+    assert r.code == 0, r.err
+    assert "7814 rows" in r.out or "7,814 rows" in r.out
+    assert "would exclude 1 features from reign" in r.out and "precip" in r.out

@@ -133,7 +133,7 @@ def test_optimal_thresholds_are_the_first_reaching_the_max():
     opt = optimal_thresholds(table)
     for metric in ("precision", "recall", "f1"):
         values = table[metric].to_numpy()
-        j = opt[metric]["index"]
+        j = getattr(opt, metric).index
         assert values[j] == values.max()
         assert (values[:j] < values.max()).all()
         # independent check of the metric values themselves with the mask loop's counts
@@ -142,9 +142,10 @@ def test_optimal_thresholds_are_the_first_reaching_the_max():
         ref = {"precision": tp / (tp + fp) if tp + fp else 0.0,
                "recall": tp / (tp + fn) if tp + fn else 0.0,
                "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0}[metric]
-        assert opt[metric]["threshold"] == table["threshold"][j]
+        assert getattr(opt, metric).threshold == table["threshold"][j]
         assert values[j] == pytest.approx(ref, rel=1e-15)
-    assert opt["default"]["index"] == 500 and round(opt["default"]["threshold"], 6) == 0.500501
+    assert opt.default.index == 500 and round(opt.default.threshold, 6) == 0.500501
+    assert opt.as_dict()["f1"]["confusion"] == opt.f1.confusion
     tables = confusion_tables(opt)
     assert list(tables.index) == list(CONFUSION_ORDER) == ["FN", "TP", "TN", "FP"]
     assert list(tables.columns) == ["precision", "recall", "f1", "default"]
@@ -273,3 +274,37 @@ def test_blocked_counting_over_many_blocks_equals_mask_loop():
         bin_counts(p[:3], np.array([0, 2, 1]))
     with pytest.raises(ValueError, match="NaN"):
         bin_counts(np.array([0.1, np.nan]), np.array([0, 1]))
+
+
+@pytest.mark.filterwarnings("ignore:Some inputs do not have OOB scores")
+def test_convergence_levels_equal_sklearn_forests_of_the_first_trees():
+    """Level c of the reduced aggregate is one sklearn forest of the plan's first c trees."""
+    from riskdask.coup.forest import convergence_table, tree_checkpoints
+
+    X_train, y_train, X_test, y_test = _toy_data()
+    assert tree_checkpoints(25, 7, wanted=(14, 20, 50)) == [14, 25]
+    assert tree_checkpoints(10_000, 5)[:4] == [50, 100, 200, 500]
+    seeds = np.random.SeedSequence(123).spawn(4)
+    sizes, stops = [7, 7, 7, 4], [7, 14, 21, 25]
+    subforests = [fit_subforest(X_train, y_train, k, chunk_random_state(s), {"max_depth": 6})
+                  for k, s in zip(sizes, seeds)]
+    aggs = [subforest_aggregate(f, X_train, X_test, stop=e, checkpoints=[14, 25])
+            for f, e in zip(subforests, stops)]
+    total = combine_aggregates(combine_aggregates(aggs[0], aggs[1]),
+                               combine_aggregates(aggs[2], aggs[3]))
+    np.testing.assert_array_equal(total.level_trees, [14, 25])
+    for level, k in ((0, 2), (1, 4)):
+        ref = _reference_forest(subforests[:k], X_train, y_train)
+        n = total.level_trees[level]
+        np.testing.assert_allclose(total.level_test_sum[level] / n, ref.predict(X_test),
+                                   rtol=0, atol=1e-12)
+        cnt = total.level_oob_count[level]
+        has = cnt > 0
+        np.testing.assert_allclose(total.level_oob_sum[level][has] / cnt[has],
+                                   ref.oob_prediction_[has], rtol=0, atol=1e-12)
+    table = convergence_table(total, y_train, (y_test > 0.5).astype(float))
+    assert list(table["n_trees"]) == [14, 25]
+    final = finalize_aggregate(total)
+    from sklearn.metrics import roc_auc_score
+    assert table["test_roc_auc"].iloc[-1] == pytest.approx(
+        roc_auc_score(y_test > 0.5, final.test_prediction), abs=1e-12)

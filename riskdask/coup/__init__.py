@@ -3,12 +3,18 @@
 Pure pieces, no Dask inside:
 
 - :mod:`.schema` -- the seed's 38 REIGN columns, the 16 regime types, the default features;
-- :mod:`.reign` -- loading and validating a REIGN-format CSV (located :class:`InputError` s,
-  counted exclusions, extra columns accepted);
+- :mod:`.reign` -- loading and validating a REIGN-format leader-month CSV (row key ccode,
+  year, month, leader; located :class:`InputError` s, counted exclusions, extra columns
+  accepted, missing seed features resolved);
 - :mod:`.synthetic` -- the embedded synthetic REIGN-like panel;
 - :mod:`.prepare` -- the seed's preparation, the lead target, random/temporal splits;
 - :mod:`.forest` -- sub-forests and their exact reduce to one forest's results;
 - :mod:`.sweep` -- the exact one-pass sweep over 1,000 thresholds;
-- :mod:`.evaluate` -- scores, permutation importance, league table;
+- :mod:`.evaluate` -- scores, stratified permutation importance, country-bootstrap
+  intervals, league table (one row per country, the leader in office);
+- :mod:`.backtest` -- the rolling-origin pooled backtest: folds, one plan of (fold, model,
+  sub-forest) tasks, pooled tables, model comparison;
+- :mod:`.calibration` -- reliability curve and the Brier decomposition;
+- :mod:`.distributed` -- the forest on the cluster;
 - :mod:`.tasks` -- the chunk kernels the engine runs; :mod:`.figures` -- the job's figures.
 """

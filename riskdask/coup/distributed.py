@@ -19,7 +19,7 @@ __all__ = ["distributed_forest"]
 
 def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per_task: int,
                        seed, params: dict, *, X_perm_rows=None, perm_blocks=(),
-                       label: str = "subforests") -> tuple[ForestResult, np.ndarray | None]:
+                       checkpoints=(), label: str = "subforests") -> tuple[ForestResult, np.ndarray | None]:
     """Sub-forests as tasks, reduced exactly to one forest (COUP.md "Model").
 
     ``seed`` (an int or a purpose root from :func:`riskdask.engine.stream_seed`) roots the tree
@@ -28,9 +28,14 @@ def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per
     the test/OOB/importance aggregates and, per block of permuted copies (features x
     repeats), the predictions on those copies. Returns the reduced forest and the forest's
     predictions on every permuted copy, ``(n_copies, n_rows)`` (None without permutation).
+    With ``checkpoints`` (:func:`~riskdask.coup.forest.tree_checkpoints`) the aggregates also
+    carry the sums of the plan's first ``c`` trees per checkpoint, kept in
+    ``result.aggregate`` for :func:`~riskdask.coup.forest.convergence_table`.
     """
     shared = {"X_train": as_float32(X_train), "y_train": np.asarray(y_train, dtype=np.float64),
               "X_test": as_float32(X_test)}
+    if checkpoints:
+        shared["checkpoints"] = [int(c) for c in checkpoints]
     branches = [(aggregate_task, combine_aggregates)]
     if perm_blocks:
         shared["X_perm_rows"] = as_float32(X_perm_rows)
@@ -39,5 +44,7 @@ def distributed_forest(client, X_train, y_train, X_test, n_trees: int, trees_per
     agg, *perm_sums = map_branches(fit_task, chunks, branches, client=client, shared=shared,
                                    kernel_kwargs={"params": params}, label=label)
     result = finalize_aggregate(agg)
+    if checkpoints:
+        result.aggregate = agg
     perm = np.concatenate(perm_sums) / result.n_trees if perm_sums else None
     return result, perm

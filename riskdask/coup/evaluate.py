@@ -8,44 +8,60 @@ latest month with honest (out-of-bag or out-of-sample) scores.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
 
-__all__ = ["forest_scores", "permutation_importance_table", "honest_scores", "league_table",
-           "importance_table"]
+__all__ = ["ForestScores", "forest_scores", "permutation_importance_table", "honest_scores", "league_table",
+           "latest_month_rows", "importance_table", "stratified_rows", "bootstrap_intervals",
+           "format_estimate"]
 
 
 def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     """ROC-AUC, PR-AUC and Brier; None where a metric is undefined (one class only)."""
-    both = 0 < np.sum(y == 1) < len(y)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)) if both else None,
-        "pr_auc": float(average_precision_score(y, p)) if both else None,
-        # probabilities from a regressor on a 0/1 target lie in [0, 1] already
-        "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))) if len(y) else None,
-    }
+    from .backtest import binary_scores
+
+    return binary_scores(y, p)
+
+
+@dataclass(frozen=True)
+class ForestScores:
+    """The reduced forest's scores (:func:`forest_scores`); None where undefined."""
+
+    oob_score: float | None          # R² of the OOB predictions, as sklearn's ``oob_score_``
+    oob_rows_without_trees: int
+    test_r2: float | None
+    test_roc_auc: float | None
+    test_pr_auc: float | None
+    test_brier: float | None
+    oob_roc_auc: float | None
+    oob_pr_auc: float | None
+    oob_brier: float | None
+
+    def as_dict(self) -> dict:
+        """Plain values for ``summary.json``."""
+        return dataclasses.asdict(self)
 
 
 def forest_scores(y_train: np.ndarray, oob_prediction: np.ndarray, y_test: np.ndarray,
-                  test_prediction: np.ndarray) -> dict[str, float | int | None]:
+                  test_prediction: np.ndarray) -> ForestScores:
     """OOB score (R², as sklearn's ``oob_score_``), test R², ROC-AUC, PR-AUC, Brier.
 
     Training rows never out of bag (NaN) are left out of the OOB score and counted in
     ``oob_rows_without_trees`` (sklearn would score them as a prediction of 0).
     """
     has = ~np.isnan(oob_prediction)
-    out: dict[str, float | int | None] = {
-        "oob_score": float(r2_score(y_train[has], oob_prediction[has])) if has.sum() > 1 else None,
-        "oob_rows_without_trees": int((~has).sum()),
-        "test_r2": float(r2_score(y_test, test_prediction)) if len(y_test) > 1 else None,
-    }
-    out.update({f"test_{k}": v for k, v in _binary_scores(y_test, test_prediction).items()})
-    out.update({f"oob_{k}": v for k, v in
-                _binary_scores(y_train[has], oob_prediction[has]).items()})
-    return out
+    test = _binary_scores(y_test, test_prediction)
+    oob = _binary_scores(y_train[has], oob_prediction[has])
+    return ForestScores(
+        oob_score=float(r2_score(y_train[has], oob_prediction[has])) if has.sum() > 1 else None,
+        oob_rows_without_trees=int((~has).sum()),
+        test_r2=float(r2_score(y_test, test_prediction)) if len(y_test) > 1 else None,
+        **{f"test_{k}": v for k, v in test.items()}, **{f"oob_{k}": v for k, v in oob.items()})
 
 
 def importance_table(names: Sequence[str], impurity: np.ndarray,
@@ -59,22 +75,55 @@ def importance_table(names: Sequence[str], impurity: np.ndarray,
     return table.reset_index(drop=True)
 
 
+def stratified_rows(y: np.ndarray, n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for permutation importance: every positive, and negatives at random to ``n_rows``.
+
+    A random subset of a rare-event test set holds almost no positives (2,000 random rows of
+    the real panel held 3 attempts), so shuffling a feature can hardly change the score. Here
+    every positive is kept and the negatives are a simple random sample, weighted by the
+    inverse of their sampling fraction, so that weighted scores on the rows estimate the scores
+    on the whole evaluation set (Horvitz-Thompson weights; positives have weight 1).
+
+    Returns
+    -------
+    rows : ndarray of int64
+        Sorted positions into ``y``.
+    weights : ndarray of float64
+        Per row: 1 for positives, ``n_negatives / n_sampled_negatives`` for negatives.
+    """
+    y = np.asarray(y)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    n_neg = int(min(len(neg), max(n_rows - len(pos), 0)))
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(neg), n_neg, replace=False)) if n_neg else np.array([], int)
+    rows = np.sort(np.concatenate([pos, neg[picked]])).astype(np.int64)
+    weights = np.where(y[rows] == 1, 1.0, len(neg) / n_neg if n_neg else 1.0)
+    return rows, weights
+
+
 def permutation_importance_table(names: Sequence[str], plan: Sequence[tuple[int, int, int]],
                                  y_rows: np.ndarray, base_prediction: np.ndarray,
-                                 perm_prediction: np.ndarray) -> pd.DataFrame:
-    """Mean and std over repeats of the drop in R² when one feature's column is shuffled.
+                                 perm_prediction: np.ndarray,
+                                 weights: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean and spread over repeats of the drop in R² when one feature's column is shuffled.
 
     As ``sklearn.inspection.permutation_importance`` with the regressor's default score (R²):
-    ``importance = R²(rows) - R²(rows with feature f shuffled)``.
+    ``importance = R²(rows) - R²(rows with feature f shuffled)``, each R² weighted by
+    ``weights`` (:func:`stratified_rows`). Spread: the standard deviation over repeats
+    (``ddof=0``, as sklearn's ``importances_std``), and the min and max over repeats.
     """
-    base = r2_score(y_rows, base_prediction)
+    base = r2_score(y_rows, base_prediction, sample_weight=weights)
     drops: dict[int, list[float]] = {}
     for i, (feature, _repeat, _seed) in enumerate(plan):
-        drops.setdefault(feature, []).append(base - r2_score(y_rows, perm_prediction[i]))
+        drops.setdefault(feature, []).append(
+            base - r2_score(y_rows, perm_prediction[i], sample_weight=weights))
     return pd.DataFrame({
         "feature": [names[f] for f in drops],
         "permutation_importance": [float(np.mean(v)) for v in drops.values()],
         "permutation_importance_std": [float(np.std(v)) for v in drops.values()],
+        "permutation_importance_min": [float(np.min(v)) for v in drops.values()],
+        "permutation_importance_max": [float(np.max(v)) for v in drops.values()],
+        "permutation_repeats": [len(v) for v in drops.values()],
     })
 
 
@@ -95,27 +144,131 @@ def honest_scores(n_rows: int, train_idx: np.ndarray, test_idx: np.ndarray,
     return score, source
 
 
+def latest_month_rows(panel: pd.DataFrame, month: int | None = None) -> np.ndarray:
+    """Rows of the league table's month: one per country, the leader in office at its end.
+
+    ``month`` is a month index (``year * 12 + month - 1``; default: the latest in the panel).
+    In a leader-change month REIGN has one row per leader, the outgoing one first; the
+    country's row is its last row of the month (the panel keeps the file's order there), so
+    every country appears once, with the leader who holds office now.
+    """
+    ym = panel["year"].to_numpy(np.int64) * 12 + panel["month"].to_numpy(np.int64) - 1
+    month = int(ym.max()) if month is None else int(month)
+    rows = np.flatnonzero(ym == month)
+    codes = panel["ccode"].to_numpy()[rows]
+    # last row per country: rows are sorted by country, file order inside the month
+    last = np.r_[codes[1:] != codes[:-1], True]
+    return rows[last]
+
+
 def league_table(panel: pd.DataFrame, score: np.ndarray, source: np.ndarray,
-                 f1_threshold: float) -> tuple[pd.DataFrame, tuple[int, int]]:
+                 f1_threshold: float, month: int | None = None
+                 ) -> tuple[pd.DataFrame, tuple[int, int]]:
     """Countries ranked by their honest score in the latest year-month of the panel.
 
     Seed: "subset the data to examine only the most recent year and month ... a league table
     of countries ordered by likelihood of coup attempt", compared with the F1 threshold (a
-    country clears it when its probability is > the threshold, the sweep's rule).
+    country clears it when its probability is > the threshold, the sweep's rule). One row per
+    country (:func:`latest_month_rows`); ``leader_rows`` says how many leader rows the country
+    had that month (2+ in a leader-change month).
     """
-    ym = panel["year"].to_numpy() * 12 + panel["month"].to_numpy() - 1
-    latest = int(ym.max())
-    rows = np.flatnonzero(ym == latest)
+    ym = panel["year"].to_numpy(np.int64) * 12 + panel["month"].to_numpy(np.int64) - 1
+    latest = int(ym.max()) if month is None else int(month)
+    rows = latest_month_rows(panel, latest)
+    in_month = ym == latest
+    n_leader_rows = pd.Series(panel["ccode"].to_numpy()[in_month]).value_counts()
+    codes = panel["ccode"].to_numpy()[rows]
     table = pd.DataFrame({
-        "ccode": panel["ccode"].to_numpy()[rows],
+        "ccode": codes,
         "country": panel["country"].to_numpy()[rows],
+        "leader": panel["leader"].to_numpy()[rows] if "leader" in panel else None,
         "year": latest // 12, "month": latest % 12 + 1,
-        "probability": score[rows],
-        "score_source": source[rows],
+        "probability": np.asarray(score)[rows],
+        "score_source": np.asarray(source)[rows],
         "government": panel["government"].to_numpy()[rows] if "government" in panel else None,
+        "leader_rows": n_leader_rows.reindex(codes).to_numpy(np.int64),
     })
     table["clears_f1_threshold"] = table["probability"] > f1_threshold
     table = table.sort_values(["probability", "ccode"], ascending=[False, True],
                               na_position="last", kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table, (latest // 12, latest % 12 + 1)
+
+
+class _SortedScores:
+    """Scores sorted once, so that weighted ROC-AUC and average precision of many bootstrap
+    replicates cost a cumulative sum each, not a sort.
+
+    Same definitions as scikit-learn (``_binary_clf_curve``): the curve's points are the
+    distinct score values, descending; ROC-AUC is the trapezoidal area under (FPR, TPR) from
+    (0, 0); average precision is ``sum_k (R_k - R_{k-1}) P_k``. Tested against
+    ``roc_auc_score``/``average_precision_score`` with ``sample_weight``.
+    """
+
+    def __init__(self, y: np.ndarray, p: np.ndarray):
+        order = np.argsort(-np.asarray(p, dtype=np.float64), kind="mergesort")
+        ps = np.asarray(p, dtype=np.float64)[order]
+        self.order = order
+        self.y = np.asarray(y, dtype=np.float64)[order]
+        # last index of each run of equal scores
+        self.ends = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]
+
+    def scores(self, w: np.ndarray) -> tuple[float | None, float | None]:
+        w = np.asarray(w, dtype=np.float64)[self.order]
+        tps = np.cumsum(w * self.y)[self.ends]
+        fps = np.cumsum(w * (1.0 - self.y))[self.ends]
+        if tps[-1] <= 0 or fps[-1] <= 0:
+            return None, None
+        tpr, fpr = np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]
+        auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else \
+            float(np.trapz(tpr, fpr))
+        precision = tps / np.maximum(tps + fps, np.finfo(float).tiny)
+        recall = tps / tps[-1]
+        ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+        return auc, ap
+
+
+def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot: int,
+                        seed, level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals of ROC-AUC, PR-AUC and Brier from a bootstrap over countries.
+
+    Rows of one country are not independent (an attempt is followed by attempts, regimes
+    persist), so whole countries are resampled with replacement (a cluster bootstrap; Davison
+    and Hinkley 1997, sec. 3.8): replicate ``b`` weights each row by how often its country
+    was drawn -- scikit-learn's metrics with those counts as ``sample_weight`` give the same
+    values (computed here from one sort, :class:`_SortedScores`). A replicate with one class
+    only has no AUC and is skipped; an interval needs 20 valid replicates or is None.
+    ``seed``: the run's ``bootstrap`` stream.
+    """
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = {"roc_auc": [], "pr_auc": [], "brier": []}
+    sq = (np.clip(p, 0.0, 1.0) - y) ** 2
+    sorted_scores = _SortedScores(y, p)
+    for _ in range(n_boot):
+        w = np.bincount(rng.integers(0, len(codes), len(codes)),
+                        minlength=len(codes))[inverse].astype(np.float64)
+        draws["brier"].append(float(np.dot(w, sq) / w.sum()))
+        auc, ap = sorted_scores.scores(w)
+        if auc is not None:
+            draws["roc_auc"].append(auc)
+            draws["pr_auc"].append(ap)
+    a = (1 - level) / 2
+    return {k: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) >= 20
+            else None for k, v in draws.items()}
+
+
+def format_estimate(value: float | None, interval: tuple[float, float] | None) -> str:
+    """``value [lo, hi]`` with as many decimals as the interval's width supports.
+
+    The first significant digit of the half-width fixes the last decimal shown (so 0.7312
+    with [0.69, 0.77] prints as ``0.73 [0.69, 0.77]``).
+    """
+    if value is None:
+        return "n/a"
+    if interval is None:
+        return f"{value:.2g} (no interval)"
+    half = (interval[1] - interval[0]) / 2
+    digits = 3 if half <= 0 else max(0, int(-np.floor(np.log10(half))))
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"

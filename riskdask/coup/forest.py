@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
-__all__ = ["SubForestAggregate", "ForestResult", "chunk_random_state", "fit_subforest",
+__all__ = ["SubForestAggregate", "ForestResult", "tree_checkpoints", "convergence_table", "chunk_random_state", "fit_subforest",
            "subforest_aggregate", "combine_aggregates", "finalize_aggregate",
            "permutation_plan", "permutation_blocks", "permuted_matrix", "permutation_sums",
            "as_float32"]
@@ -72,7 +72,13 @@ def fit_subforest(X_train: np.ndarray, y_train: np.ndarray, n_trees: int, random
 
 @dataclass
 class SubForestAggregate:
-    """What a sub-forest task returns: sums and counts only, no trees."""
+    """What a sub-forest task returns: sums and counts only, no trees.
+
+    The ``level_*`` arrays (one row per checkpoint of :func:`tree_checkpoints`) hold the same
+    sums restricted to the sub-forests that lie wholly inside the first ``checkpoint`` trees of
+    the plan: reduced, level ``l`` is the forest of the plan's first ``level_trees[l]`` trees
+    (tree-count convergence without refitting anything).
+    """
 
     n_trees: int
     test_sum: np.ndarray          # (n_test,) float64, sum of tree predictions
@@ -80,14 +86,33 @@ class SubForestAggregate:
     oob_count: np.ndarray         # (n_train,) int64, trees for which the row is OOB
     importance_sum: np.ndarray    # (n_features,) float64, sum of per-tree normalised importances
     n_importance_trees: int       # trees with more than one node
+    level_trees: np.ndarray | None = None       # (n_levels,) int64
+    level_test_sum: np.ndarray | None = None    # (n_levels, n_test)
+    level_oob_sum: np.ndarray | None = None     # (n_levels, n_train)
+    level_oob_count: np.ndarray | None = None   # (n_levels, n_train) int32
+
+
+def tree_checkpoints(n_trees: int, trees_per_task: int,
+                     wanted: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000, 5000, 10_000,
+                                                20_000, 50_000, 100_000)) -> list[int]:
+    """Tree counts at which the convergence table looks at the forest.
+
+    The ``wanted`` counts below ``n_trees``, rounded down to whole sub-forests (a level holds
+    whole tasks only), and ``n_trees`` itself; duplicates and zeros removed.
+    """
+    levels = {min(n_trees, (w // trees_per_task) * trees_per_task) for w in wanted
+              if w < n_trees}
+    return sorted(c for c in levels | {n_trees} if c > 0)
 
 
 def subforest_aggregate(forest: RandomForestRegressor, X_train: np.ndarray,
-                        X_test: np.ndarray) -> SubForestAggregate:
+                        X_test: np.ndarray, *, stop: int | None = None,
+                        checkpoints: tuple[int, ...] | list[int] = ()) -> SubForestAggregate:
     """Aggregates of a fitted sub-forest (see module docstring).
 
     ``X_train`` and ``X_test`` must be float32 C-contiguous (:func:`as_float32`), as sklearn's
-    forest passes them to its trees.
+    forest passes them to its trees. With ``checkpoints``, ``stop`` is the end of the
+    sub-forest's chunk in the tree plan: the sums also go to every level ``c >= stop``.
     """
     n_train, n_features = X_train.shape
     test_sum = np.zeros(X_test.shape[0], dtype=np.float64)
@@ -106,9 +131,16 @@ def subforest_aggregate(forest: RandomForestRegressor, X_train: np.ndarray,
         if tree.tree_.node_count > 1:
             importance_sum += tree.feature_importances_
             n_imp += 1
-    return SubForestAggregate(n_trees=len(forest.estimators_), test_sum=test_sum,
-                              oob_sum=oob_sum, oob_count=oob_count,
-                              importance_sum=importance_sum, n_importance_trees=n_imp)
+    out = SubForestAggregate(n_trees=len(forest.estimators_), test_sum=test_sum,
+                             oob_sum=oob_sum, oob_count=oob_count,
+                             importance_sum=importance_sum, n_importance_trees=n_imp)
+    if checkpoints:
+        inside = (np.asarray(checkpoints) >= stop)[:, None]
+        out.level_trees = np.where(inside[:, 0], out.n_trees, 0).astype(np.int64)
+        out.level_test_sum = np.where(inside, test_sum, 0.0)
+        out.level_oob_sum = np.where(inside, oob_sum, 0.0)
+        out.level_oob_count = np.where(inside, oob_count, 0).astype(np.int32)
+    return out
 
 
 def combine_aggregates(a: SubForestAggregate, b: SubForestAggregate) -> SubForestAggregate:
@@ -120,6 +152,11 @@ def combine_aggregates(a: SubForestAggregate, b: SubForestAggregate) -> SubFores
         oob_count=a.oob_count + b.oob_count,
         importance_sum=a.importance_sum + b.importance_sum,
         n_importance_trees=a.n_importance_trees + b.n_importance_trees,
+        **({} if a.level_trees is None else {
+            "level_trees": a.level_trees + b.level_trees,
+            "level_test_sum": a.level_test_sum + b.level_test_sum,
+            "level_oob_sum": a.level_oob_sum + b.level_oob_sum,
+            "level_oob_count": a.level_oob_count + b.level_oob_count}),
     )
 
 
@@ -132,6 +169,7 @@ class ForestResult:
     oob_prediction: np.ndarray      # == forest.oob_prediction_ where oob_count > 0, else NaN
     oob_count: np.ndarray
     feature_importances: np.ndarray  # == forest.feature_importances_
+    aggregate: SubForestAggregate | None = None  # the reduced sums (convergence levels)
 
 
 def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
@@ -151,6 +189,35 @@ def finalize_aggregate(agg: SubForestAggregate) -> ForestResult:
     return ForestResult(n_trees=agg.n_trees, test_prediction=agg.test_sum / agg.n_trees,
                         oob_prediction=oob, oob_count=agg.oob_count,
                         feature_importances=importances)
+
+
+def convergence_table(agg: SubForestAggregate, y_train: np.ndarray, y_test: np.ndarray
+                      ) -> "pd.DataFrame":
+    """Scores of the forest of the plan's first ``level_trees[l]`` trees, per level.
+
+    OOB R² (sklearn's ``oob_score_``), OOB and test ROC-AUC, PR-AUC and Brier, each on the
+    level's own out-of-bag or test predictions (sums divided by that level's tree counts); the
+    last level is the whole forest, equal to the job's headline scores.
+    """
+    import pandas as pd
+    from sklearn.metrics import r2_score
+
+    from .backtest import binary_scores
+
+    rows = []
+    for lvl, n in enumerate(agg.level_trees):
+        test_p = agg.level_test_sum[lvl] / n
+        cnt = agg.level_oob_count[lvl]
+        has = cnt > 0
+        oob_p = agg.level_oob_sum[lvl][has] / cnt[has]
+        oob = binary_scores(y_train[has], oob_p)
+        test = binary_scores(y_test, test_p)
+        rows.append({"n_trees": int(n),
+                     "oob_r2": float(r2_score(y_train[has], oob_p)) if has.sum() > 1 else None,
+                     "oob_rows_without_trees": int((~has).sum()),
+                     **{f"oob_{k}": v for k, v in oob.items()},
+                     **{f"test_{k}": v for k, v in test.items()}})
+    return pd.DataFrame(rows)
 
 
 def permutation_plan(n_features: int, n_repeats: int, seed

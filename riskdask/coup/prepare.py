@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from ..errors import InputError
 from .schema import DROPPED, GOVERNMENT_TYPES, SUCCESS, TARGET, TEXT_COLUMNS, government_dummies
 
-__all__ = ["feature_matrix", "lead_target", "random_split", "temporal_split",
+__all__ = ["feature_matrix", "lead_target", "country_month_key", "random_split", "temporal_split",
            "check_training_positives", "month_index", "forbidden_features"]
 
 
@@ -55,8 +55,20 @@ def month_index(panel: pd.DataFrame) -> np.ndarray:
     return panel["year"].to_numpy(np.int64) * 12 + panel["month"].to_numpy(np.int64) - 1
 
 
+def country_month_key(panel: pd.DataFrame) -> np.ndarray:
+    """One int64 per row naming its country-month (``ccode * 10**6 + month index``)."""
+    return panel["ccode"].to_numpy(np.int64) * 1_000_000 + month_index(panel)
+
+
 def lead_target(panel: pd.DataFrame, lead_months: int) -> tuple[np.ndarray, np.ndarray]:
     """Target "a coup attempt in the next ``lead_months`` months" (0: the same month, the seed's).
+
+    The panel is a leader-month panel: a month in which the leader changes has one row per
+    leader, and REIGN records the attempt on the row of the leader it was aimed at. "An attempt
+    in country c in month m" is therefore the maximum of ``pt_attempt`` over c's rows in m, and
+    the lead target of a row is the maximum of that over months ``m + 1 .. m + k`` -- the same
+    for every leader row of the month. ``lead_months = 0`` keeps each row's own ``pt_attempt``
+    (the seed's target, one row per leader-month).
 
     Returns
     -------
@@ -69,20 +81,19 @@ def lead_target(panel: pd.DataFrame, lead_months: int) -> tuple[np.ndarray, np.n
     attempt = panel[TARGET].to_numpy(np.float64)
     if lead_months == 0:
         return attempt, np.ones(len(panel), dtype=bool)
-    # The panel is sorted by country then month; row i + s is "s months later, same country"
-    # exactly when its country and month index say so.
-    m = month_index(panel)
-    c = panel["ccode"].to_numpy()
+    key = country_month_key(panel)
+    months, inverse = np.unique(key, return_inverse=True)
+    any_attempt = np.zeros(len(months))
+    np.maximum.at(any_attempt, inverse, attempt)
     n = len(panel)
     y = np.zeros(n)
     complete = np.ones(n, dtype=bool)
     for s in range(1, lead_months + 1):
-        ahead = np.full(n, -1)
-        ahead[:n - s] = np.arange(s, n)
-        ok = ahead >= 0
-        ok[ok] = (c[ahead[ok]] == c[ok]) & (m[ahead[ok]] == m[ok] + s)
-        complete &= ok
-        y[ok] = np.maximum(y[ok], attempt[ahead[ok]])
+        pos = np.searchsorted(months, key + s)
+        found = pos < len(months)
+        found[found] = months[pos[found]] == key[found] + s
+        complete &= found
+        y[found] = np.maximum(y[found], any_attempt[pos[found]])
     y[~complete] = np.nan
     return y, complete
 

@@ -1,16 +1,25 @@
-"""Load and validate a REIGN-format country-month panel.
+"""Load and validate a REIGN-format leader-month panel.
+
+REIGN is a **leader-month** panel: one row per leader per month in office, so a month in which
+the leader changes has one row per leader for that country (the seed's 132,866 observations
+include them; COUP.md's original "one row per country-month" was wrong). The row key is
+(ccode, year, month, leader).
 
 The checks a user can act on raise :class:`~riskdask.errors.InputError` naming the file, the
 1-based data row (header = row 0) and the column: a missing required column, a non-numeric
 value in a numeric column, a 0/1 column (``pt_attempt`` ...) holding something else, an unknown
-``government`` label (named, with the 16 known ones listed), a month outside 1-12, duplicate
-country-month rows. Rows with a missing value in a column the model needs are not an error --
-the seed "removes observations with missing values" -- but each is counted (``exclusions``) so
-that nothing is dropped silently. Extra columns are accepted and ignored.
+``government`` label (named, with the 16 known ones listed), a month outside 1-12, a year
+outside 1900 .. next year, a negative ``tenure_months``/``age``/``lastelection``/``loss``, and
+two rows with the same key (both rows named). Rows with a missing value in a column the model
+needs are not an error -- the seed "removes observations with missing values" -- but each is
+counted (``exclusions``) so that nothing is dropped silently. Extra columns are accepted and
+ignored; seed features the file lacks (public rebuilds have no ``precip``) are left out and
+named by :func:`resolve_features`.
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,13 +28,80 @@ import numpy as np
 import pandas as pd
 
 from .. import io
-from ..errors import InputError
-from .schema import BINARY_COLUMNS, GOVERNMENT_TYPES, SUCCESS, TARGET
+from ..errors import ConfigError, InputError
+from .schema import (BINARY_COLUMNS, DEFAULT_NUMERIC_FEATURES, GOVERNMENT_TYPES, SUCCESS,
+                     TARGET)
 
-__all__ = ["ID_COLUMNS", "LoadedPanel", "read_reign_csv", "validate_panel", "required_columns"]
+__all__ = ["ID_COLUMNS", "ROW_KEY", "NON_NEGATIVE", "FIRST_YEAR", "LoadedPanel",
+           "FeatureChoice", "resolve_features", "read_reign_csv", "validate_panel",
+           "required_columns"]
 
-#: Columns that identify a country-month (``country`` is kept for the league table).
-ID_COLUMNS = ("ccode", "country", "year", "month")
+#: Columns that identify a leader-month (``country`` is kept for the league table).
+ID_COLUMNS = ("ccode", "country", "leader", "year", "month")
+#: The row key of a REIGN leader-month panel: one row per leader per country-month.
+ROW_KEY = ("ccode", "year", "month", "leader")
+#: Columns that count months or years (``lastelection``, ``loss`` are logs of months): >= 0.
+NON_NEGATIVE = ("tenure_months", "age", "lastelection", "loss")
+#: Earliest plausible year (REIGN starts in 1950; the check is for typos such as 19 or 2109).
+FIRST_YEAR = 1900
+
+
+@dataclass(frozen=True)
+class FeatureChoice:
+    """The numeric features a run uses, and the seed features the file does not have.
+
+    Attributes
+    ----------
+    features : list of str
+        Used, in the order asked for.
+    missing : list of str
+        Seed features (the default list) absent from the file: left out, reported
+        (``features_missing`` in summary, manifest, report). Empty when the list was explicit.
+    dropped : list of str
+        Removed on request (``data.drop_features``).
+    explicit : bool
+        Whether the list came from ``data.features`` rather than the seed's default.
+    """
+
+    features: list[str]
+    missing: list[str]
+    dropped: list[str]
+    explicit: bool
+
+
+def resolve_features(columns: Sequence[str], *, source: str,
+                     features: Sequence[str] | None = None,
+                     drop_features: Sequence[str] = ()) -> FeatureChoice:
+    """Which numeric features to use on a file with these ``columns``.
+
+    ``features`` None means the seed's choice (:data:`DEFAULT_NUMERIC_FEATURES`): those the file
+    lacks are left out and named in ``missing`` (real REIGN releases differ: public rebuilds
+    have no ``precip``). An explicit ``features`` list must be present in full: a name the file
+    lacks is bad input naming it and ``data.features``. ``drop_features`` is removed from
+    either list; a name in neither list is a config error (most likely a typo).
+    """
+    explicit = features is not None
+    candidates = list(features) if explicit else list(DEFAULT_NUMERIC_FEATURES)
+    unknown = [f for f in drop_features if f not in candidates]
+    if unknown:
+        raise ConfigError(f"data.drop_features names {', '.join(map(repr, unknown))}, which "
+                          f"{'is' if len(unknown) == 1 else 'are'} not among the features "
+                          f"({', '.join(candidates)})", key="data.drop_features")
+    dropped = [f for f in candidates if f in set(drop_features)]
+    wanted = [f for f in candidates if f not in set(drop_features)]
+    present = set(map(str, columns))
+    absent = [f for f in wanted if f not in present]
+    if explicit and absent:
+        raise InputError(f"feature {absent[0]!r} named in data.features is not in the file"
+                         + (f" (nor {', '.join(map(repr, absent[1:]))})" if absent[1:] else "")
+                         + "; remove it from data.features or add the column",
+                         file=source, column=absent[0], key="data.features")
+    used = [f for f in wanted if f in present]
+    if not used:
+        raise InputError("none of the numeric features is in the file "
+                         f"(looked for: {', '.join(wanted)})", file=source,
+                         key="data.features")
+    return FeatureChoice(features=used, missing=absent, dropped=dropped, explicit=explicit)
 
 
 @dataclass
@@ -80,7 +156,7 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
     Returns
     -------
     LoadedPanel
-        ``frame`` holds the required columns (plus ``leader`` and ``pt_suc`` when present)
+        ``frame`` holds the required columns (plus ``pt_suc`` when present)
         with numeric columns as float64, ``year``/``month``/``ccode`` as int64, and a
         ``source_row`` column: the 1-based data row in the file.
     """
@@ -95,7 +171,7 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
     if n_read == 0:
         raise InputError("the file has no data rows", file=source)
 
-    optional = [c for c in ("leader", SUCCESS) if c in frame.columns]
+    optional = [c for c in (SUCCESS,) if c in frame.columns]
     text = [c for c in ("country", "government", "leader") if c in required + optional]
     numeric = [c for c in required + optional if c not in text]
     out = pd.DataFrame({"source_row": rows})
@@ -141,6 +217,19 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
         i = _first(bad)
         raise InputError(f"month must be 1-12, got {out['month'].iloc[i]}", file=source,
                          row=int(keep_rows[i]), column="month")
+    last_year = datetime.date.today().year + 1
+    bad = (out["year"] < FIRST_YEAR) | (out["year"] > last_year)
+    if bad.any():
+        i = _first(bad)
+        raise InputError(f"year must be {FIRST_YEAR}-{last_year}, got {out['year'].iloc[i]}",
+                         file=source, row=int(keep_rows[i]), column="year")
+    for c in [c for c in NON_NEGATIVE if c in out.columns]:
+        v = out[c].to_numpy()
+        bad = v < 0
+        if bad.any():
+            i = _first(bad)
+            raise InputError(f"must not be negative, got {v[i]:g}", file=source,
+                             row=int(keep_rows[i]), column=c)
     if SUCCESS in out.columns:
         v = out[SUCCESS].to_numpy()
         bad = (v == 1) & (out[TARGET].to_numpy() != 1)
@@ -156,15 +245,21 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
             raise InputError(f"unknown government type {out['government'].iloc[i]!r}; known "
                              f"types: {', '.join(GOVERNMENT_TYPES)}", file=source,
                              row=int(keep_rows[i]), column="government")
-    dup = out.duplicated(subset=["ccode", "year", "month"], keep="first").to_numpy()
+    dup = out.duplicated(subset=list(ROW_KEY), keep="first").to_numpy()
     if dup.any():
         i = _first(dup)
-        key = out.iloc[i][["ccode", "year", "month"]]
-        first = out.loc[(out["ccode"] == key["ccode"]) & (out["year"] == key["year"])
-                        & (out["month"] == key["month"]), "source_row"].iloc[0]
-        raise InputError(f"duplicate country-month: ccode {key['ccode']}, {key['year']}-"
-                         f"{key['month']:02d} already on row {first}", file=source,
-                         row=int(keep_rows[i]), column="ccode")
-    out = out.sort_values(["ccode", "year", "month"], kind="stable").reset_index(drop=True)
+        key = out.iloc[i][list(ROW_KEY)]
+        same = np.ones(len(out), dtype=bool)
+        for c in ROW_KEY:
+            same &= (out[c] == key[c]).to_numpy()
+        first = int(out["source_row"].to_numpy()[_first(same)])
+        raise InputError(f"duplicate row key (ccode, year, month, leader) = ({key['ccode']}, "
+                         f"{key['year']}, {key['month']}, {key['leader']!r}) on rows {first} "
+                         f"and {int(keep_rows[i])}: a leader has one row per month",
+                         file=source, row=int(keep_rows[i]), column="leader")
+    # Sorted by country and month; within a leader-change month the file's order is kept
+    # (REIGN lists the outgoing leader first, the one in office at the month's end last).
+    out = out.sort_values(["ccode", "year", "month", "source_row"],
+                          kind="stable").reset_index(drop=True)
     return LoadedPanel(frame=out, source=source, n_rows_read=n_read, exclusions=exclusions,
                        excluded_rows=excluded_rows)

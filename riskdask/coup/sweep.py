@@ -25,6 +25,7 @@ import pandas as pd
 
 __all__ = ["N_THRESHOLDS", "threshold_grid", "threshold_bins", "BinCounts", "bin_counts",
            "combine_bin_counts", "confusion_from_counts", "sweep_table", "optimal_thresholds",
+           "ChosenThreshold", "OptimalThresholds",
            "confusion_tables", "CONFUSION_ORDER"]
 
 #: The seed's number of thresholds.
@@ -227,7 +228,42 @@ def sweep_table(counts: BinCounts, grid: np.ndarray | None = None) -> pd.DataFra
     })
 
 
-def optimal_thresholds(table: pd.DataFrame, default: float = 0.5) -> dict[str, dict]:
+@dataclass(frozen=True)
+class ChosenThreshold:
+    """One reference threshold of the sweep with its metrics and confusion table."""
+
+    index: int
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    confusion: dict  # FN, TP, TN, FP (the seed's order)
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "threshold": self.threshold, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1, "confusion": dict(self.confusion)}
+
+
+@dataclass(frozen=True)
+class OptimalThresholds:
+    """The seed's four reference thresholds (see :func:`optimal_thresholds`)."""
+
+    precision: ChosenThreshold
+    recall: ChosenThreshold
+    f1: ChosenThreshold
+    default: ChosenThreshold
+
+    KINDS = ("precision", "recall", "f1", "default")
+
+    def items(self):
+        return [(k, getattr(self, k)) for k in self.KINDS]
+
+    def as_dict(self) -> dict:
+        """Plain values for ``summary.json``."""
+        return {k: v.as_dict() for k, v in self.items()}
+
+
+def optimal_thresholds(table: pd.DataFrame, default: float = 0.5) -> OptimalThresholds:
     """The seed's four reference thresholds, each with its metrics and confusion table.
 
     ``precision``, ``recall`` and ``f1``: the first threshold (smallest) reaching the maximum
@@ -241,18 +277,14 @@ def optimal_thresholds(table: pd.DataFrame, default: float = 0.5) -> dict[str, d
     out = {}
     for name, j in rows.items():
         r = table.iloc[j]
-        out[name] = {
-            "index": j,
-            "threshold": float(r["threshold"]),
-            "precision": float(r["precision"]),
-            "recall": float(r["recall"]),
-            "f1": float(r["f1"]),
-            "confusion": {k: int(r[k]) for k in CONFUSION_ORDER},
-        }
-    return out
+        out[name] = ChosenThreshold(index=j, threshold=float(r["threshold"]),
+                                    precision=float(r["precision"]), recall=float(r["recall"]),
+                                    f1=float(r["f1"]),
+                                    confusion={k: int(r[k]) for k in CONFUSION_ORDER})
+    return OptimalThresholds(**out)
 
 
-def confusion_tables(optimal: dict[str, dict]) -> pd.DataFrame:
+def confusion_tables(optimal: OptimalThresholds) -> pd.DataFrame:
     """The four confusion tables side by side, rows in the seed's order FN, TP, TN, FP."""
-    return pd.DataFrame({name: [v["confusion"][k] for k in CONFUSION_ORDER]
+    return pd.DataFrame({name: [v.confusion[k] for k in CONFUSION_ORDER]
                          for name, v in optimal.items()}, index=list(CONFUSION_ORDER))

@@ -9,6 +9,7 @@ sums travel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,30 +20,41 @@ from .forest import (SubForestAggregate, chunk_random_state, fit_subforest, perm
                      subforest_aggregate)
 from .sweep import BinCounts, bin_counts
 
-__all__ = ["fit_task", "aggregate_task", "permutation_task", "sweep_task"]
+__all__ = ["FittedChunk", "fit_task", "aggregate_task", "permutation_task", "sweep_task"]
+
+
+@dataclass
+class FittedChunk:
+    """A fitted sub-forest and where its chunk ends in the tree plan (it stays on its worker)."""
+
+    stop: int
+    forest: RandomForestRegressor
 
 
 def fit_task(chunk: Chunk, shared: Mapping[str, Any], params: Mapping[str, Any]
-             ) -> RandomForestRegressor:
+             ) -> FittedChunk:
     """Fit ``chunk.size`` trees seeded from the chunk's stream.
 
     ``shared`` (scattered once): ``X_train`` (float32), ``y_train``, ``X_test`` and, with
-    permutation importance, ``X_perm_rows`` (the test rows whose columns get shuffled).
+    permutation importance, ``X_perm_rows`` (the test rows whose columns get shuffled);
+    optionally ``checkpoints`` (tree counts of the convergence table).
     """
-    return fit_subforest(shared["X_train"], shared["y_train"], chunk.size,
-                         chunk_random_state(chunk.seed), params)
+    return FittedChunk(chunk.stop, fit_subforest(shared["X_train"], shared["y_train"],
+                                                 chunk.size, chunk_random_state(chunk.seed),
+                                                 params))
 
 
-def aggregate_task(forest: RandomForestRegressor, shared: Mapping[str, Any]
-                   ) -> SubForestAggregate:
-    """Test-set, out-of-bag and impurity-importance sums of one fitted sub-forest."""
-    return subforest_aggregate(forest, shared["X_train"], shared["X_test"])
+def aggregate_task(fitted: FittedChunk, shared: Mapping[str, Any]) -> SubForestAggregate:
+    """Test-set, out-of-bag and impurity-importance sums of one fitted sub-forest (and its
+    share of every convergence level it lies inside)."""
+    return subforest_aggregate(fitted.forest, shared["X_train"], shared["X_test"],
+                               stop=fitted.stop, checkpoints=shared.get("checkpoints", ()))
 
 
-def permutation_task(forest: RandomForestRegressor, shared: Mapping[str, Any],
+def permutation_task(fitted: FittedChunk, shared: Mapping[str, Any],
                      block: list[tuple[int, int, int]]) -> np.ndarray:
     """Prediction sums of one sub-forest on one block of permuted copies (features x repeats)."""
-    return permutation_sums(forest, shared["X_perm_rows"], block)
+    return permutation_sums(fitted.forest, shared["X_perm_rows"], block)
 
 
 def sweep_task(chunk: Chunk, rows: Mapping[str, Any]) -> BinCounts:

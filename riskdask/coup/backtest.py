@@ -1,0 +1,351 @@
+"""Rolling-origin pooled backtest: expanding window, one out-of-sample prediction per row.
+
+For each test year ``Y`` of a range (e.g. 1980-2019) a model is trained on every row whose
+target was known before ``Y`` began and predicts the rows of ``Y`` (Tashman 2000,
+"Out-of-sample tests of forecasting accuracy", *Int. J. Forecasting* 16: rolling origin,
+expanding window). The years' predictions are pooled into one table, so ROC-AUC, PR-AUC,
+Brier and the 1,000-threshold sweep are computed on all the attempts of the range instead of
+the 0-5 a single year holds; per-year scores stay as a table with their attempt counts.
+
+"Known before ``Y``": a row of month ``m`` with lead ``k`` (target: an attempt in months
+``m+1 .. m+k``) has its target settled at month ``m + k``, so it may train a model for ``Y``
+only when ``m + k < 12 Y`` (month indices ``year * 12 + month - 1``). With ``k = 0`` that is
+"years < Y". The same rule with the latest month as the cut-off gives the temporal model that
+ranks the league table (a :func:`month_fold`).
+
+All folds and models form **one plan** of tasks: a random-forest fold is split into
+sub-forests (each task fits ``trees_per_task`` trees with its own stream of the chunk plan and
+returns the sum of its trees' predictions), the gradient-boosting and logistic models are one
+task per fold. Every task returns a :class:`PooledSums` over all pooled rows, and the engine
+adds them in its fixed tree, so the pooled predictions are the same on any number of workers;
+tasks of different years run concurrently, so no year waits for the previous one's tail. Each
+task also records the last month it trained on for every row it predicted
+(``train_last_month``, reduced by maximum): the evidence that no model saw its test year.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["MODELS", "MODEL_LABELS", "Fold", "BacktestTask", "PooledSums", "training_rows",
+           "year_folds", "month_fold", "pooled_layout", "backtest_tasks", "combine_pooled",
+           "empty_pooled", "backtest_kernel", "fit_predict", "pooled_table", "per_year_table",
+           "binary_scores", "run_backtest", "comparison_table"]
+
+#: Models the backtest can train per fold (the seed's is ``forest``).
+MODELS = ("forest", "hgb", "logistic")
+MODEL_LABELS = {"forest": "RandomForestRegressor (seed)",
+                "hgb": "HistGradientBoostingClassifier",
+                "logistic": "LogisticRegression (standardised features)"}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One origin of the backtest: train on rows known before ``cutoff``, predict ``test``.
+
+    Attributes
+    ----------
+    label : str
+        ``"1995"`` for a test year, ``"2019-03"`` for a month.
+    kind : str
+        ``"year"`` (pooled into the backtest) or ``"league"`` (the league table's month).
+    year : int
+        Test year (the month's year for a league fold).
+    cutoff : int
+        First month index not available for training (``12 * year`` for a year fold).
+    test : ndarray of int64
+        Positions of the rows the fold predicts.
+    models : tuple of str
+        Models trained on this fold.
+    """
+
+    label: str
+    kind: str
+    year: int
+    cutoff: int
+    test: np.ndarray
+    models: tuple[str, ...] = ("forest",)
+
+
+def training_rows(month_idx: np.ndarray, cutoff: int, lead_months: int) -> np.ndarray:
+    """Rows whose target is settled before month ``cutoff``: ``m + lead_months < cutoff``."""
+    return np.flatnonzero(np.asarray(month_idx) + lead_months < cutoff)
+
+
+def year_folds(month_idx: np.ndarray, test_years: Sequence[int],
+               models: Sequence[str] = ("forest",)) -> list[Fold]:
+    """One fold per test year: cut-off January of ``Y``, test rows all months of ``Y``."""
+    years = np.asarray(month_idx) // 12
+    return [Fold(label=str(y), kind="year", year=int(y), cutoff=12 * int(y),
+                 test=np.flatnonzero(years == y), models=tuple(models)) for y in test_years]
+
+
+def month_fold(month_idx: np.ndarray, month: int, rows: np.ndarray | None = None,
+               models: Sequence[str] = ("forest",)) -> Fold:
+    """The league table's fold: train before ``month``, predict ``rows`` (default: its rows)."""
+    test = np.flatnonzero(np.asarray(month_idx) == month) if rows is None else np.asarray(rows)
+    return Fold(label=f"{month // 12}-{month % 12 + 1:02d}", kind="league", year=month // 12,
+                cutoff=int(month), test=np.asarray(test, dtype=np.int64), models=tuple(models))
+
+
+def pooled_layout(folds: Sequence[Fold]) -> tuple[np.ndarray, np.ndarray]:
+    """All folds' test rows concatenated, and each fold's offset into them (``n_folds + 1``)."""
+    sizes = [len(f.test) for f in folds]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = np.concatenate([f.test for f in folds]).astype(np.int64) if folds else np.array([])
+    return rows, offsets
+
+
+@dataclass(frozen=True)
+class BacktestTask:
+    """One task of the plan: ``n_trees`` trees of the forest, or one fit of another model."""
+
+    model: str
+    fold: int
+    n_trees: int = 1
+
+
+def backtest_tasks(folds: Sequence[Fold], n_trees: int, trees_per_task: int
+                   ) -> list[BacktestTask]:
+    """The plan's tasks, latest (largest) training sets first so the big fits start early.
+
+    The list depends on the folds and tree counts only; task ``i`` runs on chunk ``i``'s
+    stream.
+    """
+    tasks = []
+    for f in sorted(range(len(folds)), key=lambda i: -folds[i].cutoff):
+        for model in folds[f].models:
+            if model == "forest":
+                full, rest = divmod(n_trees, trees_per_task)
+                tasks += [BacktestTask("forest", f, trees_per_task)] * full
+                if rest:
+                    tasks.append(BacktestTask("forest", f, rest))
+            else:
+                tasks.append(BacktestTask(model, f, 1))
+    return tasks
+
+
+@dataclass
+class PooledSums:
+    """What a backtest task returns, over all pooled rows and all models (added by the engine).
+
+    ``sums[m, j]``: sum of model ``m``'s predictions on pooled row ``j`` (per tree for the
+    forest); ``fits[m, f]``: trees (forest) or fits of model ``m`` on fold ``f``;
+    ``train_last_month[m, j]``: the latest month index of a training row of the model that
+    predicted row ``j`` (-1: none yet); ``n_train[m, f]``: training rows of fold ``f``.
+    """
+
+    sums: np.ndarray
+    fits: np.ndarray
+    train_last_month: np.ndarray
+    n_train: np.ndarray
+
+
+def empty_pooled(n_models: int, n_pooled: int, n_folds: int) -> PooledSums:
+    return PooledSums(np.zeros((n_models, n_pooled)), np.zeros((n_models, n_folds), np.int64),
+                      np.full((n_models, n_pooled), -1, np.int64),
+                      np.zeros((n_models, n_folds), np.int64))
+
+
+def combine_pooled(a: PooledSums, b: PooledSums) -> PooledSums:
+    """Add sums and fit counts; the last training month and training size by maximum."""
+    return PooledSums(a.sums + b.sums, a.fits + b.fits,
+                      np.maximum(a.train_last_month, b.train_last_month),
+                      np.maximum(a.n_train, b.n_train))
+
+
+def fit_predict(model: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
+                n_trees: int, random_state: int, params: Mapping[str, Any] | None = None
+                ) -> np.ndarray:
+    """Fit one model on the fold's training rows; the sum of its predictions on ``X_test``.
+
+    ``forest``: ``n_trees`` trees of the seed's ``RandomForestRegressor`` (``params``), the
+    sum over trees of their predictions (the forest's mean times ``n_trees``). ``hgb``:
+    ``HistGradientBoostingClassifier(random_state=...)`` with sklearn's defaults, P(attempt).
+    ``logistic``: ``LogisticRegression`` (L2, C = 1, lbfgs) on standardised features,
+    P(attempt). Single-threaded (the task is the unit of parallelism; thread counts also
+    change floating-point sums).
+    """
+    if model == "forest":
+        # n_jobs=1 trees use neither BLAS nor OpenMP: no thread limit needed (threadpoolctl
+        # scans the loaded libraries on every call, ~5% of a 3-tree task)
+        from .forest import fit_subforest
+
+        forest = fit_subforest(X_train, y_train, n_trees, random_state, params)
+        out = np.zeros(X_test.shape[0])
+        for tree in forest.estimators_:
+            out += tree.predict(X_test, check_input=False)
+        return out
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        if model == "hgb":
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            clf = HistGradientBoostingClassifier(random_state=random_state)
+        elif model == "logistic":
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        else:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+        clf.fit(X_train, y_train.astype(np.int64))
+        return clf.predict_proba(X_test)[:, 1].astype(np.float64)
+
+
+def backtest_kernel(chunk, shared: Mapping[str, Any], tasks: Sequence[BacktestTask],
+                    models: Sequence[str], params: Mapping[str, Any] | None = None
+                    ) -> PooledSums:
+    """Run task ``tasks[chunk.index]``: train on its fold's past, predict the fold's rows.
+
+    ``shared`` (scattered once): ``X`` (float32, all rows), ``y``, ``month_idx``,
+    ``lead_months``, ``pooled_rows``, ``offsets``, ``cutoffs`` (per fold).
+    """
+    from .forest import chunk_random_state
+
+    task = tasks[chunk.index]
+    m = list(models).index(task.model)
+    offsets = shared["offsets"]
+    n_folds = len(offsets) - 1
+    out = empty_pooled(len(models), int(offsets[-1]), n_folds)
+    lo, hi = int(offsets[task.fold]), int(offsets[task.fold + 1])
+    train = training_rows(shared["month_idx"], int(shared["cutoffs"][task.fold]),
+                          int(shared["lead_months"]))
+    test = shared["pooled_rows"][lo:hi]
+    X = shared["X"]
+    out.sums[m, lo:hi] = fit_predict(task.model, X[train], shared["y"][train], X[test],
+                                     task.n_trees, chunk_random_state(chunk.seed), params)
+    out.fits[m, task.fold] = task.n_trees
+    out.train_last_month[m, lo:hi] = int(shared["month_idx"][train].max()) if len(train) else -1
+    out.n_train[m, task.fold] = len(train)
+    return out
+
+
+def pooled_table(panel: pd.DataFrame, y: np.ndarray, folds: Sequence[Fold],
+                 models: Sequence[str], sums: PooledSums) -> pd.DataFrame:
+    """The pooled out-of-sample predictions, one row per (model, fold, predicted row).
+
+    ``probability`` is the sum divided by the fold's tree (or fit) count: for the forest
+    exactly ``RandomForestRegressor.predict`` of one forest made of the fold's trees.
+    """
+    rows, offsets = pooled_layout(folds)
+    fold_of = np.repeat(np.arange(len(folds)), np.diff(offsets))
+    frames = []
+    for m, model in enumerate(models):
+        fits = sums.fits[m, fold_of]
+        has = fits > 0
+        if not has.any():
+            continue
+        last = sums.train_last_month[m]
+        frames.append(pd.DataFrame({
+            "model": model,
+            "fold": np.array([folds[f].label for f in fold_of])[has],
+            "fold_kind": np.array([folds[f].kind for f in fold_of])[has],
+            "test_year": np.array([folds[f].year for f in fold_of], dtype=np.int64)[has],
+            "row": rows[has],
+            "ccode": panel["ccode"].to_numpy()[rows][has],
+            "country": panel["country"].to_numpy()[rows][has],
+            "year": panel["year"].to_numpy()[rows][has],
+            "month": panel["month"].to_numpy()[rows][has],
+            "target": np.asarray(y)[rows][has],
+            "probability": sums.sums[m, has] / fits[has],
+            "fits": fits[has],
+            "n_train": sums.n_train[m, fold_of][has],
+            "train_last_year": (last // 12)[has],
+            "train_last_month": (last % 12 + 1)[has],
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    """ROC-AUC, PR-AUC (average precision), Brier (scikit-learn); None where undefined.
+
+    ROC-AUC and PR-AUC need both classes; the Brier score needs rows. Scores are clipped to
+    [0, 1] for the Brier score only (a regressor on a 0/1 target already stays inside).
+    """
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    y, p = np.asarray(y), np.asarray(p)
+    both = 0 < np.sum(y == 1) < len(y)
+    return {"roc_auc": float(roc_auc_score(y, p)) if both else None,
+            "pr_auc": float(average_precision_score(y, p)) if both else None,
+            "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))) if len(y) else None}
+
+
+def per_year_table(pooled: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per test year (and model): rows, attempts, scores, and the counts at ``threshold``.
+
+    A year without an attempt has no ROC-AUC or PR-AUC (one class only): they are left empty
+    and ``note`` says "no attempt" -- never a made-up 0.5.
+    """
+    out = []
+    for (model, year), g in pooled.groupby(["model", "test_year"], sort=True):
+        y, p = g["target"].to_numpy(), g["probability"].to_numpy()
+        pos = p > threshold
+        attempts = int(np.sum(y == 1))
+        out.append({"model": model, "test_year": int(year), "n_test": len(g),
+                    "attempts": attempts, "n_train": int(g["n_train"].iloc[0]),
+                    "train_last_year": int(g["train_last_year"].max()),
+                    **binary_scores(y, p), "threshold": threshold,
+                    "TP": int(np.sum(pos & (y == 1))), "FP": int(np.sum(pos & (y != 1))),
+                    "FN": int(np.sum(~pos & (y == 1))),
+                    "note": "" if attempts else "no attempt"})
+    return pd.DataFrame(out)
+
+
+def run_backtest(client, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
+                 folds: Sequence[Fold], *, lead_months: int, n_trees: int,
+                 trees_per_task: int, seed: int, params: Mapping[str, Any] | None = None,
+                 label: str = "backtest") -> tuple[list[str], PooledSums]:
+    """All folds and models as one plan on the cluster (:func:`riskdask.engine.map_reduce`).
+
+    The inputs are scattered once; task ``i`` is :func:`backtest_tasks` entry ``i`` on chunk
+    ``i`` of ``plan_chunks(n_tasks, 1, seed)``; the partials are added in the engine's fixed
+    tree, so the result is bit-identical on any number of workers. Returns the models in the
+    order of ``PooledSums``' rows and the reduced sums.
+    """
+    from ..engine import map_reduce, plan_chunks
+    from .forest import as_float32
+
+    models = [m for m in MODELS if any(m in f.models for f in folds)]
+    tasks = backtest_tasks(folds, n_trees, trees_per_task)
+    rows, offsets = pooled_layout(folds)
+    shared = {"X": as_float32(X), "y": np.asarray(y, dtype=np.float64),
+              "month_idx": np.asarray(month_idx, dtype=np.int64), "lead_months": lead_months,
+              "pooled_rows": rows, "offsets": offsets,
+              "cutoffs": np.array([f.cutoff for f in folds], dtype=np.int64)}
+    chunks = plan_chunks(len(tasks), 1, seed)
+    sums = map_reduce(backtest_kernel, chunks, combine_pooled, client=client, shared=shared,
+                      kernel_kwargs={"tasks": tasks, "models": models,
+                                     "params": dict(params or {})}, label=label)
+    return models, sums
+
+
+def comparison_table(pooled: pd.DataFrame, sweeps: Mapping[str, pd.DataFrame],
+                     intervals: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per model on the same pooled backtest: ROC-AUC, PR-AUC, Brier, best F1.
+
+    ``sweeps[model]`` is the model's 1,000-threshold sweep on its pooled predictions; the best
+    F1 is its maximum (first threshold reaching it), chosen on the pooled test predictions
+    themselves -- an optimistic figure for every model alike, so it compares, it does not
+    forecast. ``intervals[model]``: bootstrap intervals (``evaluate.bootstrap_intervals``).
+    """
+    rows = []
+    for model, g in pooled.groupby("model", sort=False):
+        sw = sweeps[model]
+        best = int(np.argmax(sw["f1"].to_numpy()))
+        s = binary_scores(g["target"].to_numpy(), g["probability"].to_numpy())
+        iv = (intervals or {}).get(model, {})
+        rows.append({"model": model, "label": MODEL_LABELS[model], "n_rows": len(g),
+                     "attempts": int(g["target"].sum()), **s,
+                     **{f"{k}_low95": (iv.get(k) or (None, None))[0] for k in s},
+                     **{f"{k}_high95": (iv.get(k) or (None, None))[1] for k in s},
+                     "best_f1": float(sw["f1"].iloc[best]),
+                     "best_f1_threshold": float(sw["threshold"].iloc[best])})
+    return pd.DataFrame(rows)
