@@ -577,9 +577,9 @@ def headline(summary: dict) -> list[tuple[str, object]]:
     if b:
         span = f"{b['years'][0]}-{b['years'][1]}"
         rows += [(f"pooled backtest {span}: rows / attempts", f"{b['rows']:,} / {b['attempts']}"),
-                 (f"pooled backtest ROC-AUC (95%)", fmt(b["roc_auc"], b.get("roc_auc_95"))),
-                 (f"pooled backtest PR-AUC (95%)", fmt(b["pr_auc"], b.get("pr_auc_95"))),
-                 (f"pooled backtest Brier (95%)", fmt(b["brier"], b.get("brier_95")))]
+                 ("pooled backtest ROC-AUC (95%)", fmt(b["roc_auc"], b.get("roc_auc_95"))),
+                 ("pooled backtest PR-AUC (95%)", fmt(b["pr_auc"], b.get("pr_auc_95"))),
+                 ("pooled backtest Brier (95%)", fmt(b["brier"], b.get("brier_95")))]
         if len(b["models"]) > 1:
             rows.append(("pooled PR-AUC by model", ", ".join(
                 f"{m} {v['pr_auc']:.3g}" for m, v in b["models"].items())))

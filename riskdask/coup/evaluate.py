@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
+from sklearn.metrics import r2_score
 
 __all__ = ["ForestScores", "forest_scores", "permutation_importance_table", "honest_scores", "league_table",
            "latest_month_rows", "importance_table", "stratified_rows", "bootstrap_intervals",

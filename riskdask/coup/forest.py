@@ -25,10 +25,13 @@ than one node, renormalised to sum to 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
+
+if TYPE_CHECKING:  # pandas only for the annotation: worker tasks import this module
+    import pandas as pd
 
 __all__ = ["SubForestAggregate", "ForestResult", "tree_checkpoints", "convergence_table", "chunk_random_state", "fit_subforest",
            "subforest_aggregate", "combine_aggregates", "finalize_aggregate",
