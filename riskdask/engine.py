@@ -18,11 +18,18 @@ Two variations of the same pattern: :func:`map_reduce` with ``rows=`` sends each
 own rows (row-partitioned data such as scores to sweep), and :func:`map_branches` keeps each
 chunk's output on its worker (a fitted sub-forest) and reduces several branch kernels run on it.
 
+Checkpoints (:mod:`riskdask.checkpoint`): inside :func:`use_checkpoints` every plan's
+per-chunk partials -- the reduced kernel outputs, each branch's partials, or ``map_chunks``'
+results -- are written to the store by the worker task that computed them, and with
+``resume`` the chunks already there are loaded instead of computed. Loaded and computed
+partials enter the same tree at the same positions, so a resumed run is bit-identical.
+
 Kernels stay free of Dask; this module only plans, maps and reduces (dask-ml style).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import uuid
@@ -36,7 +43,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["Chunk", "stream_seed", "spawn_streams", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "map_branches", "tree_reduce", "reduce_local", "aligned_inputs",
-           "scatter_rows", "set_progress", "TASK_RETRIES"]
+           "scatter_rows", "set_progress", "TASK_RETRIES", "use_checkpoints"]
 
 #: Times a plan is run when its scattered input was lost with a worker (see ``_run_plan``).
 PLAN_ATTEMPTS = 3
@@ -46,6 +53,32 @@ PLAN_ATTEMPTS = 3
 TASK_RETRIES = 2
 
 _progress: bool | None = None  # None: show a bar only when stderr is a terminal
+
+
+@dataclass
+class _Checkpointing:
+    store: Any                    # riskdask.checkpoint.CheckpointStore
+    resume: bool
+    log: list = dataclasses.field(default_factory=list)
+
+
+_checkpointing: _Checkpointing | None = None
+
+
+@contextlib.contextmanager
+def use_checkpoints(store, *, resume: bool = False):
+    """Checkpoint every plan run inside the block to ``store``; reuse what is there if ``resume``.
+
+    Yields a list that receives one entry per plan: ``{"label", "plan", "chunks", "reused",
+    "computed"}`` (the manifest's ``checkpoints``). ``store`` None disables checkpointing.
+    """
+    global _checkpointing
+    previous = _checkpointing
+    _checkpointing = _Checkpointing(store, resume) if store is not None else None
+    try:
+        yield _checkpointing.log if _checkpointing is not None else []
+    finally:
+        _checkpointing = previous
 
 
 def set_progress(enabled: bool | None) -> None:
@@ -254,15 +287,29 @@ def _align_members(obj: Any, depth: int) -> None:
             _align_members(value, depth - 1)
 
 
-def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, **kwargs):
-    """The task body: the kernel on its chunk, with the worker's shared input aligned."""
-    return kernel(chunk, aligned_inputs(shared), **kwargs)
+def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, *, _checkpoint=None, **kwargs):
+    """The task body: the kernel on its chunk, with the worker's shared input aligned.
+
+    With ``_checkpoint = (plan, part)`` the output is written to the checkpoint store before
+    it is returned: the chunk is safe once this task has finished, whatever dies next.
+    """
+    out = kernel(chunk, aligned_inputs(shared), **kwargs)
+    if _checkpoint is not None:
+        plan, part = _checkpoint
+        plan.save(part, chunk.index, out)
+    return out
 
 
-def _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label):
+def _load_checkpoint(plan, part: str, index: int):
+    """Task body of a checkpointed chunk: its partial, read back from the store."""
+    return plan.load(part, index)
+
+
+def _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label, checkpoint=None):
     """One task per chunk; ``inputs[i]`` is chunk i's input future (shared or its own rows)."""
     token = uuid.uuid4().hex[:8]
-    return [client.submit(_run_kernel, kernel, chunk, data, **(kernel_kwargs or {}),
+    extra = {"_checkpoint": checkpoint} if checkpoint is not None else {}
+    return [client.submit(_run_kernel, kernel, chunk, data, **(kernel_kwargs or {}), **extra,
                           retries=TASK_RETRIES, key=f"{label}-{token}-{chunk.index}",
                           priority=-chunk.index)
             for chunk, data in zip(chunks, inputs)]
@@ -371,9 +418,37 @@ def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any
     return _run_plan(client, kernel, chunks, shared, None, kernel_kwargs, label, None)
 
 
-def _run_branch(branch: Callable, output: Any, shared: Any):
-    """A branch task body: ``branch`` on one chunk's output, with the shared input aligned."""
-    return branch(output, aligned_inputs(shared))
+def _run_branch(branch: Callable, output: Any, shared: Any, checkpoint=None, index: int = -1):
+    """A branch task body: ``branch`` on one chunk's output, with the shared input aligned
+    (and its partial checkpointed, ``checkpoint = (plan, part)``)."""
+    out = branch(output, aligned_inputs(shared))
+    if checkpoint is not None:
+        plan, part = checkpoint
+        plan.save(part, index, out)
+    return out
+
+
+def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branches):
+    """The plan's checkpoints and the chunks already done, or ``(None, set())``."""
+    state = _checkpointing
+    if state is None:
+        return None, set(), []
+    from .checkpoint import plan_token
+
+    parts = ["out"] if branches is None else [f"b{b}" for b in range(len(branches))]
+    try:
+        token = plan_token(kernel, chunks, kernel_kwargs=kernel_kwargs,
+                           data=rows if rows is not None else shared, branches=branches)
+    except RuntimeError as exc:  # input dask cannot tokenize deterministically
+        state.log.append({"label": label, "plan": None, "chunks": len(chunks), "reused": 0,
+                          "computed": len(chunks), "note": f"not checkpointed: {exc}"})
+        return None, set(), parts
+    plan = state.store.plan(label, token)
+    done = plan.done(parts) if state.resume else set()
+    done &= {c.index for c in chunks}
+    state.log.append({"label": label, "plan": plan.plan_id, "chunks": len(chunks),
+                      "reused": len(done), "computed": len(chunks) - len(done)})
+    return plan, done, parts
 
 
 def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
@@ -388,39 +463,71 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
     them, so a worker dying with the last copy cancels every partial that still needs it
     ("already forgotten"). The plan is deterministic, so scattering again and re-running it
     gives the identical result.
+
+    Under :func:`use_checkpoints` each computed partial is saved by its task, and chunks
+    found in the store (``resume``) are loaded by a task of their own in place of the kernel
+    (and its branches): the tree sees the same partials in the same places.
     """
     from concurrent.futures import CancelledError
 
     if rows is not None and shared is not None:
         raise ValueError("give either shared (broadcast) or rows (partitioned) input, not both")
+    plan, done, parts = _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label,
+                                         branches)
+    todo = [c for c in chunks if c.index not in done]
     for attempt in range(PLAN_ATTEMPTS):
-        if rows is not None:
-            inputs = scatter_rows(client, rows, chunks)
+        if not todo:
+            inputs = []
+        elif rows is not None:
+            inputs = scatter_rows(client, rows, todo)
         else:
-            inputs = [scatter_once(client, shared)] * len(chunks)
-        futures = _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label)
+            inputs = [scatter_once(client, shared)] * len(todo)
+        own = None
+        if plan is not None:
+            if branches is None:
+                own = (plan, "out")
+            else:
+                own = next(((plan, f"b{b}") for b, (branch, _) in enumerate(branches)
+                            if branch is None), None)
+        futures = _submit_chunks(client, kernel, todo, inputs, kernel_kwargs, label, own)
+        by_index = {c.index: (fut, data) for c, fut, data in zip(todo, futures, inputs)}
         try:
             if branches is None:
                 _watch(futures, label, release=False)
-                return client.gather(futures)
+                computed = dict(zip((c.index for c in todo), client.gather(futures)))
+                return [computed[c.index] if c.index in computed else plan.load("out", c.index)
+                        for c in chunks]
             leaves, roots = [], []
             token = uuid.uuid4().hex[:8]
             for b, (branch, combine) in enumerate(branches):
-                if branch is None:
-                    parts = list(futures)
-                else:
-                    parts = [client.submit(_run_branch, branch, fut, data, retries=TASK_RETRIES,
-                                           key=f"{label}-b{b}-{token}-{i}", priority=500 - i)
-                             for i, (fut, data) in enumerate(zip(futures, inputs))]
-                roots.append(tree_reduce(client, parts, combine,
+                parts_b = []
+                for i, c in enumerate(chunks):
+                    if c.index in done:
+                        parts_b.append(client.submit(
+                            _load_checkpoint, plan, f"b{b}", c.index, retries=TASK_RETRIES,
+                            key=f"{label}-load-b{b}-{token}-{c.index}", priority=500 - i))
+                        continue
+                    fut, data = by_index[c.index]
+                    if branch is None:
+                        parts_b.append(fut)
+                    else:
+                        ck = (plan, f"b{b}") if plan is not None else None
+                        parts_b.append(client.submit(
+                            _run_branch, branch, fut, data, ck, c.index, retries=TASK_RETRIES,
+                            key=f"{label}-b{b}-{token}-{i}", priority=500 - i))
+                roots.append(tree_reduce(client, parts_b, combine,
                                          label=label if branch is None else f"{label}-b{b}"))
-                leaves.extend(parts)
-                del parts
+                leaves.extend(parts_b)
+                del parts_b
             # Only the scheduler holds the outputs and partials now: each is freed once the
             # tasks that need it have run (memory flat in the number of chunks).
             futures.clear()
+            by_index.clear()
             _watch(leaves, label, release=True)
             return client.gather(roots)
         except CancelledError:
             if attempt == PLAN_ATTEMPTS - 1:
                 raise
+            if plan is not None and _checkpointing is not None:  # keep what was saved
+                done = plan.done(parts) & {c.index for c in chunks}
+                todo = [c for c in chunks if c.index not in done]
