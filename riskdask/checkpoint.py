@@ -153,11 +153,12 @@ class CheckpointStore:
         fs.rm(self.root, recursive=True)
         # drop the <job> folder too once the last config's checkpoints are gone
         parent = posixpath.dirname(self.root)
-        try:
-            if _is_local(fs) and not fs.ls(parent):
-                fs.rmdir(parent)
-        except (OSError, FileNotFoundError):
-            pass
+        for folder in (parent, posixpath.dirname(parent)):   # <job>, then the store root
+            try:
+                if _is_local(fs) and not fs.ls(folder):
+                    fs.rmdir(folder)
+            except (OSError, FileNotFoundError):
+                break
         return True
 
 

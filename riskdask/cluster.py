@@ -785,6 +785,8 @@ def describe_cluster(client) -> dict:
         "threads": int(sum(w.get("nthreads", 0) for w in workers.values())),
         "memory_bytes": int(sum(w.get("memory_limit", 0) or 0 for w in workers.values())),
         "dashboard": client.dashboard_link,
+        "worker_names": sorted(f"{w.get('name', addr)} ({addr}, {w.get('nthreads', 0)} thread(s))"
+                               for addr, w in workers.items())[:64],
     }
 
 
