@@ -194,6 +194,9 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     run_lock = RunLock(job_dir, loaded.hash).acquire() if lock else None
     try:
         notes = clean_stale(job_dir, own_lock=run_lock).notes if lock else []
+        if run_lock is not None and run_lock.previous_holder:
+            notes.insert(0, f"took over the stale lock {run_lock.path.name} "
+                            f"({run_lock.previous_holder}; that process is gone)")
         store = _checkpoint_store(checkpoint, out, job, loaded)
         check_free_space(job_dir, estimate_run_bytes(job_dir))
         resume, note = _decide_resume(store, resume)

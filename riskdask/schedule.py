@@ -77,6 +77,7 @@ class RunLock:
         self.job_dir = Path(job_dir)
         self.path = self.job_dir / f".lock-{config_hash}"
         self._fd: int | None = None
+        self.previous_holder: str | None = None
 
     def acquire(self) -> "RunLock":
         self.job_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,9 @@ class RunLock:
             if same:
                 break
             os.close(fd)
+        # Text left by a holder that died without releasing (SIGKILL, OOM): the kernel
+        # dropped its flock, the file stayed. Kept for the run's notes.
+        self.previous_holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or None
         os.ftruncate(fd, 0)
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         os.pwrite(fd, f"pid {os.getpid()} since {stamp}\n".encode(), 0)

@@ -32,12 +32,13 @@ JOBS = {
     "selfcheck": ["n_samples=1600000", "chunk_size=100000", "jitter_ms=300"],
     "credit": ["portfolio.synthetic_obligors=60", "simulation.n_scenarios=60000",
                "simulation.chunk_size=5000", "simulation.contribution_rows=2000"],
-    "hazard": ["grid.k1.num=9", "grid.k2.num=9", "grid.tile_size=6", "split.n_splits=3",
-               "bootstrap.n_boot=24", "bootstrap.chunk_size=4"],
+    # the axes given whole: on main, --set grid.k1.num alone resets start/stop to 0..1
+    "hazard": ["grid.k1={start=0.05, stop=2.05, num=9}",
+               "grid.k2={start=0.05, stop=2.05, num=9}", "grid.tile_size=10",
+               "split.n_splits=3", "bootstrap.n_boot=24", "bootstrap.chunk_size=4"],
     "coup": ["data.synthetic_countries=40", "forest.n_trees=16", "forest.trees_per_task=2",
              "forest.max_depth=12", "importance.permutation_rows=300",
-             "importance.permutation_repeats=2", "backtest.first_test_year=2017",
-             "backtest.n_trees=4", "backtest.trees_per_task=2"],
+             "importance.permutation_repeats=2", "backtest.enabled=false"],
 }
 
 
@@ -130,7 +131,8 @@ def test_resume_flag_computes_only_the_missing_chunks(run_cli, local_client, tmp
     (tmp_path / "c2").mkdir()
     with start_cli_cluster(tmp_path / "c2") as cc:
         r = run_cli("run", "selfcheck", "--scheduler", cc.address, "--out", out, "--resume",
-                    "--checkpoint", url, "--keep-checkpoint", *[x for s in sets for x in ("--set", s)])
+                    "--checkpoint", url, "--keep-checkpoint",
+                    *[x for s in sets for x in ("--set", s)])
     assert r.returncode == 0, r.stderr
     [run] = run_dirs(out, "selfcheck")
     manifest = json.loads((run / "manifest.json").read_text())
