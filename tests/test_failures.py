@@ -233,3 +233,80 @@ def test_run_size_estimate_from_the_last_run(tmp_path):
     (run / "big.bin").write_bytes(b"\0" * (40 << 20))
     assert estimate_run_bytes(job) == int(1.5 * (40 << 20))
     assert estimate_run_bytes(job, extra=1000) == int(1.5 * (40 << 20)) + 1000
+
+
+def test_wait_workers_on_the_command_line(run_cli, bare_scheduler, tmp_path):
+    t0 = time.monotonic()
+    r = run_cli("run", "selfcheck", "--scheduler", bare_scheduler, "--wait-workers", "1",
+                "--out", tmp_path / "runs", "--quiet", *SMALL)
+    took = time.monotonic() - t0
+    assert r.returncode == 2
+    line = _one_error_line(r.stderr)
+    assert bare_scheduler in line and "no workers" in line and "within 1 s" in line
+    assert took < 15, took
+    assert leftovers(tmp_path / "runs") == []
+
+
+def test_config_directory_is_one_line(cli, tmp_path):
+    r = cli("run", "selfcheck", "--config", tmp_path, "--out", tmp_path / "runs")
+    assert r.code == 2
+    line = _one_error_line(r.err)
+    assert "--config" in line and "is a directory" in line
+
+
+def test_locked_single_job_is_one_line(cli, tmp_path):
+    from riskdask.config import load_config
+    from riskdask.registry import get_job
+
+    sets = ["n_samples=200000", "chunk_size=100000"]
+    h = load_config("selfcheck", get_job("selfcheck").config, None, sets).hash
+    out = tmp_path / "runs"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r);"
+        "from riskdask.schedule import RunLock;"
+        "l = RunLock(%r, %r).acquire(); print('held', flush=True); time.sleep(30)")
+        % (str(REPO), str(out / "selfcheck"), h)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = cli("run", "selfcheck", "--out", out, *[x for s in sets for x in ("--set", s)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.code == 75
+    line = _one_error_line(r.err)
+    assert f"pid {holder.pid}" in line
+
+
+def test_disk_full_names_the_file(tmp_path, local_client):
+    """A real full file system (a 64 KiB tmpfs; needs root): the run fails with exit code 1 and
+    the message names the file being written; nothing is left half-written."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    from riskdask import run_job
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        # pass the up-front estimate (MIN_FREE_BYTES is 32 MiB) only to hit the real limit
+        import riskdask.schedule as sched
+
+        floor = sched.MIN_FREE_BYTES
+        sched.MIN_FREE_BYTES = 1
+        try:
+            with pytest.raises(OutputError) as info:
+                run_job("selfcheck", overrides=["n_samples=200000", "chunk_size=100000",
+                                                ],
+                        client=local_client(2), out=mnt / "runs", checkpoint=False)
+        finally:
+            sched.MIN_FREE_BYTES = floor
+        assert str(mnt / "runs" / "selfcheck") in str(info.value)
+        assert "No space left on device" in str(info.value)
+        assert leftovers(mnt / "runs") == []
+        # and the check before computing refuses a folder without room for the estimate
+        with pytest.raises(OutputError, match="not enough free space"):
+            run_job("selfcheck", overrides=["n_samples=200000", "chunk_size=100000"],
+                    client=local_client(2), out=mnt / "runs", checkpoint=False)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
