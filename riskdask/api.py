@@ -291,14 +291,14 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
         with _config_errors_name(loaded.source):
             with ctx.stage("load"):
                 inputs = spec.load(cfg, record)
-            if store is not None:
-                store.write_meta(status="running", pid=os.getpid(), host=platform.node(),
-                                 started=started.isoformat(timespec="seconds"),
-                                 config_source=loaded.source)
+            meta = dict(status="running", pid=os.getpid(), host=platform.node(),
+                        started=started.isoformat(timespec="seconds"),
+                        config_source=loaded.source)
             with contextlib.ExitStack() as stack:
                 if profile:
                     profile_file = _start_profile(stack, ctx)
-                checkpoint_log = stack.enter_context(use_checkpoints(store, resume=resume))
+                checkpoint_log = stack.enter_context(use_checkpoints(store, resume=resume,
+                                                                     meta=meta))
                 with ctx.stage("compute"):
                     outputs = spec.compute(cfg, inputs, ctx)
         if not isinstance(outputs, Outputs):
@@ -356,6 +356,8 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
             run_dir.abort()
         if store is not None:   # keep the partials for --resume (or the next scheduled run)
             with contextlib.suppress(Exception):
+                if not store.exists():
+                    raise FileNotFoundError  # nothing was checkpointed: leave nothing
                 store.write_meta(status="failed", pid=os.getpid(), host=platform.node(),
                                  started=started.isoformat(timespec="seconds"),
                                  config_source=loaded.source)

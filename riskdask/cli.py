@@ -232,7 +232,8 @@ def main(argv=None) -> int:
         click.echo(f"error: {exc}", err=True)
         return EXIT_FAILURE
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("interrupted: no run directory was written", err=True)
+        click.echo("interrupted: no run directory was written (chunks already computed are "
+                   "checkpointed: the next run of this config resumes from them)", err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
         if debug:

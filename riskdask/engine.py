@@ -59,6 +59,7 @@ _progress: bool | None = None  # None: show a bar only when stderr is a terminal
 class _Checkpointing:
     store: Any                    # riskdask.checkpoint.CheckpointStore
     resume: bool
+    meta: dict | None = None      # written to the store before its first plan
     log: list = dataclasses.field(default_factory=list)
 
 
@@ -66,15 +67,17 @@ _checkpointing: _Checkpointing | None = None
 
 
 @contextlib.contextmanager
-def use_checkpoints(store, *, resume: bool = False):
+def use_checkpoints(store, *, resume: bool = False, meta: dict | None = None):
     """Checkpoint every plan run inside the block to ``store``; reuse what is there if ``resume``.
 
     Yields a list that receives one entry per plan: ``{"label", "plan", "chunks", "reused",
     "computed"}`` (the manifest's ``checkpoints``). ``store`` None disables checkpointing.
+    ``meta`` is written to the store (``write_meta``) when the first plan starts, so a run
+    that fails before computing anything leaves no store behind.
     """
     global _checkpointing
     previous = _checkpointing
-    _checkpointing = _Checkpointing(store, resume) if store is not None else None
+    _checkpointing = _Checkpointing(store, resume, meta) if store is not None else None
     try:
         yield _checkpointing.log if _checkpointing is not None else []
     finally:
@@ -443,6 +446,9 @@ def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branche
         state.log.append({"label": label, "plan": None, "chunks": len(chunks), "reused": 0,
                           "computed": len(chunks), "note": f"not checkpointed: {exc}"})
         return None, set(), parts
+    if state.meta is not None:
+        state.store.write_meta(**state.meta)
+        state.meta = None
     plan = state.store.plan(label, token)
     done = plan.done(parts) if state.resume else set()
     done &= {c.index for c in chunks}
