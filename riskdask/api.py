@@ -284,7 +284,7 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
                      streams=Streams(getattr(cfg, "seed", 0), spec.primary_stream),
                      client_factory=provider)
     run_dir = None
-    from .engine import use_checkpoints
+    from .engine import use_checkpoints, worker_grace
 
     profile_file = None
     try:
@@ -299,6 +299,7 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
                     profile_file = _start_profile(stack, ctx)
                 checkpoint_log = stack.enter_context(use_checkpoints(store, resume=resume,
                                                                      meta=meta))
+                stack.enter_context(worker_grace((connect or {}).get("wait_workers")))
                 with ctx.stage("compute"):
                     outputs = spec.compute(cfg, inputs, ctx)
         if not isinstance(outputs, Outputs):

@@ -114,7 +114,8 @@ def validate_cmd(job, config, overrides):
 @click.option("--connect-timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="Seconds an existing scheduler may take to answer (default 5).")
 @click.option("--wait-workers", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Seconds to wait for an existing scheduler's first worker (default 60).")
+              help="Seconds to wait for an existing scheduler's first worker, and for a worker "
+                   "to come back when a run has lost them all (default 60).")
 @click.option("--profile", is_flag=True,
               help="Save Dask's performance report (task stream, worker profiles, bandwidth) "
                    "as dask-performance.html in the run directory, linked from report.html.")
@@ -156,7 +157,7 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
                                  client_provider=provider, keep=keep, quiet=quiet,
                                  checkpoint=False if no_checkpoint else checkpoint,
                                  resume=resume, keep_checkpoint=keep_checkpoint,
-                                 profile=profile)
+                                 profile=profile, wait_workers=wait_workers)
             except RunLocked as exc:  # the other jobs of `run all` still run
                 if len(names) == 1:
                     raise

@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 
 __all__ = ["Chunk", "stream_seed", "spawn_streams", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "map_branches", "tree_reduce", "reduce_local", "aligned_inputs",
-           "scatter_rows", "set_progress", "TASK_RETRIES", "use_checkpoints"]
+           "scatter_rows", "set_progress", "TASK_RETRIES", "use_checkpoints", "ClusterLost",
+           "worker_grace"]
 
 #: Times a plan is run when its scattered input was lost with a worker (see ``_run_plan``).
 PLAN_ATTEMPTS = 3
@@ -330,25 +331,91 @@ def scatter_rows(client, rows: dict, chunks: Sequence[Chunk]) -> list:
     return client.scatter(pieces, hash=False)
 
 
+class ClusterLost(RuntimeError):
+    """Every worker is gone (or the scheduler is) and none came back within the grace time.
+
+    The chunks finished so far are checkpointed (when checkpoints are on): rerun to resume.
+    """
+
+
+#: Seconds a plan waits for a worker once the cluster has none (or the scheduler is
+#: unreachable) before :class:`ClusterLost`; ``run_job(wait_workers=...)`` /
+#: ``--wait-workers`` set it for a run.
+WORKER_GRACE = 60.0
+
+
+@contextlib.contextmanager
+def worker_grace(seconds: float | None):
+    """Use ``seconds`` as :data:`WORKER_GRACE` inside the block (None: leave it)."""
+    global WORKER_GRACE
+    previous = WORKER_GRACE
+    if seconds is not None:
+        WORKER_GRACE = float(seconds)
+    try:
+        yield
+    finally:
+        WORKER_GRACE = previous
+
+
+def _cluster_gone(client) -> str | None:
+    """Why the cluster cannot run anything now, or None."""
+    if client.status not in ("running", "newly-created"):
+        return f"the connection to the scheduler is lost (client {client.status})"
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except Exception:  # noqa: BLE001 - a dead scheduler
+        return "the scheduler does not answer"
+    return None if workers else "the cluster has no workers left"
+
+
 def _watch(futures: list, label: str, *, release: bool) -> None:
-    """Advance a progress bar as chunks finish.
+    """Advance a progress bar as chunks finish; fail if the cluster is gone for good.
 
     With ``release`` the caller's list is emptied, so the only references left to a finished
     chunk are the scheduler's: its partial is freed as soon as the combine step that needs it
     has run, and memory stays flat in the number of chunks.
+
+    Dask itself waits for ever for a worker to run the remaining tasks; here, once the
+    cluster has had no worker (or no scheduler) for :data:`WORKER_GRACE` seconds, the plan
+    stops with :class:`ClusterLost` (exit code 1), its finished chunks kept in the checkpoint
+    store.
     """
+    import time
+
     from distributed import as_completed
 
     total = len(futures)
+    if not total:
+        return
+    client = futures[0].client
     pending = as_completed(futures)
     if release:
         futures.clear()
+    gone_since, next_check = None, time.monotonic() + 1.0
     with tqdm(total=total, desc=label, unit="chunk", disable=_disabled(),
               leave=False, dynamic_ncols=True) as bar:
-        for fut in pending:
-            if fut.status == "error":
-                fut.result()  # raises the task's exception here, with its traceback
-            bar.update(1)
+        while not pending.is_empty():
+            if pending.has_ready():
+                for fut in pending.next_batch(block=False):
+                    if fut.status == "error":
+                        fut.result()  # raises the task's exception here, with its traceback
+                    bar.update(1)
+                gone_since = None
+                continue
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 1.0
+                why = _cluster_gone(client)
+                if why is None:
+                    gone_since = None
+                elif gone_since is None:
+                    gone_since = now
+                elif now - gone_since > WORKER_GRACE:
+                    raise ClusterLost(f"{why} for {WORKER_GRACE:g} s (--wait-workers) with "
+                                      f"{pending.count()} of {total} '{label}' tasks still "
+                                      "to run; finished chunks are checkpointed: run again "
+                                      "to resume")
+            time.sleep(0.02)
 
 
 def _disabled() -> bool | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import BIN, REPO, free_port, leftovers
+from conftest import BIN, REPO, free_port, leftovers, run_dirs
 from riskdask.errors import ClusterUnavailable, OutputError
 from riskdask.schedule import (MIN_FREE_BYTES, RunLock, check_free_space, clean_stale,
                                estimate_run_bytes)
@@ -310,3 +310,28 @@ def test_disk_full_names_the_file(tmp_path, local_client):
                     client=local_client(2), out=mnt / "runs", checkpoint=False)
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_losing_every_worker_mid_run_exit_1_checkpoints_kept(cli_cluster, tmp_path):
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "riskdask", "run", "selfcheck", "--scheduler",
+                             cli_cluster.address, "--wait-workers", "2", "--out", str(out),
+                             "--quiet", "--set", "n_samples=1600000", "--set",
+                             "chunk_size=100000", "--set", "jitter_ms=400"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = out / ".checkpoints" / "selfcheck"
+    deadline = time.monotonic() + 120
+    while not list(store.rglob("*.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    cli_cluster.kill_worker("worker-1")
+    cli_cluster.kill_worker("worker-2")
+    t0 = time.monotonic()
+    _, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert proc.returncode == 1, stderr
+    line = _one_error_line(stderr)
+    assert "no workers left for 2 s" in line and "run again to resume" in line
+    assert took < 15, took
+    assert list(store.rglob("*.ckpt"))                 # kept for the next run
+    assert run_dirs(out, "selfcheck") == []
