@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -335,3 +334,25 @@ def test_losing_every_worker_mid_run_exit_1_checkpoints_kept(cli_cluster, tmp_pa
     assert took < 15, took
     assert list(store.rglob("*.ckpt"))                 # kept for the next run
     assert run_dirs(out, "selfcheck") == []
+
+
+def test_quiet_hides_the_dashboard_port_warning(tmp_path):
+    """With the dashboard port taken (by us, or by another cluster), ``--quiet`` prints
+    nothing on a successful run: no 'Port 8787 is already in use' from Dask."""
+    holder = socket.socket()
+    try:
+        holder.bind(("", 8787))
+        holder.listen(1)
+    except OSError:
+        holder.close()
+        holder = None                                # already taken by someone: same case
+    try:
+        r = subprocess.run([sys.executable, "-m", "riskdask", "run", "selfcheck", "--workers",
+                            "1", "--out", str(tmp_path / "runs"), "--quiet", *SMALL], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        if holder is not None:
+            holder.close()
+    assert r.returncode == 0, r.stderr
+    assert "already in use" not in r.stderr
+    assert r.stderr.strip() == "", r.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -161,8 +162,6 @@ def test_scheduler_and_workers_in_separate_namespaces_over_tls(local_client, tmp
                     for p in tmp_path.glob("*.log")}
             assert r.returncode == 0, (r.stderr, logs)
             [run] = run_dirs(out, "selfcheck")
-            import json
-
             manifest = json.loads((run / "manifest.json").read_text())
             assert manifest["cluster"]["scheduler"] == address
             assert manifest["cluster"]["n_workers"] == 2
