@@ -102,7 +102,12 @@ def _check_resumed(res, before, after, reference):
 def test_killed_job_resumes_automatically_and_matches(job, local_client, tmp_path):
     sets = JOBS[job]
     out = tmp_path / "runs"
-    store, before = _kill_attempt(job, sets, out, tmp_path / "c1")
+    # the uninterrupted reference first: how many partials a whole run writes, so that the
+    # kill lands half-way (a sub-forest's chunk is done only once all its branches are in)
+    reference = run_job(job, overrides=sets, client=local_client(2), out=tmp_path / "ref",
+                        keep_checkpoint=True)
+    total = len(_files(_store(job, sets, str(tmp_path / "ref" / ".checkpoints"))))
+    store, before = _kill_attempt(job, sets, out, tmp_path / "c1", min_files=total // 2)
     assert (out / job).glob(".lock-*")             # the dead client's lock file is still there
     (tmp_path / "c2").mkdir()
     with start_cli_cluster(tmp_path / "c2") as cc:
@@ -110,8 +115,6 @@ def test_killed_job_resumes_automatically_and_matches(job, local_client, tmp_pat
         # run), and cleans the stale lock with a note
         res = run_job(job, overrides=sets, scheduler=cc.address, out=out, keep_checkpoint=True)
     after = _files(store)
-    reference = run_job(job, overrides=sets, client=local_client(2), out=tmp_path / "ref",
-                        checkpoint=False)
     _check_resumed(res, before, after, reference)
     assert any("did not finish" in n for n in res.manifest["notes"])
     assert any("stale lock" in n for n in res.manifest["notes"])
