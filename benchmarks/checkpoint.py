@@ -50,17 +50,18 @@ def _compute(res) -> float:
     return float(res.manifest["timings"]["compute"])
 
 
-def overhead(job: str, client, work: Path) -> tuple[float, float, object]:
+def overhead(job: str, client, work: Path, pairs: int = 2) -> tuple[float, float, object]:
     times = {True: [], False: []}
     last = None
-    for i, ck in enumerate((False, True, True, False)):
+    order = (False, True, True, False) if pairs == 2 else (False, True)
+    for i, ck in enumerate(order):
         res = run_job(job, CASES[job], client=client, out=work / f"o-{job}-{i}",
                       checkpoint=None if ck else False, history=False)
         times[ck].append(_compute(res))
         if ck:
             assert res.manifest["checkpoints"]["computed"] > 0
             last = res
-    return sum(times[True]) / 2, sum(times[False]) / 2, last
+    return (sum(times[True]) / len(times[True]), sum(times[False]) / len(times[False]), last)
 
 
 def resume(job: str, client, work: Path, reference) -> tuple[float, float, int, int]:
@@ -94,6 +95,9 @@ def resume(job: str, client, work: Path, reference) -> tuple[float, float, int, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--pairs", type=int, default=2, choices=(1, 2),
+                    help="2: A B B A order (default); 1: one A B pair (a quick look)")
+    ap.add_argument("--no-resume", action="store_true", help="only the overhead")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="riskdask-bench-ckpt-"))
     rows = []
@@ -101,14 +105,18 @@ def main() -> None:
         with connect(n_workers=2, quiet=True) as client:
             for job in args.jobs:
                 load0 = _load()
-                with_ck, without, last = overhead(job, client, work)
+                with_ck, without, last = overhead(job, client, work, args.pairs)
                 rows.append((f"{job}: compute, checkpoints vs none", f"{with_ck:.2f} s",
                              f"{without:.2f} s", f"{with_ck / without:.3f}", load0))
+                print(*rows[-1], sep="  |  ", flush=True)
+                if args.no_resume:
+                    continue
                 load1 = _load()
                 resumed, full, reused, computed = resume(job, client, work, last)
                 rows.append((f"{job}: resumed after a half-way kill vs uninterrupted "
                              f"({reused} reused, {computed} computed)",
                              f"{resumed:.2f} s", f"{full:.2f} s", f"{resumed / full:.3f}", load1))
+                print(*rows[-1], sep="  |  ", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     head = ("case", "ours", "baseline", "ratio", "load avg (1/5/15 min)")

@@ -245,10 +245,10 @@ def _atomic_write(fs, path: str, data: bytes) -> None:
     if _is_local(fs):
         import os
 
+        # No fsync: a killed process cannot tear a renamed file (the page cache outlives it);
+        # only a machine crash could leave it short, and then its checksum fails on load.
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
         return
     try:
