@@ -22,13 +22,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/riskdask run all
 
-# Debian packages the tests use: chromium (report.html checked in a headless browser) and
-# openssh-server (a real sshd on 127.0.0.1 for the SSH cluster test). Installed when missing;
+# Debian packages the tests use: chromium (report.html checked in a headless browser),
+# openssh-server (a real sshd on 127.0.0.1 for the SSH cluster test) and iproute2 (`ip netns`
+# for the multi-host test in network namespaces). Installed when missing;
 # that needs root (CI runs as root); anyone else gets the command to run.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || missing="$$missing openssh-server"; \
+	{ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ]; } || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing (apt-get)"; \

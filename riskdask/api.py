@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,8 +34,10 @@ from .io import Record
 from .protocol import JobContext, Outputs, Streams
 from .registry import get_job
 from .report import render_report
-from .run import RunDirectory, package_versions, to_jsonable, write_json, write_outputs
-from .schedule import RunLock, prune_runs, update_latest
+from .run import (RunDirectory, package_versions, to_jsonable, write_json, write_outputs,
+                  writing)
+from .schedule import (RunLock, check_free_space, clean_stale, estimate_run_bytes, prune_runs,
+                       update_latest)
 
 __all__ = ["JobResult", "run_job", "validate_job", "ClientProvider"]
 
@@ -66,7 +70,8 @@ class ClientProvider:
     """Connects to a cluster on first use and shares it across jobs; ``close()`` ends it."""
 
     def __init__(self, *, client=None, scheduler: str | None = None, cluster=None,
-                 n_workers: int | None = None, security=None, quiet: bool = False):
+                 n_workers: int | None = None, security=None, quiet: bool = False,
+                 connect_timeout: float | None = None, wait_workers: float | None = None):
         from .cluster import load_spec, with_security
 
         self._client = client
@@ -75,7 +80,8 @@ class ClientProvider:
         if cluster is not None:
             with_security(cluster, security)  # a kind that takes no TLS fails now too
         self._kw = dict(scheduler=scheduler, cluster=cluster, n_workers=n_workers,
-                        security=security, quiet=quiet)
+                        security=security, quiet=quiet, connect_timeout=connect_timeout,
+                        wait_workers=wait_workers)
         self._stack = contextlib.ExitStack()
 
     def __call__(self):
@@ -130,7 +136,11 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
             cluster: str | Path | None = None, n_workers: int | None = None,
             out: str | Path = "runs", quiet: bool = True,
             client_provider: Callable[[], Any] | None = None, security=None,
-            keep: int | None = None, lock: bool = True) -> JobResult:
+            keep: int | None = None, lock: bool = True,
+            checkpoint: str | Path | bool | None = None, resume: bool | None = None,
+            keep_checkpoint: bool = False, profile: bool = False,
+            connect_timeout: float | None = None, wait_workers: float | None = None,
+            history: bool = True) -> JobResult:
     """Run one job end to end and write its run directory atomically.
 
     Parameters
@@ -155,6 +165,22 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
         Refuse to start (:class:`riskdask.schedule.RunLocked`) while another run of the same
         job and config holds ``<out>/<job>/.lock-<config hash>``; on success point
         ``<out>/<job>/latest`` at the new run directory.
+    checkpoint : path, fsspec URL, or bool, optional
+        Where chunk partials are checkpointed (:mod:`riskdask.checkpoint`); default
+        ``<out>/.checkpoints``; ``False`` turns checkpointing off.
+    resume : bool, optional
+        ``True``: reuse every checkpointed chunk of this config; ``False``: start afresh;
+        ``None`` (default): resume when the previous attempt of this config did not finish
+        (it was killed or failed), so a scheduled run picks up where the last one died.
+    keep_checkpoint : bool
+        Keep the checkpoints after success (default: removed).
+    profile : bool
+        Save Dask's ``performance_report`` as ``dask-performance.html`` in the run directory.
+    connect_timeout, wait_workers : float, optional
+        As the CLI's ``--connect-timeout`` / ``--wait-workers`` (an existing scheduler).
+    history : bool
+        Append the run's headline figures to ``<out>/<job>/history.parquet`` and show the
+        history in the report.
 
     Returns
     -------
@@ -164,11 +190,26 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     loaded = load_config(job, spec.config, config, overrides)
     if keep is not None and keep < 1:
         raise ValueError("keep must be at least 1")
-    run_lock = RunLock(Path(out) / job, loaded.hash).acquire() if lock else None
+    job_dir = Path(out) / job
+    run_lock = RunLock(job_dir, loaded.hash).acquire() if lock else None
     try:
+        notes = clean_stale(job_dir, own_lock=run_lock).notes if lock else []
+        if run_lock is not None and run_lock.previous_holder:
+            notes.insert(0, f"took over the stale lock {run_lock.path.name} "
+                            f"({run_lock.previous_holder}; that process is gone)")
+        store = _checkpoint_store(checkpoint, out, job, loaded)
+        check_free_space(job_dir, estimate_run_bytes(job_dir))
+        resume, note = _decide_resume(store, resume)
+        notes += [note] if note else []
+        for line in notes:
+            _say(line, quiet)
         result = _run_locked(spec, loaded, client=client, scheduler=scheduler,
                              cluster=cluster, n_workers=n_workers, out=out, quiet=quiet,
-                             client_provider=client_provider, security=security)
+                             client_provider=client_provider, security=security,
+                             store=store, resume=resume, keep_checkpoint=keep_checkpoint,
+                             profile=profile, notes=notes, history=history,
+                             connect=dict(connect_timeout=connect_timeout,
+                                          wait_workers=wait_workers))
         # Still under the lock, so a later run of this config cannot be overtaken here.
         if lock:
             update_latest(result.run_dir.parent, result.run_dir)
@@ -182,14 +223,59 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     return result
 
 
+def _say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _checkpoint_store(checkpoint, out, job: str, loaded):
+    """The run's :class:`~riskdask.checkpoint.CheckpointStore`, or None when turned off."""
+    if checkpoint is False:
+        return None
+    from .checkpoint import CheckpointStore, full_config_hash
+
+    url = str(Path(out) / ".checkpoints") if checkpoint in (None, True) else str(checkpoint)
+    return CheckpointStore(url, job=job, config_hash=full_config_hash(job, loaded.config))
+
+
+def _decide_resume(store, resume: bool | None) -> tuple[bool, str | None]:
+    """Whether to reuse checkpoints, and a note saying why (``resume`` None: automatic)."""
+    if store is None:
+        return False, None
+    meta = _read_meta(store)
+    unfinished = meta is not None and meta.get("status") in ("running", "failed")
+    n = store.count() if (resume or (resume is None and unfinished)) else 0
+    if resume is None and unfinished and n:
+        return True, (f"resuming: the previous attempt of this config (pid {meta.get('pid')} "
+                      f"on {meta.get('host')}, started {meta.get('started')}) did not finish; "
+                      f"reusing its {n} checkpointed partial(s) from {store.location()}")
+    if resume and n:
+        return True, f"resuming from {n} checkpointed partial(s) in {store.location()}"
+    if resume:
+        return True, f"--resume: no checkpoints of this config in {store.location()}; computing all"
+    if store.exists():
+        store.clear()   # a fresh start never mixes in partials of an earlier attempt
+    return False, None
+
+
+def _read_meta(store) -> dict | None:
+    try:
+        with store.fs.open(f"{store.root}/meta.json", "rb") as fh:
+            return json.loads(fh.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
 def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, quiet,
-                client_provider, security) -> JobResult:
+                client_provider, security, store=None, resume=False, keep_checkpoint=False,
+                profile=False, notes=(), history=True, connect=None) -> JobResult:
     """The generic run path (body of :func:`run_job`, called with the run lock held):
     load, compute, write outputs, manifest and report, rename into place."""
     cfg = loaded.config
     provider = client_provider or ClientProvider(client=client, scheduler=scheduler,
                                                  cluster=cluster, n_workers=n_workers,
-                                                 security=security, quiet=quiet)
+                                                 security=security, quiet=quiet,
+                                                 **(connect or {}))
     own_provider = client_provider is None
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -198,19 +284,37 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
                      streams=Streams(getattr(cfg, "seed", 0), spec.primary_stream),
                      client_factory=provider)
     run_dir = None
+    from .engine import use_checkpoints, worker_grace
+
+    profile_file = None
     try:
         with _config_errors_name(loaded.source):
             with ctx.stage("load"):
                 inputs = spec.load(cfg, record)
-            with ctx.stage("compute"):
-                outputs = spec.compute(cfg, inputs, ctx)
+            meta = dict(status="running", pid=os.getpid(), host=platform.node(),
+                        started=started.isoformat(timespec="seconds"),
+                        config_source=loaded.source)
+            with contextlib.ExitStack() as stack:
+                if profile:
+                    profile_file = _start_profile(stack, ctx)
+                checkpoint_log = stack.enter_context(use_checkpoints(store, resume=resume,
+                                                                     meta=meta))
+                stack.enter_context(worker_grace((connect or {}).get("wait_workers")))
+                with ctx.stage("compute"):
+                    outputs = spec.compute(cfg, inputs, ctx)
         if not isinstance(outputs, Outputs):
             raise TypeError(f"{spec.name}: compute returned {type(outputs).__name__}, "
                             "not riskdask.protocol.Outputs")
         summary = to_jsonable(outputs.summary)
         run_dir = RunDirectory(out, spec.name, loaded.hash, started)
+        history_row = None
+        if history:
+            history_row = _add_history(outputs, spec.name, run_dir, loaded.hash, record,
+                                       summary)
         with ctx.stage("write"):
             tables, figures = write_outputs(run_dir.tmp, outputs)
+        if profile_file is not None:
+            shutil.move(profile_file, run_dir.tmp / PROFILE_FILE)
         manifest = {
             "job": spec.name,
             "riskdask_version": package_versions().get("riskdask"),
@@ -231,6 +335,12 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
             "host": platform.node(),
             "command": sys.argv,
             "outputs": {"tables": tables, "figures": [f.path for f in figures]},
+            "checkpoints": None if store is None else {
+                "store": store.location(), "resumed": bool(resume), "plans": checkpoint_log,
+                "reused": int(sum(p["reused"] for p in checkpoint_log)),
+                "computed": int(sum(p["computed"] for p in checkpoint_log))},
+            "profile": PROFILE_FILE if profile_file is not None else None,
+            "notes": list(notes),
         }
         write_json(run_dir.tmp / "summary.json", summary)
         write_json(run_dir.tmp / "manifest.json", manifest)
@@ -239,14 +349,71 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
                              headline=spec.headline(summary) if spec.headline else None,
                              figures=figures, tables=tables, sections=outputs.sections,
                              manifest=to_jsonable(manifest), run_name=run_dir.name)
-        (run_dir.tmp / "report.html").write_text(page, encoding="utf-8")
+        with writing(run_dir.tmp / "report.html"):
+            (run_dir.tmp / "report.html").write_text(page, encoding="utf-8")
         final = run_dir.commit()
     except BaseException:
         if run_dir is not None:
             run_dir.abort()
+        if store is not None:   # keep the partials for --resume (or the next scheduled run)
+            with contextlib.suppress(Exception):
+                if not store.exists():
+                    raise FileNotFoundError  # nothing was checkpointed: leave nothing
+                store.write_meta(status="failed", pid=os.getpid(), host=platform.node(),
+                                 started=started.isoformat(timespec="seconds"),
+                                 config_source=loaded.source)
         raise
     finally:
         if own_provider:
             provider.close()
+        if profile_file is not None and Path(profile_file).exists():
+            Path(profile_file).unlink()
+    if history_row is not None:  # the run is in place: a history problem only warns
+        from .history import append
+
+        history_row["run"] = final.name
+        try:
+            append(final.parent, history_row)
+        except Exception as exc:  # noqa: BLE001
+            _say(f"warning: run history not updated: {exc}", False)
+    if store is not None:
+        if keep_checkpoint:
+            store.write_meta(status="complete", run=final.name)
+        else:
+            store.clear()
     return JobResult(job=spec.name, summary=json.loads((final / "summary.json").read_text()),
                      run_dir=final, config=cfg, manifest=manifest)
+
+
+#: Dask's performance report inside the run directory (``--profile``).
+PROFILE_FILE = "dask-performance.html"
+
+
+def _start_profile(stack: contextlib.ExitStack, ctx) -> str:
+    """Record Dask's ``performance_report`` (task stream, worker profiles, bandwidth) for the
+    compute stage into a temporary file; returns its path."""
+    import tempfile
+
+    from distributed import performance_report
+
+    ctx.client  # the report attaches to the running client
+    fd, path = tempfile.mkstemp(prefix="riskdask-profile-", suffix=".html")
+    os.close(fd)
+    stack.enter_context(performance_report(filename=path))
+    return path
+
+
+def _add_history(outputs, job: str, run_dir, config_hash: str, record, summary) -> dict:
+    """This run's history row; the history so far, with it, as a report section and figure."""
+    from . import history as hist
+
+    row = hist.history_row(job, run=run_dir.name,
+                           finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           config_hash=config_hash, inputs=record.inputs, summary=summary)
+    table = hist.with_row(run_dir.job_dir, row)
+    outputs.section("Run history", hist.history_html(table))
+    outputs.figure("history", hist.history_figure(table, job),
+                   caption=f"Headline figures of the last {len(table)} run(s) of {job}, oldest "
+                           "first (error bars: one standard error or the quartiles over "
+                           "splits; dashed: config or inputs changed)")
+    return row

@@ -14,7 +14,7 @@ import traceback
 import click
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, InputError, OutputError
 from .report import flatten, format_value
 from .schedule import EXIT_LOCKED, RunLocked
 
@@ -101,8 +101,28 @@ def validate_cmd(job, config, overrides):
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
               help="TLS: this node's private key (PEM), if not inside --tls-cert.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or cluster messages.")
+@click.option("--resume/--no-resume", default=None,
+              help="Reuse the chunks checkpointed by an earlier attempt of the same job and "
+                   "config (default: only when that attempt did not finish); --no-resume "
+                   "starts afresh.")
+@click.option("--checkpoint", "checkpoint", metavar="URL",
+              help="Checkpoint store: a local folder or any fsspec URL (s3://bucket/prefix, "
+                   "file:///..., ...) the workers and this process can both reach "
+                   "(default: <out>/.checkpoints).")
+@click.option("--no-checkpoint", is_flag=True, help="Do not checkpoint chunk partials.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep the checkpoints after success (default: removed).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Seconds an existing scheduler may take to answer (default 5).")
+@click.option("--wait-workers", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Seconds to wait for an existing scheduler's first worker, and for a worker "
+                   "to come back when a run has lost them all (default 60).")
+@click.option("--profile", is_flag=True,
+              help="Save Dask's performance report (task stream, worker profiles, bandwidth) "
+                   "as dask-performance.html in the run directory, linked from report.html.")
 def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, out, keep,
-            tls_ca, tls_cert, tls_key, quiet):
+            tls_ca, tls_cert, tls_key, quiet, resume, checkpoint, no_checkpoint,
+            keep_checkpoint, connect_timeout, wait_workers, profile):
     """Run one or more jobs (or `all`) and write their run directories.
 
     A run holds a lock per job and config: while it runs, a second run of the same job and
@@ -124,14 +144,24 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
             raise click.UsageError("TLS needs at least --tls-ca and --tls-cert")
         security = SecuritySpec(ca_file=tls_ca, cert=tls_cert, key=tls_key)
     set_progress(False if quiet else None)
+    if no_checkpoint and checkpoint:
+        raise click.UsageError("give either --checkpoint or --no-checkpoint")
     locked = []
     with ClientProvider(scheduler=scheduler, cluster=cluster_spec, n_workers=n_workers,
-                        security=security, quiet=quiet) as provider:
+                        security=security, quiet=quiet, connect_timeout=connect_timeout,
+                        wait_workers=wait_workers) as provider:
+        if scheduler:  # a wrong address fails now, before any job is loaded
+            provider()
         for name in names:
             try:
                 result = run_job(name, config, overrides=overrides, out=out,
-                                 client_provider=provider, keep=keep)
+                                 client_provider=provider, keep=keep, quiet=quiet,
+                                 checkpoint=False if no_checkpoint else checkpoint,
+                                 resume=resume, keep_checkpoint=keep_checkpoint,
+                                 profile=profile, wait_workers=wait_workers)
             except RunLocked as exc:  # the other jobs of `run all` still run
+                if len(names) == 1:
+                    raise
                 click.echo(f"skipped {name}: {exc}", err=True)
                 locked.append(name)
                 continue
@@ -139,6 +169,31 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
     if locked:
         raise RunLocked(f"{len(locked)} job(s) skipped because a run was in progress: "
                         f"{', '.join(locked)}")
+
+
+@cli.command("history")
+@click.argument("job")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs folder the job's runs were written to.")
+@click.option("--last", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Show the last N runs.")
+def history_cmd(job, out, last):
+    """Headline figures of the job's earlier runs, with the change since the previous run and
+    a mark where the config or the inputs changed."""
+    from pathlib import Path
+
+    from .history import HISTORY_FILE, format_history, read
+    from .registry import get_job
+
+    get_job(job)
+    table = read(Path(out) / job)
+    if table.empty:
+        raise InputError(f"no run history yet for {job} in {Path(out) / job / HISTORY_FILE}")
+    rows = format_history(table, limit=last)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))).rstrip())
 
 
 def _print_headline(result) -> None:
@@ -172,11 +227,15 @@ def main(argv=None) -> int:
         return EXIT_LOCKED
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # one line, as for every other bad input
+        click.echo(f"error: {exc.format_message()}", err=True)
         return EXIT_BAD_INPUT
+    except OutputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILURE
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("interrupted: no run directory was written", err=True)
+        click.echo("interrupted: no run directory was written (chunks already computed are "
+                   "checkpointed: the next run of this config resumes from them)", err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last-resort reporting for the CLI
         if debug:

@@ -32,12 +32,20 @@ from typing import Any, ClassVar, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .config import read_toml, validate_config
-from .errors import ConfigError
+from .errors import ClusterUnavailable, ConfigError
 
 __all__ = ["SecuritySpec", "LocalSpec", "AddressSpec", "SSHSpec", "SlurmSpec", "PBSSpec",
            "KubernetesSpec", "EC2Spec", "GCPSpec", "SPEC_KINDS", "load_spec", "connect",
            "describe_cluster", "default_n_workers", "BATCH_DASK_DEFAULTS",
-           "use_batch_dask_defaults"]
+           "use_batch_dask_defaults", "deferred_interrupts", "CONNECT_TIMEOUT", "WAIT_WORKERS"]
+
+#: Seconds to wait for a scheduler to accept the connection (``--connect-timeout``). A refused
+#: or unreachable address fails after this long instead of Dask's 30 s; raise it for a slow
+#: network or a scheduler that is still starting.
+CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for a connected scheduler to have at least one worker (``--wait-workers``)
+#: before giving up with exit code 2 -- time for workers that are still starting to join.
+WAIT_WORKERS = 60.0
 
 #: Dask settings for batch jobs whose tasks run for seconds. Measured on an idle 2-worker
 #: LocalCluster (2 cores): Dask's defaults burn 2.7 CPU-seconds every 20 s -- the worker
@@ -197,7 +205,10 @@ class AddressSpec(_Spec):
 
     kind: Literal["address"] = "address"
     address: str = Field(..., pattern=r"^(tcp|tls|ws|wss|inproc|ucx)://.+")
-    timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
+    timeout: float = Field(CONNECT_TIMEOUT, gt=0,
+                           description="seconds to wait for the scheduler to answer")
+    wait_workers: float = Field(WAIT_WORKERS, ge=0,
+                                description="seconds to wait for the first worker")
     security: SecuritySpec | None = None
 
 
@@ -542,7 +553,8 @@ def _say(message: str, quiet: bool) -> None:
 @contextlib.contextmanager
 def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | None = None,
             n_workers: int | None = None, security: SecuritySpec | None = None,
-            quiet: bool = False) -> Iterator:
+            quiet: bool = False, connect_timeout: float | None = None,
+            wait_workers: float | None = None) -> Iterator:
     """Yield a connected client; close it (and any cluster started here) on the way out.
 
     Parameters
@@ -557,8 +569,26 @@ def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | N
         TLS files (the CLI's ``--tls-ca``/``--tls-cert``/``--tls-key``); replaces the spec's
         ``[security]`` section.
     quiet : bool
-        Do not print the dashboard link.
+        Do not print the dashboard link, nor Dask's warning that the dashboard port is taken.
+    connect_timeout : float, optional
+        Seconds to wait for a scheduler at an address to answer (default: the spec's
+        ``timeout``, :data:`CONNECT_TIMEOUT` = 5 s).
+    wait_workers : float, optional
+        Seconds to wait for a scheduler at an address to have a worker (default: the spec's
+        ``wait_workers``, :data:`WAIT_WORKERS` = 60 s).
+
+    Raises
+    ------
+    ClusterUnavailable
+        The scheduler refused or did not answer in time, or had no worker after the wait;
+        the message names the address (exit code 2).
+    KeyboardInterrupt
+        On SIGINT/SIGTERM while a local cluster starts: the signal is held until the
+        cluster is up, which is then shut down cleanly (no half-started cluster, no
+        traceback).
     """
+    import warnings
+
     from distributed import Client
 
     if scheduler and cluster:
@@ -573,26 +603,168 @@ def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | N
     spec = with_security(spec, security)
 
     with contextlib.ExitStack() as stack:
+        if quiet:  # a second local cluster's dashboard moves to another port: not news
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
         if isinstance(spec, AddressSpec):
             sec = spec.dask_security()
             if spec.address.startswith("tls://") and sec is None and not _tls_in_dask_config():
                 raise ConfigError(f"{spec.address} is a TLS scheduler: give --tls-ca, --tls-cert "
                                   "and --tls-key (or a [security] section)", key="--scheduler")
-            try:
-                client = Client(spec.address, timeout=spec.timeout, security=sec)
-            except OSError as exc:
-                raise ConfigError(f"cannot reach the scheduler at {spec.address}: {exc}",
-                                  key="--scheduler") from None
+            client = _connect_address(spec, sec, connect_timeout or spec.timeout)
             stack.callback(client.close)
             _say(f"connected to scheduler {spec.address}", quiet)
+            _wait_for_a_worker(client, spec.address,
+                               spec.wait_workers if wait_workers is None else wait_workers, quiet)
         else:
-            cluster_obj = spec.build()
-            stack.callback(cluster_obj.close)
-            client = Client(cluster_obj)
-            stack.callback(client.close)
+            # A signal during the start of a local cluster would leave a half-started one
+            # that Dask's exit hook then fails to close (``AssertionError: Status.init``):
+            # hold it until the cluster is up and registered for shutdown.
+            with deferred_interrupts(isinstance(spec, LocalSpec)):
+                cluster_obj = spec.build()
+                stack.callback(cluster_obj.close)
+                client = Client(cluster_obj)
+                stack.callback(client.close)
         if client.dashboard_link:
             _say(f"Dask dashboard: {client.dashboard_link}", quiet)
         yield client
+
+
+def _connect_address(spec: AddressSpec, security, timeout: float):
+    """A client for ``spec.address``, or :class:`ClusterUnavailable` within ~``timeout`` s.
+
+    A refused TCP connection is reported at once (Dask itself would retry it for the whole
+    timeout); an address that does not answer takes the timeout.
+    """
+    from distributed import Client
+
+    def unavailable(reason: str) -> ClusterUnavailable:
+        return ClusterUnavailable(
+            f"cannot reach the scheduler at {spec.address} ({reason}); check the address and "
+            "that the scheduler is running, or allow longer with --connect-timeout")
+
+    import time
+
+    deadline = time.monotonic() + timeout       # one budget for the whole check
+    _probe_tcp(spec.address, timeout, unavailable)
+    _probe_scheduler(spec.address, security, max(0.5, deadline - time.monotonic()), unavailable,
+                     budget=timeout)
+    try:
+        return Client(spec.address, timeout=timeout, security=security)
+    except (OSError, TimeoutError) as exc:
+        raise unavailable(f"no answer within {timeout:g} s: {str(exc).splitlines()[0]}") from None
+
+
+def _probe_scheduler(address: str, security, timeout: float, unavailable, *,
+                     budget: float | None = None) -> None:
+    """Ask ``address`` who it is, with a hard ``timeout``.
+
+    ``distributed.Client(timeout=...)`` bounds the TCP connect only: a port that accepts and
+    then stays silent (a hung scheduler, another service) blocks it for ever. This asks the
+    ``identity`` of the server on its own event loop (in a helper thread, so it also works
+    under a running loop, e.g. Jupyter), and gives up after ``timeout``.
+    """
+    import asyncio
+    import concurrent.futures
+
+    from distributed import Security
+    from distributed.comm import connect as comm_connect
+
+    async def identity():
+        args = (security or Security()).get_connection_args("client")
+        comm = await comm_connect(address, timeout=timeout, **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def run():
+        return asyncio.run(asyncio.wait_for(identity(), timeout))
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="probe") as pool:
+        try:
+            info = pool.submit(run).result(timeout=timeout + 5)
+        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
+            raise unavailable(f"no answer within {budget or timeout:g} s") from None
+        except OSError as exc:
+            raise unavailable(f"no answer within {budget or timeout:g} s: "
+                              f"{str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # noqa: BLE001 - something answered, but not a Dask scheduler
+            raise unavailable(f"the address answers but not as a Dask scheduler "
+                              f"({type(exc).__name__}); is it the right port and protocol?"
+                              ) from None
+    if not (isinstance(info, dict) and info.get("type") == "Scheduler"):
+        kind = info.get("type") if isinstance(info, dict) else type(info).__name__
+        raise unavailable(f"the address answers but is not a Dask scheduler ({kind})")
+
+
+def _probe_tcp(address: str, timeout: float, unavailable) -> None:
+    """Fail fast on a refused or unresolvable ``tcp://``/``tls://`` address."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parse_host_port(location)
+    except ValueError:
+        raise unavailable("not a host:port address") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        raise unavailable("connection refused: nothing listens on that port") from None
+    except socket.gaierror as exc:
+        raise unavailable(f"unknown host {host!r}: {exc.strerror}") from None
+    except (TimeoutError, socket.timeout):
+        raise unavailable(f"no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise unavailable(exc.strerror or str(exc)) from None
+
+
+def _wait_for_a_worker(client, address: str, timeout: float, quiet: bool) -> None:
+    """Return once the scheduler has a worker; :class:`ClusterUnavailable` after ``timeout``."""
+    if client.scheduler_info().get("workers"):
+        return
+    _say(f"waiting up to {timeout:g} s for a worker to join {address} (--wait-workers)", quiet)
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError):
+        raise ClusterUnavailable(
+            f"the scheduler at {address} has no workers: none joined within {timeout:g} s "
+            "(--wait-workers); start some with `dask worker " + address + "`") from None
+
+
+@contextlib.contextmanager
+def deferred_interrupts(enabled: bool = True) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM during the block; raise ``KeyboardInterrupt`` after it if one came.
+
+    For short critical sections (starting a local cluster) that must not be torn in half.
+    Only in the main thread, where Python runs signal handlers.
+    """
+    import signal
+    import threading
+
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in signals}
+    try:
+        yield
+    except Exception as exc:
+        if received:  # e.g. workers killed by the same signal (a process-group SIGTERM)
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _tls_in_dask_config() -> bool:
@@ -613,6 +785,8 @@ def describe_cluster(client) -> dict:
         "threads": int(sum(w.get("nthreads", 0) for w in workers.values())),
         "memory_bytes": int(sum(w.get("memory_limit", 0) or 0 for w in workers.values())),
         "dashboard": client.dashboard_link,
+        "worker_names": sorted(f"{w.get('name', addr)} ({addr}, {w.get('nthreads', 0)} thread(s))"
+                               for addr, w in workers.items())[:64],
     }
 
 

@@ -18,11 +18,18 @@ Two variations of the same pattern: :func:`map_reduce` with ``rows=`` sends each
 own rows (row-partitioned data such as scores to sweep), and :func:`map_branches` keeps each
 chunk's output on its worker (a fitted sub-forest) and reduces several branch kernels run on it.
 
+Checkpoints (:mod:`riskdask.checkpoint`): inside :func:`use_checkpoints` every plan's
+per-chunk partials -- the reduced kernel outputs, each branch's partials, or ``map_chunks``'
+results -- are written to the store by the worker task that computed them, and with
+``resume`` the chunks already there are loaded instead of computed. Loaded and computed
+partials enter the same tree at the same positions, so a resumed run is bit-identical.
+
 Kernels stay free of Dask; this module only plans, maps and reduces (dask-ml style).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import uuid
@@ -36,7 +43,8 @@ from tqdm.auto import tqdm
 
 __all__ = ["Chunk", "stream_seed", "spawn_streams", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
            "map_branches", "tree_reduce", "reduce_local", "aligned_inputs",
-           "scatter_rows", "set_progress", "TASK_RETRIES"]
+           "scatter_rows", "set_progress", "TASK_RETRIES", "use_checkpoints", "ClusterLost",
+           "worker_grace"]
 
 #: Times a plan is run when its scattered input was lost with a worker (see ``_run_plan``).
 PLAN_ATTEMPTS = 3
@@ -46,6 +54,35 @@ PLAN_ATTEMPTS = 3
 TASK_RETRIES = 2
 
 _progress: bool | None = None  # None: show a bar only when stderr is a terminal
+
+
+@dataclass
+class _Checkpointing:
+    store: Any                    # riskdask.checkpoint.CheckpointStore
+    resume: bool
+    meta: dict | None = None      # written to the store before its first plan
+    log: list = dataclasses.field(default_factory=list)
+
+
+_checkpointing: _Checkpointing | None = None
+
+
+@contextlib.contextmanager
+def use_checkpoints(store, *, resume: bool = False, meta: dict | None = None):
+    """Checkpoint every plan run inside the block to ``store``; reuse what is there if ``resume``.
+
+    Yields a list that receives one entry per plan: ``{"label", "plan", "chunks", "reused",
+    "computed"}`` (the manifest's ``checkpoints``). ``store`` None disables checkpointing.
+    ``meta`` is written to the store (``write_meta``) when the first plan starts, so a run
+    that fails before computing anything leaves no store behind.
+    """
+    global _checkpointing
+    previous = _checkpointing
+    _checkpointing = _Checkpointing(store, resume, meta) if store is not None else None
+    try:
+        yield _checkpointing.log if _checkpointing is not None else []
+    finally:
+        _checkpointing = previous
 
 
 def set_progress(enabled: bool | None) -> None:
@@ -254,15 +291,29 @@ def _align_members(obj: Any, depth: int) -> None:
             _align_members(value, depth - 1)
 
 
-def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, **kwargs):
-    """The task body: the kernel on its chunk, with the worker's shared input aligned."""
-    return kernel(chunk, aligned_inputs(shared), **kwargs)
+def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, *, _checkpoint=None, **kwargs):
+    """The task body: the kernel on its chunk, with the worker's shared input aligned.
+
+    With ``_checkpoint = (plan, part)`` the output is written to the checkpoint store before
+    it is returned: the chunk is safe once this task has finished, whatever dies next.
+    """
+    out = kernel(chunk, aligned_inputs(shared), **kwargs)
+    if _checkpoint is not None:
+        plan, part = _checkpoint
+        plan.save(part, chunk.index, out)
+    return out
 
 
-def _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label):
+def _load_checkpoint(plan, part: str, index: int):
+    """Task body of a checkpointed chunk: its partial, read back from the store."""
+    return plan.load(part, index)
+
+
+def _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label, checkpoint=None):
     """One task per chunk; ``inputs[i]`` is chunk i's input future (shared or its own rows)."""
     token = uuid.uuid4().hex[:8]
-    return [client.submit(_run_kernel, kernel, chunk, data, **(kernel_kwargs or {}),
+    extra = {"_checkpoint": checkpoint} if checkpoint is not None else {}
+    return [client.submit(_run_kernel, kernel, chunk, data, **(kernel_kwargs or {}), **extra,
                           retries=TASK_RETRIES, key=f"{label}-{token}-{chunk.index}",
                           priority=-chunk.index)
             for chunk, data in zip(chunks, inputs)]
@@ -280,25 +331,91 @@ def scatter_rows(client, rows: dict, chunks: Sequence[Chunk]) -> list:
     return client.scatter(pieces, hash=False)
 
 
+class ClusterLost(RuntimeError):
+    """Every worker is gone (or the scheduler is) and none came back within the grace time.
+
+    The chunks finished so far are checkpointed (when checkpoints are on): rerun to resume.
+    """
+
+
+#: Seconds a plan waits for a worker once the cluster has none (or the scheduler is
+#: unreachable) before :class:`ClusterLost`; ``run_job(wait_workers=...)`` /
+#: ``--wait-workers`` set it for a run.
+WORKER_GRACE = 60.0
+
+
+@contextlib.contextmanager
+def worker_grace(seconds: float | None):
+    """Use ``seconds`` as :data:`WORKER_GRACE` inside the block (None: leave it)."""
+    global WORKER_GRACE
+    previous = WORKER_GRACE
+    if seconds is not None:
+        WORKER_GRACE = float(seconds)
+    try:
+        yield
+    finally:
+        WORKER_GRACE = previous
+
+
+def _cluster_gone(client) -> str | None:
+    """Why the cluster cannot run anything now, or None."""
+    if client.status not in ("running", "newly-created"):
+        return f"the connection to the scheduler is lost (client {client.status})"
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except Exception:  # noqa: BLE001 - a dead scheduler
+        return "the scheduler does not answer"
+    return None if workers else "the cluster has no workers left"
+
+
 def _watch(futures: list, label: str, *, release: bool) -> None:
-    """Advance a progress bar as chunks finish.
+    """Advance a progress bar as chunks finish; fail if the cluster is gone for good.
 
     With ``release`` the caller's list is emptied, so the only references left to a finished
     chunk are the scheduler's: its partial is freed as soon as the combine step that needs it
     has run, and memory stays flat in the number of chunks.
+
+    Dask itself waits for ever for a worker to run the remaining tasks; here, once the
+    cluster has had no worker (or no scheduler) for :data:`WORKER_GRACE` seconds, the plan
+    stops with :class:`ClusterLost` (exit code 1), its finished chunks kept in the checkpoint
+    store.
     """
+    import time
+
     from distributed import as_completed
 
     total = len(futures)
+    if not total:
+        return
+    client = futures[0].client
     pending = as_completed(futures)
     if release:
         futures.clear()
+    gone_since, next_check = None, time.monotonic() + 1.0
     with tqdm(total=total, desc=label, unit="chunk", disable=_disabled(),
               leave=False, dynamic_ncols=True) as bar:
-        for fut in pending:
-            if fut.status == "error":
-                fut.result()  # raises the task's exception here, with its traceback
-            bar.update(1)
+        while not pending.is_empty():
+            if pending.has_ready():
+                for fut in pending.next_batch(block=False):
+                    if fut.status == "error":
+                        fut.result()  # raises the task's exception here, with its traceback
+                    bar.update(1)
+                gone_since = None
+                continue
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 1.0
+                why = _cluster_gone(client)
+                if why is None:
+                    gone_since = None
+                elif gone_since is None:
+                    gone_since = now
+                elif now - gone_since > WORKER_GRACE:
+                    raise ClusterLost(f"{why} for {WORKER_GRACE:g} s (--wait-workers) with "
+                                      f"{pending.count()} of {total} '{label}' tasks still "
+                                      "to run; finished chunks are checkpointed: run again "
+                                      "to resume")
+            time.sleep(0.02)
 
 
 def _disabled() -> bool | None:
@@ -371,9 +488,40 @@ def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any
     return _run_plan(client, kernel, chunks, shared, None, kernel_kwargs, label, None)
 
 
-def _run_branch(branch: Callable, output: Any, shared: Any):
-    """A branch task body: ``branch`` on one chunk's output, with the shared input aligned."""
-    return branch(output, aligned_inputs(shared))
+def _run_branch(branch: Callable, output: Any, shared: Any, checkpoint=None, index: int = -1):
+    """A branch task body: ``branch`` on one chunk's output, with the shared input aligned
+    (and its partial checkpointed, ``checkpoint = (plan, part)``)."""
+    out = branch(output, aligned_inputs(shared))
+    if checkpoint is not None:
+        plan, part = checkpoint
+        plan.save(part, index, out)
+    return out
+
+
+def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branches):
+    """The plan's checkpoints and the chunks already done, or ``(None, set())``."""
+    state = _checkpointing
+    if state is None:
+        return None, set(), []
+    from .checkpoint import plan_token
+
+    parts = ["out"] if branches is None else [f"b{b}" for b in range(len(branches))]
+    try:
+        token = plan_token(kernel, chunks, kernel_kwargs=kernel_kwargs,
+                           data=rows if rows is not None else shared, branches=branches)
+    except RuntimeError as exc:  # input dask cannot tokenize deterministically
+        state.log.append({"label": label, "plan": None, "chunks": len(chunks), "reused": 0,
+                          "computed": len(chunks), "note": f"not checkpointed: {exc}"})
+        return None, set(), parts
+    if state.meta is not None:
+        state.store.write_meta(**state.meta)
+        state.meta = None
+    plan = state.store.plan(label, token)
+    done = plan.done(parts) if state.resume else set()
+    done &= {c.index for c in chunks}
+    state.log.append({"label": label, "plan": plan.plan_id, "chunks": len(chunks),
+                      "reused": len(done), "computed": len(chunks) - len(done)})
+    return plan, done, parts
 
 
 def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
@@ -388,39 +536,71 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
     them, so a worker dying with the last copy cancels every partial that still needs it
     ("already forgotten"). The plan is deterministic, so scattering again and re-running it
     gives the identical result.
+
+    Under :func:`use_checkpoints` each computed partial is saved by its task, and chunks
+    found in the store (``resume``) are loaded by a task of their own in place of the kernel
+    (and its branches): the tree sees the same partials in the same places.
     """
     from concurrent.futures import CancelledError
 
     if rows is not None and shared is not None:
         raise ValueError("give either shared (broadcast) or rows (partitioned) input, not both")
+    plan, done, parts = _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label,
+                                         branches)
+    todo = [c for c in chunks if c.index not in done]
     for attempt in range(PLAN_ATTEMPTS):
-        if rows is not None:
-            inputs = scatter_rows(client, rows, chunks)
+        if not todo:
+            inputs = []
+        elif rows is not None:
+            inputs = scatter_rows(client, rows, todo)
         else:
-            inputs = [scatter_once(client, shared)] * len(chunks)
-        futures = _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label)
+            inputs = [scatter_once(client, shared)] * len(todo)
+        own = None
+        if plan is not None:
+            if branches is None:
+                own = (plan, "out")
+            else:
+                own = next(((plan, f"b{b}") for b, (branch, _) in enumerate(branches)
+                            if branch is None), None)
+        futures = _submit_chunks(client, kernel, todo, inputs, kernel_kwargs, label, own)
+        by_index = {c.index: (fut, data) for c, fut, data in zip(todo, futures, inputs)}
         try:
             if branches is None:
                 _watch(futures, label, release=False)
-                return client.gather(futures)
+                computed = dict(zip((c.index for c in todo), client.gather(futures)))
+                return [computed[c.index] if c.index in computed else plan.load("out", c.index)
+                        for c in chunks]
             leaves, roots = [], []
             token = uuid.uuid4().hex[:8]
             for b, (branch, combine) in enumerate(branches):
-                if branch is None:
-                    parts = list(futures)
-                else:
-                    parts = [client.submit(_run_branch, branch, fut, data, retries=TASK_RETRIES,
-                                           key=f"{label}-b{b}-{token}-{i}", priority=500 - i)
-                             for i, (fut, data) in enumerate(zip(futures, inputs))]
-                roots.append(tree_reduce(client, parts, combine,
+                parts_b = []
+                for i, c in enumerate(chunks):
+                    if c.index in done:
+                        parts_b.append(client.submit(
+                            _load_checkpoint, plan, f"b{b}", c.index, retries=TASK_RETRIES,
+                            key=f"{label}-load-b{b}-{token}-{c.index}", priority=500 - i))
+                        continue
+                    fut, data = by_index[c.index]
+                    if branch is None:
+                        parts_b.append(fut)
+                    else:
+                        ck = (plan, f"b{b}") if plan is not None else None
+                        parts_b.append(client.submit(
+                            _run_branch, branch, fut, data, ck, c.index, retries=TASK_RETRIES,
+                            key=f"{label}-b{b}-{token}-{i}", priority=500 - i))
+                roots.append(tree_reduce(client, parts_b, combine,
                                          label=label if branch is None else f"{label}-b{b}"))
-                leaves.extend(parts)
-                del parts
+                leaves.extend(parts_b)
+                del parts_b
             # Only the scheduler holds the outputs and partials now: each is freed once the
             # tasks that need it have run (memory flat in the number of chunks).
             futures.clear()
+            by_index.clear()
             _watch(leaves, label, release=True)
             return client.gather(roots)
         except CancelledError:
             if attempt == PLAN_ATTEMPTS - 1:
                 raise
+            if plan is not None and _checkpointing is not None:  # keep what was saved
+                done = plan.done(parts) & {c.index for c in chunks}
+                todo = [c for c in chunks if c.index not in done]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["InputError", "ConfigError", "EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT"]
+__all__ = ["InputError", "ConfigError", "ClusterUnavailable", "OutputError", "EXIT_OK",
+           "EXIT_FAILURE", "EXIT_BAD_INPUT"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -65,3 +66,18 @@ class InputError(Exception):
 
 class ConfigError(InputError):
     """A config file or ``--set`` override that does not validate."""
+
+
+class ClusterUnavailable(InputError):
+    """The cluster the user pointed at cannot be used: the scheduler refuses or does not
+    answer within the connect timeout, or it has no workers after the wait for them.
+
+    Exit code 2 like a bad config: the address (or spec) the user gave is what needs fixing,
+    and the message names it. Not a :class:`ConfigError`, so it is never blamed on the job's
+    config file.
+    """
+
+
+class OutputError(Exception):
+    """Writing a run's outputs failed (disk full, permissions ...); the message names the file
+    or folder. Exit code 1: the environment, not the input, needs fixing."""

@@ -122,9 +122,19 @@ def render_report(*, run_dir: Path, job: str, title: str, summary: dict, headlin
     parts.append("<p>Excluded rows: " + (", ".join(
         f"{e['count']:,} from {html.escape(e['source'])} ({html.escape(e['reason'])})" for e in excl)
         if excl else "none") + ".</p>")
-    cluster = manifest.get("cluster", {})
+    cluster = manifest.get("cluster") or {}
+    if manifest.get("profile"):
+        parts.append(f"<p>Where the time went: <a id='profile-link' href='{html.escape(manifest['profile'])}'>"
+                     "Dask performance report</a> (task stream, worker profiles, bandwidth).</p>")
+    ck = manifest.get("checkpoints")
+    if ck:
+        parts.append(f"<p>Checkpoints: {ck['reused']:,} chunk partial(s) reused, {ck['computed']:,} "
+                     f"computed{' (resumed run)' if ck.get('resumed') else ''}.</p>")
+    parts.append("<h3>Stages and workers</h3>")
     parts.append(_kv_table([("workers", cluster.get("n_workers")), ("threads", cluster.get("threads")),
                             ("scheduler", cluster.get("scheduler"))]
-                           + [(f"time: {k}", f"{v:.2f} s") for k, v in manifest.get("timings", {}).items()]))
+                           + [("worker", w) for w in cluster.get("worker_names", [])]
+                           + [(f"time: {k}", f"{v:.2f} s") for k, v in manifest.get("timings", {}).items()],
+                           "timings"))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -8,6 +8,7 @@ has succeeded, so a failed or interrupted run leaves no run directory behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -16,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -62,8 +63,21 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an I/O error while writing ``path`` (disk full, permissions) into an
+    :class:`~riskdask.errors.OutputError` that names the file."""
+    from .errors import OutputError
+
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
+    with writing(path):
+        path.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 class RunDirectory:
@@ -121,7 +135,9 @@ def write_outputs(directory: Path, outputs) -> tuple[dict, list]:
     if outputs.tables:
         (directory / "tables").mkdir(exist_ok=True)
     for name, frame in outputs.tables.items():
-        frame.to_parquet(directory / "tables" / f"{name}.parquet", engine="pyarrow", index=False)
+        with writing(directory / "tables" / f"{name}.parquet"):
+            frame.to_parquet(directory / "tables" / f"{name}.parquet", engine="pyarrow",
+                             index=False)
         tables[name] = {"path": f"tables/{name}.parquet", "rows": int(len(frame)),
                         "columns": [str(c) for c in frame.columns]}
     figures = []
@@ -131,8 +147,9 @@ def write_outputs(directory: Path, outputs) -> tuple[dict, list]:
         plt = pyplot()
         (directory / "figures").mkdir(exist_ok=True)
         for fig in outputs.figures:
-            fig.figure.savefig(directory / "figures" / f"{fig.name}.png", dpi=110,
-                               bbox_inches="tight")
+            with writing(directory / "figures" / f"{fig.name}.png"):
+                fig.figure.savefig(directory / "figures" / f"{fig.name}.png", dpi=110,
+                                   bbox_inches="tight")
             plt.close(fig.figure)
             figures.append(_WrittenFigure(fig.name, f"figures/{fig.name}.png", fig.caption))
     return tables, figures

@@ -125,6 +125,7 @@ def test_screenshot_is_taken_and_not_blank(report_run, tmp_path):
 def test_every_figure_is_present_decoded_and_not_blank(report_run, probed):
     figures = report_run.manifest["outputs"]["figures"]
     assert figures, f"{report_run.job} wrote no figure"
+    assert "figures/history.png" in figures      # the run history (riskdask.history) shows
     imgs = probed["imgs"]
     assert sorted(i["file"] for i in imgs if i["file"]) == sorted(figures)
     for img in imgs:

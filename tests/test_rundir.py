@@ -71,4 +71,6 @@ def test_interrupted_run_leaves_nothing(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    assert leftovers(out) == []
+    # no run or temporary directory; only the checkpoints of the chunks already computed,
+    # kept so that the next run of this config resumes (tests/test_resume.py)
+    assert [p for p in leftovers(out) if ".checkpoints" not in p.parts] == []

@@ -77,7 +77,8 @@ def test_keep_two_after_three_runs(cli, local_client, tmp_path):
     address = local_client(1).scheduler.address
     out = tmp_path / "runs"
     # a run still in progress elsewhere has a hidden temporary directory: never touched
-    in_progress = out / "selfcheck" / ".tmp-20990101T000000Z-0123456789-4242"
+    # (its process is alive: this one; a dead one's would be cleaned up, see test_failures)
+    in_progress = out / "selfcheck" / f".tmp-20990101T000000Z-0123456789-{os.getpid()}"
     in_progress.mkdir(parents=True)
     (in_progress / "manifest.json").write_text("{}")
 
@@ -220,6 +221,8 @@ def test_cli_skips_a_locked_job_with_exit_75(cli, local_client, tmp_path):
         res = cli("run", "selfcheck", "--scheduler", local_client(1).scheduler.address,
                   "--out", tmp_path, *[x for s in sets for x in ("--set", s)])
     assert res.code == EXIT_LOCKED
-    assert "skipped selfcheck" in res.err and f"pid {os.getpid()}" in res.err
-    assert res.err.strip().splitlines()[-1].startswith("locked: 1 job(s) skipped")
+    # one job: one line, naming the holder (`run all` says which jobs it skipped)
+    [line] = [ln for ln in res.err.strip().splitlines() if ln.startswith("locked:")]
+    assert f"pid {os.getpid()}" in line and "another run of this job and config" in line
+    assert not [ln for ln in res.err.splitlines() if ln.startswith("skipped")]
     assert run_dirs(tmp_path, "selfcheck") == []

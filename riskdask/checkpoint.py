@@ -1,0 +1,317 @@
+"""Checkpoints: every chunk's partial written as it completes, so a lost run resumes.
+
+A run that loses its client, its scheduler or every worker (a preemptible VM, an OOM kill)
+would otherwise start again from zero. With a checkpoint store the *worker task* that
+computes a chunk's partial also writes it, before the partial is handed to the reduce; a
+later ``riskdask run JOB --resume`` of the same config lists what is there, loads those
+partials instead of computing them, computes only the rest and reduces all of them in the
+same tree fixed by chunk index -- so the result is bit-identical to an uninterrupted run.
+
+Layout (any `fsspec <https://filesystem-spec.readthedocs.io>`_ URL or a local path)::
+
+    <root>/<job>/<config hash>/meta.json
+    <root>/<job>/<config hash>/<plan id>/<part>-<chunk index>.ckpt
+
+- The **config hash** (:func:`full_config_hash`: the full SHA-256 of the resolved config, of
+  which run directories and locks use the first 10 digits) is a path component *and* is
+  written in every file's header and checked on load: a checkpoint of another config is
+  never used.
+- The **plan id** is the engine's label plus a token of everything that determines the
+  chunks' partials besides the config: the kernel and branch functions (by name and the
+  bytes of their source modules, so edited code never reuses stale partials), every
+  chunk's bounds and seed, the kernel's keyword arguments and the shared input's data
+  (``dask.base.tokenize``). Two plans of one run with the same kernel on different data (the
+  coup backtest's forests) therefore never share checkpoints.
+- The **part** is ``b<k>`` for the k-th reduced branch of :func:`riskdask.engine.map_branches`
+  (``b0`` is the kernel's own partial in ``map_reduce``) and ``out`` for the per-chunk results of
+  ``map_chunks``. A sub-forest itself never leaves its worker; what is checkpointed are its
+  branch aggregates (out-of-bag/test sums, each block of permutation copies), which is all
+  the reduce needs. A chunk counts as done when every part of it is there.
+
+Writes are atomic: a local file system gets a temporary file renamed into place
+(``os.replace``); other file systems a temporary object moved into place (on object stores a
+single PUT is atomic anyway). Each file carries a SHA-256 of its payload, so a truncated or
+corrupt file is treated as missing and recomputed, never loaded.
+
+The store must be visible to the workers *and* the client: a local path for a local cluster
+or a shared file system, an object-store URL (``s3://bucket/ckpt``, ``gs://...``, with the
+matching fsspec package installed) for workers on other machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import pickle
+import posixpath
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+__all__ = ["CheckpointStore", "PlanCheckpoint", "plan_token", "callable_id", "CheckpointError",
+           "full_config_hash"]
+
+MAGIC = b"RDCKPT1\n"
+SUFFIX = ".ckpt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (the message names the file)."""
+
+
+def full_config_hash(job: str, cfg) -> str:
+    """SHA-256 of the resolved config, in the canonical form of ``riskdask.config.config_hash``."""
+    canonical = json.dumps({"job": job, **cfg.model_dump(mode="json")}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _fs(url: str, storage_options: dict | None):
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(url, **(storage_options or {}))
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+@dataclass(frozen=True)
+class CheckpointStore:
+    """The checkpoints of one job and config, under ``url``.
+
+    Parameters
+    ----------
+    url : str
+        A local path or any fsspec URL (``file:///...``, ``s3://bucket/prefix`` ...).
+    job : str
+        Job name.
+    config_hash : str
+        Hash of the resolved config; only checkpoints written under the same hash are read.
+    storage_options : dict, optional
+        Passed to fsspec (credentials, endpoint ...).
+
+    The object is small and picklable: worker tasks receive it and write through it.
+    """
+
+    url: str
+    job: str
+    config_hash: str
+    storage_options: dict | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not self.config_hash or "/" in self.config_hash or "/" in self.job:
+            raise ValueError("job and config_hash must be non-empty path components")
+
+    # -- file system -----------------------------------------------------------------------
+    @property
+    def fs(self):
+        return _fs(self.url, self.storage_options)[0]
+
+    @property
+    def root(self) -> str:
+        """``<url>/<job>/<config hash>`` in the file system's own path form."""
+        base = _fs(self.url, self.storage_options)[1].rstrip("/")
+        return posixpath.join(base, self.job, self.config_hash)
+
+    def location(self, path: str | None = None) -> str:
+        """``path`` (default: this store's folder) as the user gave the store, for messages."""
+        rel = path[len(self.root):] if path and path.startswith(self.root) else ""
+        return f"{self.url.rstrip('/')}/{self.job}/{self.config_hash}{rel}"
+
+    def plan(self, label: str, token: str) -> "PlanCheckpoint":
+        """The checkpoints of one plan (``label`` for people, ``token`` for identity)."""
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)[:60]
+        return PlanCheckpoint(self, f"{safe}-{token[:20]}")
+
+    # -- whole-store operations (client side) ----------------------------------------------
+    def exists(self) -> bool:
+        return self.fs.exists(self.root)
+
+    def count(self) -> int:
+        """Number of checkpointed partials of this job and config (all plans)."""
+        if not self.exists():
+            return 0
+        return sum(1 for p in self.fs.find(self.root) if p.endswith(SUFFIX))
+
+    def write_meta(self, **info: Any) -> None:
+        """Record what these checkpoints belong to (read by people, not by the engine)."""
+        fs = self.fs
+        fs.makedirs(self.root, exist_ok=True)
+        data = json.dumps({"job": self.job, "config_hash": self.config_hash, **info},
+                          indent=2, default=str).encode()
+        _atomic_write(fs, posixpath.join(self.root, "meta.json"), data)
+
+    def clear(self) -> bool:
+        """Remove every checkpoint of this job and config; True if there were any."""
+        fs = self.fs
+        if not fs.exists(self.root):
+            return False
+        fs.rm(self.root, recursive=True)
+        # drop the <job> folder too once the last config's checkpoints are gone
+        parent = posixpath.dirname(self.root)
+        for folder in (parent, posixpath.dirname(parent)):   # <job>, then the store root
+            try:
+                if _is_local(fs) and not fs.ls(folder):
+                    fs.rmdir(folder)
+            except (OSError, FileNotFoundError):
+                break
+        return True
+
+
+@dataclass(frozen=True)
+class PlanCheckpoint:
+    """Checkpoints of one plan: ``save`` on workers, ``done``/``load`` anywhere."""
+
+    store: CheckpointStore
+    plan_id: str
+
+    @property
+    def path(self) -> str:
+        return posixpath.join(self.store.root, self.plan_id)
+
+    def file(self, part: str, index: int) -> str:
+        return posixpath.join(self.path, f"{part}-{index:06d}{SUFFIX}")
+
+    def done(self, parts: Sequence[str]) -> set[int]:
+        """Chunk indices for which every one of ``parts`` has a checkpoint (one listing)."""
+        fs = self.store.fs
+        try:
+            names = [posixpath.basename(p) for p in fs.ls(self.path, detail=False)]
+        except FileNotFoundError:
+            return set()
+        have: dict[str, set[int]] = {part: set() for part in parts}
+        for name in names:
+            if not name.endswith(SUFFIX):
+                continue
+            part, _, idx = name[:-len(SUFFIX)].rpartition("-")
+            if part in have and idx.isdigit():
+                have[part].add(int(idx))
+        sets = list(have.values())
+        return set.intersection(*sets) if sets else set()
+
+    def save(self, part: str, index: int, obj: Any) -> None:
+        """Write one partial atomically (called inside the worker task that computed it)."""
+        payload = pickle.dumps(obj, protocol=5)
+        header = json.dumps({"config_hash": self.store.config_hash, "plan": self.plan_id,
+                             "part": part, "index": index,
+                             "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+        fs = self.store.fs
+        target = self.file(part, index)
+        try:
+            fs.makedirs(self.path, exist_ok=True)
+            _atomic_write(fs, target, MAGIC + header + b"\n" + payload)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint {self.store.location(target)}: "
+                                  f"{exc.strerror or exc}") from exc
+
+    def load(self, part: str, index: int) -> Any:
+        """Read one partial back; raises ``ValueError`` if it is not this plan's or corrupt."""
+        path = self.file(part, index)
+        with self.store.fs.open(path, "rb") as fh:
+            blob = fh.read()
+        if not blob.startswith(MAGIC):
+            raise ValueError(f"{path}: not a riskdask checkpoint")
+        header_line, _, payload = blob[len(MAGIC):].partition(b"\n")
+        header = json.loads(header_line)
+        expected = {"config_hash": self.store.config_hash, "plan": self.plan_id,
+                    "part": part, "index": index}
+        for key, value in expected.items():
+            if header.get(key) != value:
+                raise ValueError(f"{path}: checkpoint of another {key} ({header.get(key)!r})")
+        if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+            raise ValueError(f"{path}: checkpoint is corrupt (checksum mismatch)")
+        return pickle.loads(payload)
+
+    def verified(self, parts: Sequence[str], indices: Iterable[int]) -> set[int]:
+        """The subset of ``indices`` whose files all load cleanly (used with ``done``)."""
+        good = set()
+        for i in indices:
+            try:
+                for part in parts:
+                    self.load(part, i)
+            except (ValueError, OSError, EOFError, pickle.UnpicklingError):
+                continue
+            good.add(i)
+        return good
+
+
+def _atomic_write(fs, path: str, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either absent or complete, never half-written."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    if _is_local(fs):
+        import os
+
+        # No fsync: a killed process cannot tear a renamed file (the page cache outlives it);
+        # only a machine crash could leave it short, and then its checksum fails on load.
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return
+    try:
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    finally:
+        try:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        except (OSError, FileNotFoundError):
+            pass
+
+
+# -- plan identity -------------------------------------------------------------------------
+def callable_id(fn: Callable) -> tuple:
+    """A stable identity of a kernel: module, qualified name and its module's source bytes.
+
+    ``functools.partial`` objects contribute their function and tokenized arguments.
+    """
+    import functools
+
+    from dask.base import tokenize
+
+    if isinstance(fn, functools.partial):
+        return ("partial", callable_id(fn.func), tokenize(fn.args, fn.keywords,
+                                                          ensure_deterministic=True))
+    module = getattr(fn, "__module__", None) or ""
+    source = ""
+    mod = sys.modules.get(module)
+    if mod is not None:
+        try:
+            source = hashlib.sha256(inspect.getsource(mod).encode()).hexdigest()
+        except (OSError, TypeError):
+            source = ""
+    return (module, getattr(fn, "__qualname__", repr(fn)), source)
+
+
+def plan_token(kernel: Callable, chunks: Sequence, *, kernel_kwargs: dict | None = None,
+               data: Any = None, branches: Sequence | None = None) -> str:
+    """Token of a plan: what fixes its partials apart from the config.
+
+    Parameters
+    ----------
+    kernel : callable
+    chunks : sequence of riskdask.engine.Chunk
+        Their bounds and seeds (entropy and spawn key) enter the token.
+    kernel_kwargs : dict, optional
+    data : object, optional
+        The shared (or row-partitioned) input; its bytes enter the token.
+    branches : sequence of (branch, combine), optional
+
+    Raises
+    ------
+    RuntimeError
+        When part of the input cannot be tokenized deterministically (dask's
+        ``ensure_deterministic``): such a plan is not checkpointed rather than risk a
+        wrong reuse.
+    """
+    from dask.base import tokenize
+
+    chunk_ids = [(c.index, c.start, c.stop, c.seed.entropy, tuple(c.seed.spawn_key))
+                 for c in chunks]
+    branch_ids = [(callable_id(b) if b is not None else None, callable_id(c))
+                  for b, c in (branches or [])]
+    return tokenize(callable_id(kernel), chunk_ids, kernel_kwargs or {}, data, branch_ids,
+                    ensure_deterministic=True)

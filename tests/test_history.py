@@ -1,0 +1,81 @@
+"""Run history: three credit runs with a config change -> three rows, the change marked, the
+change since the last run right, the figure in the report, ``riskdask history`` prints it.
+Also ``--profile``: Dask's performance report in the run directory, linked from the report."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from riskdask import run_job
+from riskdask.history import HISTORY_FILE, fmt_pm, history_table
+
+SMALL = ["portfolio.synthetic_obligors=60", "simulation.n_scenarios=20000",
+         "simulation.chunk_size=10000", "simulation.contribution_rows=2000"]
+
+
+def test_three_runs_with_a_config_change(local_client, tmp_path, cli):
+    out = tmp_path / "runs"
+    runs = [run_job("credit", overrides=SMALL, client=local_client(2), out=out),
+            run_job("credit", overrides=SMALL, client=local_client(2), out=out),
+            run_job("credit", overrides=SMALL + ["seed=99"], client=local_client(2), out=out)]
+    table = pd.read_parquet(out / "credit" / HISTORY_FILE)
+    assert len(table) == 3
+    assert list(table["run"]) == [r.run_dir.name for r in runs]
+    t = history_table(table)
+    assert list(t["changed"]) == ["", "", "config"]
+    # the figures are the runs' own summaries, with one standard error either side
+    for r, (_, row) in zip(runs, table.iterrows()):
+        s = r.summary
+        assert row["EL"] == s["el_simulated"]
+        assert row["EL [lo]"] == s["el_simulated"] - s["el_simulated_se"]
+        for lv in s["levels"]:
+            c = f"{100 * lv['confidence']:g}%"
+            assert row[f"VaR {c}"] == lv["var"]
+            if lv["es_se"] is None:      # too few tail scenarios for an error: no bar drawn
+                assert pd.isna(row[f"ES {c} [hi]"])
+            else:
+                assert row[f"ES {c} [hi]"] == lv["es"] + lv["es_se"]
+    # same config twice: bit-identical, so no change; a new seed moves the figures
+    assert t.loc[1, "Δ EL"] == 0.0
+    assert t.loc[2, "Δ EL"] == runs[2].summary["el_simulated"] - runs[1].summary["el_simulated"]
+    assert t.loc[2, "Δ EL"] != 0
+    # the report of the third run shows the history: section and figure
+    page = runs[2].report.read_text()
+    assert "<h2>Run history</h2>" in page and "id='fig-history'" in page
+    assert (runs[2].run_dir / "figures" / "history.png").stat().st_size > 5000
+    assert page.count(runs[0].run_dir.name) >= 1          # earlier runs listed by name
+    # the command line prints the same rows
+    r = cli("history", "credit", "--out", out)
+    assert r.code == 0, r.err
+    lines = r.out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("run")
+    assert runs[2].run_dir.name in lines[3] and " config " in lines[3]
+    r = cli("history", "hazard", "--out", out)
+    assert r.code == 2 and "no run history yet" in r.err
+
+
+@pytest.mark.parametrize("value, lo, hi, text", [
+    (1234.5678, 1234.5678 - 12.3, 1234.5678 + 12.3, "1,235 ± 12"),
+    (0.012341, 0.012341 - 0.00021, 0.012341 + 0.00021, "0.01234 ± 0.00021"),
+    (10.0, 8.0, 13.0, "10.0 [8.0, 13.0]"),
+    (5.0, None, None, "5"),
+])
+def test_digits_follow_the_interval(value, lo, hi, text):
+    assert fmt_pm(value, lo, hi) == text
+    assert fmt_pm(math.nan) == "n/a"
+
+
+def test_profile_writes_the_performance_report(local_client, tmp_path):
+    res = run_job("selfcheck", overrides=["n_samples=200000", "chunk_size=100000"],
+                  client=local_client(2), out=tmp_path / "runs", profile=True)
+    perf = res.run_dir / "dask-performance.html"
+    text = perf.read_text(errors="replace")
+    assert perf.stat().st_size > 10_000 and "Task Stream" in text
+    assert res.manifest["profile"] == "dask-performance.html"
+    page = res.report.read_text()
+    assert "href='dask-performance.html'" in page
+    assert "<h3>Stages and workers</h3>" in page and "time: compute" in page
+    assert page.count("<td>worker</td>") == res.manifest["cluster"]["n_workers"] == 2
