@@ -557,6 +557,10 @@ def compute(cfg: Config, data: CoupInputs, ctx) -> Outputs:
     return out
 
 
+def _two_digits(value) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
 def headline(summary: dict) -> list[tuple[str, object]]:
     opt = summary["optimal_thresholds"]
     fmt = evaluate.format_estimate
@@ -567,12 +571,13 @@ def headline(summary: dict) -> list[tuple[str, object]]:
             ("attempts (train / test)",
              f"{summary['attempts_train']:,} / {summary['attempts_test']:,}"),
             ("trees", summary["n_trees"]), ("features", summary["n_features"]),
-            ("OOB score (R²)", summary["oob_score"]),
+            # estimates without an interval here: two significant digits, no more
+            ("OOB score (R²)", _two_digits(summary["oob_score"])),
             ("test ROC-AUC (random split, 95% country bootstrap)",
              fmt(summary["test_roc_auc"], summary.get("test_roc_auc_95"))),
             ("test PR-AUC", fmt(summary["test_pr_auc"], summary.get("test_pr_auc_95"))),
             ("test Brier", fmt(summary["test_brier"], summary.get("test_brier_95"))),
-            ("F1-optimal threshold", opt["f1"]["threshold"]), ("F1 there", opt["f1"]["f1"])]
+            ("F1-optimal threshold", opt["f1"]["threshold"]), ("F1 there (test set)", _two_digits(opt["f1"]["f1"]))]
     b = summary.get("backtest")
     if b:
         span = f"{b['years'][0]}-{b['years'][1]}"
