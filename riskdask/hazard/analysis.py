@@ -12,15 +12,17 @@ import pandas as pd
 
 from .gridsearch import GridPoints
 
-__all__ = ["surface_frame", "optimum", "Optimum", "per_split_optima", "spread_summary", "bootstrap_band",
+__all__ = ["theta_deg", "ratio_k2_k1", "surface_frame", "optimum", "Optimum", "per_split_optima", "spread_summary", "bootstrap_band",
            "between_fraction", "ray_points"]
 
 
-def _theta_deg(k1, k2):
+def theta_deg(k1, k2) -> np.ndarray:
+    """``atan2(k2, k1)`` in degrees (the one direction convention, grid and direction modes)."""
     return np.degrees(np.arctan2(np.asarray(k2, float), np.asarray(k1, float)))
 
 
-def _ratio(k1, k2):
+def ratio_k2_k1(k1, k2) -> np.ndarray:
+    """``k2 / k1`` (inf on the axis k1 = 0)."""
     k1 = np.asarray(k1, float)
     k2 = np.asarray(k2, float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -45,7 +47,7 @@ def surface_frame(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:
     hi = np.where(valid.any(axis=1), np.where(valid, dev, -np.inf).max(axis=1), np.nan)
     return pd.DataFrame({
         "k0": points.k0, "k1": points.k1, "k2": points.k2,
-        "ratio_k2_k1": _ratio(points.k1, points.k2), "theta_deg": _theta_deg(points.k1, points.k2),
+        "ratio_k2_k1": ratio_k2_k1(points.k1, points.k2), "theta_deg": theta_deg(points.k1, points.k2),
         "dev_mean": mean, "dev_sd": sd, "dev_min": lo, "dev_max": hi,
         "n_splits_valid": valid.sum(axis=1), "dev_split_0": dev[:, 0],
     })
@@ -96,8 +98,8 @@ def per_split_optima(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:
             continue
         i = int(np.nanargmin(col))
         rows.append({"split": r, "k0": points.k0[i], "k1": points.k1[i], "k2": points.k2[i],
-                     "ratio_k2_k1": float(_ratio(points.k1[i], points.k2[i])),
-                     "theta_deg": float(_theta_deg(points.k1[i], points.k2[i])), "dev": col[i]})
+                     "ratio_k2_k1": float(ratio_k2_k1(points.k1[i], points.k2[i])),
+                     "theta_deg": float(theta_deg(points.k1[i], points.k2[i])), "dev": col[i]})
     return pd.DataFrame(rows)
 
 

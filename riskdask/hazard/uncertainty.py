@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .analysis import ratio_k2_k1, theta_deg
 from .gridsearch import GridPoints
 
 __all__ = ["theta_deg", "sensitivity_directions", "REFERENCE_DIRECTIONS", "reference_points", "dev_by_direction",
@@ -62,18 +63,6 @@ REFERENCE_DIRECTIONS = {
 #: Relative difference below which two Dev values are a tie (the same ray reached by different
 #: float sums differs by ~1e-12), so a tie is never counted as a win.
 TIE_RTOL = 1e-9
-
-
-def theta_deg(k1, k2) -> np.ndarray:
-    """``atan2(k2, k1)`` in degrees (the one direction convention)."""
-    return np.degrees(np.arctan2(np.asarray(k2, float), np.asarray(k1, float)))
-
-
-def _ratio(k1, k2):
-    k1 = np.asarray(k1, float)
-    k2 = np.asarray(k2, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(k1 != 0, k2 / np.where(k1 != 0, k1, 1.0), np.inf)
 
 
 def reference_points(k0_values) -> GridPoints:
@@ -308,7 +297,7 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
     at_edge = bool(th_search.size > 1 and (np.isclose(th_i, th_search.min(), atol=1e-7)
                                            or np.isclose(th_i, th_search.max(), atol=1e-7)))
     ib = Direction(k0=float(points.k0[i]), k1=float(points.k1[i]), k2=float(points.k2[i]),
-                   theta_deg=th_i, ratio_k2_k1=float(_ratio(points.k1[i], points.k2[i])),
+                   theta_deg=th_i, ratio_k2_k1=float(ratio_k2_k1(points.k1[i], points.k2[i])),
                    dev_mean=float(mean[i]), dev_sd=float(sd[i]), at_search_edge=at_edge)
 
     # the axes, separately: every evaluated point with k2 == 0 or k1 == 0
@@ -335,7 +324,7 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
         jall = int(np.argmin(a))
         rows.append({"split": r, "k0": float(points.k0[j]), "k1": float(points.k1[j]),
                      "k2": float(points.k2[j]), "theta_deg": float(theta_deg(points.k1[j], points.k2[j])),
-                     "ratio_k2_k1": float(_ratio(points.k1[j], points.k2[j])), "dev": float(col[j]),
+                     "ratio_k2_k1": float(ratio_k2_k1(points.k1[j], points.k2[j])), "dev": float(col[j]),
                      "best_overall_on_axis": bool(all_k1[jall] == 0 or all_k2[jall] == 0),
                      "best_overall_theta_deg": float(th_all[jall])})
     per_split = pd.DataFrame(rows)
