@@ -16,7 +16,9 @@ Two correlation paths, both exact samplers of the seed's model:
   uniform -- one 32-bit integer compared with integer thresholds -- instead of
   a normal deviate and a matrix product (Step 2 without the n x n Cholesky
   product).  The conditional probabilities depend only on the obligor's *group*
-  (initial rating, loadings), i.e. a handful of ``ndtr`` calls per scenario.
+  (initial rating, loadings), i.e. a handful of ``ndtr`` calls per scenario.  The
+  band test, the walk to the new state and those ``ndtr`` calls run in one compiled
+  pass (:mod:`riskdask.credit.migration`), bit-identical to the numpy formulation.
   Rounding probabilities down to multiples of 2^-32 moves each migration
   probability by less than 2.4e-10.  When there are many groups (sector x
   country x rating) the per-group ``ndtr`` calls would cost more than the draws,
@@ -48,10 +50,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 
 from riskdask.engine import reduce_local
 
+from .migration import scatter_states, select_records, uniform_migrations
 from .summary import (LossSummary, exact_sum, keep_rows, merge_summaries, sort_tail,
                       tail_count, tail_index, var_es_from_sorted)
 from .uncertainty import MIN_BATCHES, local_batch, moment_errors, tail_errors
@@ -80,9 +83,6 @@ __all__ = [
 # worker memory is bounded in the number of obligors too (the second pass, see
 # tail_obligor_sums, covers tails that do not fit).
 STATE_BYTES = 64 * 2 ** 20
-
-_U32_SCALE = float(2 ** 32)
-_U32_MAX = 2 ** 32 - 1
 
 
 @dataclass(frozen=True)
@@ -372,13 +372,6 @@ def standard_normals_f32(rng, count: int) -> np.ndarray:
     return out[:count]
 
 
-def _probabilities_to_u32(p):
-    """Cumulative probabilities as 32-bit integer thresholds: ``U < C`` has
-    probability ``C / 2^32`` for a uniform 32-bit integer ``U``."""
-    scaled = np.floor(p * _U32_SCALE)
-    return np.minimum(scaled, _U32_MAX).astype(np.uint32)
-
-
 def _fixed_order_product(z, loadings):
     """``z @ loadings.T`` as a fixed sequence of elementwise multiply-adds.
 
@@ -478,17 +471,11 @@ def _factor_block(rng, model: SimulationModel, sb: int):
     lo_k = np.maximum(state0 - 1, 0)
     hi_k = np.minimum(state0, top - 1)
     if uses_uniform_draws(model):
-        # x_i < b  <=>  U_i < Phi((b - beta'eta) / s): all boundaries of all groups.
-        z = (thr.T[:, :, None] - systematic[None, :, :]) / sd[None, :, None]   # (R-1, G, sb)
-        cut = _probabilities_to_u32(ndtr(z))
+        # x_i < b  <=>  U_i < Phi((b - beta'eta) / s), compared on the 2^32 grid.
         raw = rng.bit_generator.random_raw((sb * n + 1) // 2)
         draw = raw.view(np.uint32)[: sb * n].reshape(n, sb)
-        moved = _band_mask(draw, cut[lo_k, g_idx], cut[hi_k, g_idx], model)
-        idx = np.flatnonzero(moved)
-        i = idx // sb
-        s = idx - i * sb
-        row = model.group_of_obligor[i] * sb + s
-        new_state = _count_reached(draw.ravel()[idx], cut.reshape(top, -1), row)
+        s, i, new_state = uniform_migrations(draw, thr, systematic, sd, model.group_start,
+                                             state0)
         return w, s, i, new_state
     # eps_i < (b - beta'eta) / s  <=>  x_i < b: standardised boundaries, band first.
     draw = standard_normals_f32(rng, n * sb).reshape(n, sb)
@@ -562,17 +549,23 @@ def model_thresholds_t_f32(model: SimulationModel):
     return np.ascontiguousarray(model.thresholds.astype(np.float32).T)
 
 
+def _running_top(top, new, k):
+    """The ``k`` largest of ``top`` and ``new`` (any order), and the smallest of them
+    (``-inf`` while fewer than ``k`` values were seen)."""
+    both = np.concatenate([top, new])
+    if both.size < k or k == 0:
+        return both, -np.inf
+    kept = np.partition(both, both.size - k)[both.size - k:]
+    return kept, kept.min()
+
+
 def _states_for(rows, size, s, i, new_state, initial_state):
     """Dense forward states (uint8) of the selected scenario rows of a chunk, from the
     sparse migration records ``(scenario s, obligor i, state)``."""
-    n = initial_state.size
     states = np.repeat(initial_state.astype(np.uint8)[None, :], rows.size, axis=0)
     pos = np.full(size, -1, dtype=np.int64)
     pos[rows] = np.arange(rows.size)
-    where = pos[s]
-    hit = np.flatnonzero(where >= 0)
-    states.ravel()[where[hit] * n + i[hit]] = new_state[hit]
-    return states
+    return scatter_states(states, pos, s, i, new_state)
 
 
 def _histogram(loss, w, edges):
@@ -662,20 +655,29 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     obligor_loss = np.zeros(n)
     cand = []                              # per block: selected local rows
     rec_s, rec_i, rec_state = [], [], []   # migrations of rows that may keep states
+    top_losses = np.empty(0)               # the state_rows largest losses so far
     for b0, sb, w, s, i, new_state, step_loss, scen_loss in _blocks(chunk, model):
         loss[b0:b0 + sb] = scen_loss
         weight[b0:b0 + sb] = w
-        obligor_loss += np.bincount(i, weights=step_loss * w[s], minlength=n)
+        # (plain sampling: w = 1 exactly, and step_loss * 1.0 is step_loss bit for bit)
+        obligor_loss += np.bincount(i, weights=step_loss if model.shift is None
+                                    else step_loss * w[s], minlength=n)
         # Rows that can still be in the tail of any superset (see keep_rows).
         order = sort_tail(scen_loss, b0 + np.arange(sb))
         sel = order[:keep_rows(w[order], need)]
         cand.append(b0 + sel)
+        # States only for rows that can still be among the chunk's first state_rows: a
+        # row whose loss is below the state_rows-th largest loss seen so far never is
+        # (that threshold only rises), so most of a chunk's migrations are not kept.
+        top_losses, floor = _running_top(top_losses, scen_loss[sel[: model.state_rows]],
+                                         model.state_rows)
         mark = np.zeros(sb, dtype=bool)
-        mark[sel[: model.state_rows]] = True
-        hit = mark[s]
-        rec_s.append((b0 + s[hit]).astype(np.int32))
-        rec_i.append(i[hit].astype(np.int32))
-        rec_state.append(new_state[hit])
+        head = sel[: model.state_rows]
+        mark[head[scen_loss[head] >= floor]] = True
+        rs, ri, rst = select_records(mark, s, i, new_state, b0)
+        rec_s.append(rs)
+        rec_i.append(ri)
+        rec_state.append(rst)
     cand = np.concatenate(cand)
     order = sort_tail(loss[cand], chunk.start + cand)
     keep = keep_rows(weight[cand][order], need)
