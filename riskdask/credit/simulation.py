@@ -839,6 +839,31 @@ def needs_contribution_pass(stats: SimulationStats) -> bool:
     return any(lv.tail_scenarios > 0 and not lv.contributions for lv in stats.levels)
 
 
+def _tail_state_sums(summary: LossSummary, model: SimulationModel, ks) -> dict:
+    """``{k: sum_{s < k} w_s loss_is}`` per obligor over the first ``k`` tail-buffer rows,
+    for every ``k`` in ``ks`` that the state block covers, in one pass over the rows.
+
+    Row by row, so each sum has the bits of ``(w[:, None] * per).cumsum(axis=0)[k - 1]``
+    in any process (numpy's cumsum along axis 0 of a (k, n) block walks the columns with
+    a stride: several times slower, and it was run once per level).
+    """
+    ks = sorted({int(k) for k in ks if 0 < k <= summary.tail_states.shape[0]})
+    if not ks:
+        return {}
+    w = summary.tail_weight
+    plain = not bool((w[:ks[-1]] != 1.0).any())
+    per = model.loss_by_state[np.arange(model.n_obligors)[None, :], summary.tail_states[:ks[-1]]]
+    acc = np.zeros(model.n_obligors)
+    out, r = {}, 0
+    for k in ks:
+        for r in range(r, k):
+            # w = 1 exactly in plain sampling, and x * 1.0 is x bit for bit
+            acc += per[r] if plain else w[r] * per[r]
+        r = k
+        out[k] = acc.copy()
+    return out
+
+
 def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portfolio: float,
                           tail_sums: np.ndarray | None = None) -> SimulationStats:
     """Seed Step 6 from a merged summary, with Monte Carlo errors.
@@ -872,11 +897,14 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
     obligor_mean_input = obligor_mean[inverse]
     contributions = np.full((model.n_obligors, len(model.confidence)), np.nan)
     tail_losses = np.full_like(contributions, np.nan)
-    rows = np.arange(model.n_obligors)
     reference = model.reference_mean(mean_loss)
     analytic = model.shift is not None and model.expected_loss is not None
     if analytic:
         obligor_mean = model.expected_loss
+    # k of each level (the 0-based position of SFV_(a)) for the contribution sums
+    state_sums = _tail_state_sums(summary, model, [
+        tail_index(summary.tail_weight, tail_count(n_total, c)) for c in model.confidence
+        if tail_count(n_total, c) >= 2])
     levels = []
     for j, c in enumerate(model.confidence):
         a = tail_count(n_total, c)
@@ -891,11 +919,7 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
         has = bool(0 < k <= summary.tail_states.shape[0])
         source = None
         if has:
-            w = summary.tail_weight[:k]
-            states = summary.tail_states[:k]
-            per = model.loss_by_state[rows[None, :], states]               # (k, n)
-            # sequential (cumulative) sums: the same bits in any process
-            tail_mean = (w[:, None] * per).cumsum(axis=0)[-1] / exact_sum(w)
+            tail_mean = state_sums[k] / exact_sum(summary.tail_weight[:k])
             source = "tail buffer"
         elif tail_sums is not None and k > 0 and np.isfinite(var):
             tail_mean = tail_sums[:, j] / exact_sum(summary.tail_weight[:k])
