@@ -71,7 +71,8 @@ class ClientProvider:
 
     def __init__(self, *, client=None, scheduler: str | None = None, cluster=None,
                  n_workers: int | None = None, security=None, quiet: bool = False,
-                 connect_timeout: float | None = None, wait_workers: float | None = None):
+                 connect_timeout: float | None = None, wait_workers: float | None = None,
+                 profile: bool = False):
         from .cluster import load_spec, with_security
 
         self._client = client
@@ -81,7 +82,7 @@ class ClientProvider:
             with_security(cluster, security)  # a kind that takes no TLS fails now too
         self._kw = dict(scheduler=scheduler, cluster=cluster, n_workers=n_workers,
                         security=security, quiet=quiet, connect_timeout=connect_timeout,
-                        wait_workers=wait_workers)
+                        wait_workers=wait_workers, profile=profile)
         self._stack = contextlib.ExitStack()
 
     def __call__(self):
@@ -176,6 +177,9 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
         Keep the checkpoints after success (default: removed).
     profile : bool
         Save Dask's ``performance_report`` as ``dask-performance.html`` in the run directory.
+        A local cluster started for the run gets its workers' statistical profiler on (the
+        report's worker profiles); other workers (``client``, ``scheduler``, a cluster spec
+        of another kind) keep their own Dask config, and a note says when it is off.
     connect_timeout, wait_workers : float, optional
         As the CLI's ``--connect-timeout`` / ``--wait-workers`` (an existing scheduler).
     history : bool
@@ -275,7 +279,7 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
     provider = client_provider or ClientProvider(client=client, scheduler=scheduler,
                                                  cluster=cluster, n_workers=n_workers,
                                                  security=security, quiet=quiet,
-                                                 **(connect or {}))
+                                                 profile=profile, **(connect or {}))
     own_provider = client_provider is None
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -297,6 +301,10 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
             with contextlib.ExitStack() as stack:
                 if profile:
                     profile_file = _start_profile(stack, ctx)
+                    off = _workers_without_profiler(ctx.client)
+                    if off:
+                        notes = [*notes, off]
+                        _say(off, quiet)
                 checkpoint_log = stack.enter_context(use_checkpoints(store, resume=resume,
                                                                      meta=meta))
                 stack.enter_context(worker_grace((connect or {}).get("wait_workers")))
@@ -401,6 +409,22 @@ def _start_profile(stack: contextlib.ExitStack, ctx) -> str:
     os.close(fd)
     stack.enter_context(performance_report(filename=path))
     return path
+
+
+def _workers_without_profiler(client) -> str | None:
+    """A note when some workers run without Dask's statistical profiler (their worker-profile
+    panels in the performance report stay empty), or None."""
+    try:
+        on = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    except Exception:  # noqa: BLE001 - a note is not worth failing the run for
+        return None
+    off = sum(1 for v in on.values() if not v)
+    if not off:
+        return None
+    return (f"--profile: {off} of {len(on)} worker(s) run without Dask's statistical profiler, "
+            "so the performance report has no worker profiles from them; workers riskdask "
+            "does not start read their own Dask config: start them with "
+            "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True")
 
 
 def _add_history(outputs, job: str, run_dir, config_hash: str, record, summary) -> dict:

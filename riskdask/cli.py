@@ -119,7 +119,10 @@ def validate_cmd(job, config, overrides):
                    "to come back when a run has lost them all (default 60).")
 @click.option("--profile", is_flag=True,
               help="Save Dask's performance report (task stream, worker profiles, bandwidth) "
-                   "as dask-performance.html in the run directory, linked from report.html.")
+                   "as dask-performance.html in the run directory, linked from report.html. "
+                   "A local cluster's workers get Dask's profiler on for it; workers of "
+                   "--scheduler or a --cluster spec use their own Dask config "
+                   "(DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True; a note says when off).")
 def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, out, keep,
             tls_ca, tls_cert, tls_key, quiet, resume, checkpoint, no_checkpoint,
             keep_checkpoint, connect_timeout, wait_workers, profile):
@@ -149,7 +152,7 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
     locked = []
     with ClientProvider(scheduler=scheduler, cluster=cluster_spec, n_workers=n_workers,
                         security=security, quiet=quiet, connect_timeout=connect_timeout,
-                        wait_workers=wait_workers) as provider:
+                        wait_workers=wait_workers, profile=profile) as provider:
         if scheduler:  # a wrong address fails now, before any job is loaded
             provider()
         for name in names:

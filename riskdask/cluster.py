@@ -68,6 +68,12 @@ BATCH_DASK_DEFAULTS = {
 }
 
 
+#: What ``--profile`` sets for the workers of a local cluster it starts: Dask's statistical
+#: profiler (a stack sample every 10 ms per worker thread), which feeds the performance
+#: report's worker-profile panels.
+WORKER_PROFILER = {"distributed.worker.profile.enabled": True}
+
+
 @functools.cache
 def use_batch_dask_defaults() -> None:
     """Make :data:`BATCH_DASK_DEFAULTS` Dask's defaults in this process.
@@ -186,18 +192,26 @@ class LocalSpec(_Spec):
     dashboard_address: str = ":8787"
     security: SecuritySpec | None = None
 
-    def build(self):
+    def build(self, *, profile: bool = False):
+        """Start the cluster; ``profile`` turns the workers' statistical profiler on.
+
+        The profiler (:data:`BATCH_DASK_DEFAULTS` turns it off) is a worker setting read when
+        the worker starts: each nanny keeps the config it was created with and hands it to its
+        worker process (a restarted worker too), so it is set around the cluster's start.
+        """
+        import dask.config
         from distributed import LocalCluster
 
-        use_batch_dask_defaults()
+        use_batch_dask_defaults()   # first: it replaces values equal to Dask's own defaults
         kwargs: dict[str, Any] = {}
         security = self.dask_security()
         if security is not None:
             kwargs = {"security": security, "protocol": "tls://", "host": "127.0.0.1"}
-        return LocalCluster(n_workers=self.n_workers or default_n_workers(),
-                            threads_per_worker=self.threads_per_worker, processes=True,
-                            memory_limit=self.memory_limit,
-                            dashboard_address=self.dashboard_address, **kwargs)
+        with dask.config.set(WORKER_PROFILER if profile else {}):
+            return LocalCluster(n_workers=self.n_workers or default_n_workers(),
+                                threads_per_worker=self.threads_per_worker, processes=True,
+                                memory_limit=self.memory_limit,
+                                dashboard_address=self.dashboard_address, **kwargs)
 
 
 class AddressSpec(_Spec):
@@ -554,7 +568,7 @@ def _say(message: str, quiet: bool) -> None:
 def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | None = None,
             n_workers: int | None = None, security: SecuritySpec | None = None,
             quiet: bool = False, connect_timeout: float | None = None,
-            wait_workers: float | None = None) -> Iterator:
+            wait_workers: float | None = None, profile: bool = False) -> Iterator:
     """Yield a connected client; close it (and any cluster started here) on the way out.
 
     Parameters
@@ -576,6 +590,10 @@ def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | N
     wait_workers : float, optional
         Seconds to wait for a scheduler at an address to have a worker (default: the spec's
         ``wait_workers``, :data:`WAIT_WORKERS` = 60 s).
+    profile : bool
+        Start the workers of a local cluster with Dask's statistical profiler on
+        (:data:`WORKER_PROFILER`; ``--profile``). Workers of a scheduler at an address or of
+        another spec kind read their own Dask config (``cluster/README.md``).
 
     Raises
     ------
@@ -621,7 +639,8 @@ def connect(*, scheduler: str | None = None, cluster: str | Path | BaseModel | N
             # that Dask's exit hook then fails to close (``AssertionError: Status.init``):
             # hold it until the cluster is up and registered for shutdown.
             with deferred_interrupts(isinstance(spec, LocalSpec)):
-                cluster_obj = spec.build()
+                cluster_obj = spec.build(profile=True) if profile and isinstance(
+                    spec, LocalSpec) else spec.build()
                 stack.callback(cluster_obj.close)
                 client = Client(cluster_obj)
                 stack.callback(client.close)

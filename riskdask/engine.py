@@ -368,17 +368,23 @@ def _cluster_gone(client) -> str | None:
     return None if workers else "the cluster has no workers left"
 
 
-def _watch(futures: list, label: str, *, release: bool) -> None:
+def _watch(futures: list, label: str, *, release: bool, results: bool = False,
+           progress: bool = True):
     """Advance a progress bar as chunks finish; fail if the cluster is gone for good.
 
     With ``release`` the caller's list is emptied, so the only references left to a finished
     chunk are the scheduler's: its partial is freed as soon as the combine step that needs it
     has run, and memory stays flat in the number of chunks.
 
-    Dask itself waits for ever for a worker to run the remaining tasks; here, once the
-    cluster has had no worker (or no scheduler) for :data:`WORKER_GRACE` seconds, the plan
-    stops with :class:`ClusterLost` (exit code 1), its finished chunks kept in the checkpoint
-    store.
+    With ``results`` the futures' results are fetched as they finish and returned in the
+    order of ``futures`` (the plan's last step: what ``client.gather`` would return);
+    ``progress`` False shows no progress bar (the roots of a reduce).
+
+    Dask itself waits for ever for a worker to run the remaining tasks -- and so does a
+    ``client.gather`` whose results were lost with their workers after they finished, since
+    the scheduler then recomputes them. Here, once the cluster has had no worker (or no
+    scheduler) for :data:`WORKER_GRACE` seconds, the plan stops with :class:`ClusterLost`
+    (exit code 1), its finished chunks kept in the checkpoint store.
     """
     import time
 
@@ -386,19 +392,27 @@ def _watch(futures: list, label: str, *, release: bool) -> None:
 
     total = len(futures)
     if not total:
-        return
+        return [] if results else None
     client = futures[0].client
-    pending = as_completed(futures)
+    order = [f.key for f in futures] if results else None
+    got: dict = {}
+    # on the futures' own client's loop, not the default client's (another client made in
+    # this process, e.g. to look at the scheduler, would otherwise take the callbacks along)
+    pending = as_completed(futures, loop=client.loop, with_results=results)
     if release:
         futures.clear()
     gone_since, next_check = None, time.monotonic() + 1.0
-    with tqdm(total=total, desc=label, unit="chunk", disable=_disabled(),
+    with tqdm(total=total, desc=label, unit="chunk", disable=_disabled() if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         while not pending.is_empty():
             if pending.has_ready():
-                for fut in pending.next_batch(block=False):
-                    if fut.status == "error":
+                # with results, next_batch raises a task's exception itself
+                for item in pending.next_batch(block=False):
+                    fut, value = item if results else (item, None)
+                    if fut.status == "error" or (results and fut.status == "cancelled"):
                         fut.result()  # raises the task's exception here, with its traceback
+                    if results:
+                        got[fut.key] = value
                     bar.update(1)
                 gone_since = None
                 continue
@@ -411,11 +425,13 @@ def _watch(futures: list, label: str, *, release: bool) -> None:
                 elif gone_since is None:
                     gone_since = now
                 elif now - gone_since > WORKER_GRACE:
+                    what = "results still to come" if results else "tasks still to run"
                     raise ClusterLost(f"{why} for {WORKER_GRACE:g} s (--wait-workers) with "
-                                      f"{pending.count()} of {total} '{label}' tasks still "
-                                      "to run; finished chunks are checkpointed: run again "
+                                      f"{pending.count()} of {total} '{label}' {what}; "
+                                      "finished chunks are checkpointed: run again "
                                       "to resume")
             time.sleep(0.02)
+    return [got[k] for k in order] if results else None
 
 
 def _disabled() -> bool | None:
@@ -566,8 +582,8 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
         by_index = {c.index: (fut, data) for c, fut, data in zip(todo, futures, inputs)}
         try:
             if branches is None:
-                _watch(futures, label, release=False)
-                computed = dict(zip((c.index for c in todo), client.gather(futures)))
+                computed = dict(zip((c.index for c in todo),
+                                    _watch(futures, label, release=False, results=True)))
                 return [computed[c.index] if c.index in computed else plan.load("out", c.index)
                         for c in chunks]
             leaves, roots = [], []
@@ -597,7 +613,9 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
             futures.clear()
             by_index.clear()
             _watch(leaves, label, release=True)
-            return client.gather(roots)
+            # the roots under the same watch: workers lost during the last combine steps
+            # would leave a plain gather waiting for ever
+            return _watch(roots, label, release=False, results=True, progress=False)
         except CancelledError:
             if attempt == PLAN_ATTEMPTS - 1:
                 raise

@@ -338,6 +338,46 @@ def test_losing_every_worker_mid_run_exit_1_checkpoints_kept(cli_cluster, tmp_pa
     assert run_dirs(out, "selfcheck") == []
 
 
+def test_losing_every_worker_during_the_final_reduce_is_cluster_lost(cli_cluster):
+    """Every leaf is done, the last combine steps run: the workers die with the partials.
+    The scheduler would recompute them once a worker comes back, so a plain gather of the
+    roots waited for ever; the plan must stop with ClusterLost after the grace time."""
+    from riskdask.engine import ClusterLost, map_reduce, plan_chunks, worker_grace
+    from riskdask.selfcheck import merge_summaries, normal_chunk
+
+    def slow_merge(a, b):  # a closure: pickled by value for the workers
+        import time as t
+
+        t.sleep(60)
+        return merge_summaries(a, b)
+
+    outcome: dict = {}
+    with cli_cluster.client() as client:
+        def plan():
+            try:
+                with worker_grace(1.5):
+                    map_reduce(normal_chunk, plan_chunks(4, 1, 0), slow_merge, client=client,
+                               label="lastreduce")
+            except BaseException as exc:  # noqa: BLE001 - looked at below
+                outcome["exc"] = exc
+
+        runner = threading.Thread(target=plan, daemon=True)
+        runner.start()
+        cli_cluster.wait_until("lastreduce-", 4, timeout=60)  # the 4 leaves (not combines)
+        time.sleep(0.5)   # the plan is past its leaves, in the gather of the root
+        assert runner.is_alive()
+        cli_cluster.kill_worker("worker-1")
+        cli_cluster.kill_worker("worker-2")
+        t0 = time.monotonic()
+        runner.join(timeout=30)
+        took = time.monotonic() - t0
+        assert not runner.is_alive(), "the gather of the root hangs after losing every worker"
+    exc = outcome.get("exc")
+    assert isinstance(exc, ClusterLost), repr(exc)
+    assert "no workers left for 1.5 s" in str(exc) and "results still to come" in str(exc)
+    assert took < 10, took
+
+
 def test_quiet_hides_the_dashboard_port_warning(tmp_path):
     """With the dashboard port taken (by us, or by another cluster), ``--quiet`` prints
     nothing on a successful run: no 'Port 8787 is already in use' from Dask."""

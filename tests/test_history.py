@@ -68,14 +68,41 @@ def test_digits_follow_the_interval(value, lo, hi, text):
     assert fmt_pm(math.nan) == "n/a"
 
 
-def test_profile_writes_the_performance_report(local_client, tmp_path):
-    res = run_job("selfcheck", overrides=["n_samples=200000", "chunk_size=100000"],
-                  client=local_client(2), out=tmp_path / "runs", profile=True)
+def test_profile_writes_the_performance_report(tmp_path):
+    """``--profile`` on the local cluster a run starts: the workers' statistical profiler is
+    on (riskdask's batch defaults turn it off), so the report's worker profile has the
+    kernel's frames. A worker only hands its samples to the report once a profile cycle
+    (1 s by default) has passed since the report started: 100 ms here, and jittered chunks
+    keep the workers busy for about half a second."""
+    import dask.config
+
+    with dask.config.set({"distributed.worker.profile.cycle": "100ms"}):
+        res = run_job("selfcheck", overrides=["n_samples=2000000", "chunk_size=250000",
+                                              "jitter_ms=300"],
+                      n_workers=2, out=tmp_path / "runs", profile=True)
     perf = res.run_dir / "dask-performance.html"
     text = perf.read_text(errors="replace")
     assert perf.stat().st_size > 10_000 and "Task Stream" in text
+    # the kernel's function name is in the report only as a frame of the worker profile
+    assert "normal_chunk" in text, "the performance report has no worker profile data"
+    assert not any("profiler" in n for n in res.manifest["notes"])
     assert res.manifest["profile"] == "dask-performance.html"
     page = res.report.read_text()
     assert "href='dask-performance.html'" in page
     assert "<h3>Stages and workers</h3>" in page and "time: compute" in page
     assert page.count("<td>worker</td>") == res.manifest["cluster"]["n_workers"] == 2
+
+
+def test_profile_notes_workers_without_the_profiler():
+    from riskdask.api import _workers_without_profiler
+
+    class Client:
+        def __init__(self, states):
+            self.states = states
+
+        def run(self, fn):
+            return dict(self.states)
+
+    assert _workers_without_profiler(Client({"a": True, "b": True})) is None
+    note = _workers_without_profiler(Client({"a": True, "b": False}))
+    assert "1 of 2 worker(s)" in note and "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True" in note
