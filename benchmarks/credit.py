@@ -104,6 +104,13 @@ def _peak_rss():
     return r.getrusage(r.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _warm_worker(model):
+    from riskdask.credit.simulation import simulate_chunk
+    from riskdask.engine import plan_chunks
+
+    simulate_chunk(plan_chunks(1000, 1000, 0)[0], model)
+
+
 def ours(n_obligors, scenarios, kind):
     """The job's Monte Carlo on a fresh 2-worker cluster: seconds, max worker peak RSS."""
     import jobs.credit as jc
@@ -121,7 +128,9 @@ def ours(n_obligors, scenarios, kind):
             simulation_statistics
         from riskdask.engine import map_reduce, plan_chunks
 
-        # Warm-up (imports on the workers): a long-running cluster has done this already.
+        # Warm-up (imports and the compiled kernel loaded on every worker): a long-running
+        # cluster has done this already.
+        client.run(_warm_worker, model)
         map_reduce(simulate_chunk, plan_chunks(2000, 1000, 0), combine_summaries, client=client,
                    shared=model, label="warmup")
         t0 = time.perf_counter()

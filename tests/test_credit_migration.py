@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from riskdask.credit.migration import scatter_states, select_records, uniform_migrations
+from riskdask.credit.migration import (indexed_sums, scatter_states, select_records,
+                                       uniform_migrations)
 
 
 def _dense_reference(draw, thresholds, systematic, sd, group_start, group_state):
@@ -72,3 +73,15 @@ def test_select_and_scatter_records():
     expected = np.full((rows.size, 30), 9, np.uint8)
     expected[pos[s[keep]], i[keep]] = new_state[keep]
     np.testing.assert_array_equal(states, expected)
+
+
+def test_indexed_sums_equal_bincount_bit_for_bit():
+    rng = np.random.default_rng(7)
+    index = rng.integers(0, 40, 5000)
+    values = rng.standard_normal(5000) * 10.0 ** rng.integers(-8, 8, 5000)
+    scale = rng.exponential(size=300)
+    scale_index = rng.integers(0, 300, 5000)
+    assert np.array_equal(indexed_sums(index, values, 50),
+                          np.bincount(index, weights=values, minlength=50))
+    assert np.array_equal(indexed_sums(index, values, 50, scale, scale_index),
+                          np.bincount(index, weights=values * scale[scale_index], minlength=50))

@@ -207,3 +207,22 @@ def scatter_states(states, pos, s, i, new_state):
     """``states[pos[s], i] = new_state`` for the records whose row is kept (``pos >= 0``)."""
     _scatter_kernel(states, pos, s, i, new_state)
     return states
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _sums_kernel(index, values, scale_index, scale, size, out):
+    for j in range(index.size):
+        if scale_index is None:
+            out[index[j]] += values[j]
+        else:
+            out[index[j]] += values[j] * scale[scale_index[j]]
+    return out
+
+
+def indexed_sums(index, values, size, scale=None, scale_index=None):
+    """``np.bincount(index, weights=values [* scale[scale_index]], minlength=size)`` in one
+    pass, adding in record order (the same bits as ``bincount``, which makes several)."""
+    out = np.zeros(size)
+    if scale is None:
+        return _sums_kernel(index, values, None, np.empty(0), size, out)
+    return _sums_kernel(index, values, scale_index, scale, size, out)

@@ -54,7 +54,7 @@ from scipy.special import ndtri
 
 from riskdask.engine import reduce_local
 
-from .migration import scatter_states, select_records, uniform_migrations
+from .migration import indexed_sums, scatter_states, select_records, uniform_migrations
 from .summary import (LossSummary, exact_sum, keep_rows, merge_summaries, sort_tail,
                       tail_count, tail_index, var_es_from_sorted)
 from .uncertainty import MIN_BATCHES, local_batch, moment_errors, tail_errors
@@ -613,7 +613,7 @@ def _blocks(chunk, model: SimulationModel):
                 if d.size:
                     j = i[d]
                     step_loss[d] += nominal[j] * (mean[j] - rng.beta(alpha[j], beta[j]))
-            scen_loss = np.bincount(s, weights=step_loss, minlength=sb)
+            scen_loss = indexed_sums(s, step_loss, sb)
             yield b0, sb, w, s, i, new_state, step_loss, scen_loss
 
 
@@ -660,8 +660,8 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
         loss[b0:b0 + sb] = scen_loss
         weight[b0:b0 + sb] = w
         # (plain sampling: w = 1 exactly, and step_loss * 1.0 is step_loss bit for bit)
-        obligor_loss += np.bincount(i, weights=step_loss if model.shift is None
-                                    else step_loss * w[s], minlength=n)
+        obligor_loss += (indexed_sums(i, step_loss, n) if model.shift is None
+                         else indexed_sums(i, step_loss, n, w, s))
         # Rows that can still be in the tail of any superset (see keep_rows).
         order = sort_tail(scen_loss, b0 + np.arange(sb))
         sel = order[:keep_rows(w[order], need)]
