@@ -398,3 +398,48 @@ def test_state_buffer_keeps_only_tails_that_can_get_contributions():
     assert effective_state_rows(10, 1_000_000, levels, weighted=False) == 0
     # likelihood-ratio weights: the tail length is unknown, keep the cap
     assert effective_state_rows(10_000, 4_000_000, levels, weighted=True) == 10_000
+
+
+@pytest.mark.parametrize("case", ["plain-small-blocks", "plain-few-state-rows", "weighted"])
+def test_chunk_tail_and_states_equal_a_full_sort_of_the_chunk(case):
+    """The chunk's tail buffer and state block against the definition: every scenario's loss
+    and migrations from the block generator, one full sort (loss descending, ties by
+    scenario), the first rows kept, their states written densely -- whatever shortcuts
+    simulate_chunk takes (no sort of blocks that are kept whole, a partition before the
+    final sort, records only for rows above the running state_rows-th loss)."""
+    from riskdask.credit.simulation import _blocks
+    from riskdask.credit.summary import keep_rows, sort_tail
+
+    cfv, icr, an = _small_portfolio(n=40, seed=4)
+    el = float(an.fv.sum() - an.efv.sum())
+    lbs, state0, thr = _model_inputs(cfv, icr, an)
+    loadings = np.full((len(icr), 1), 0.5)
+    shift = None
+    if case == "weighted":
+        shift = importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999)
+    model = build_factor_model(lbs, state0, thr, loadings, confidence=(0.99, 0.999),
+                               n_scenarios=40_000, hist_edges=_edges(el, el), shift=shift,
+                               state_rows=50 if case == "plain-few-state-rows" else 10_000,
+                               block=64 if case == "plain-small-blocks" else 700)
+    chunk = plan_chunks(40_000, 8_000, 9)[2]
+    loss, weight, recs = [], [], []
+    for b0, sb, w, s, i, new_state, step_loss, scen_loss in _blocks(chunk, model):
+        loss.append(scen_loss)
+        weight.append(w)
+        recs.append((b0 + s, i, new_state))
+    loss, weight = np.concatenate(loss), np.concatenate(weight)
+    order = sort_tail(loss, chunk.start + np.arange(loss.size))
+    keep = keep_rows(weight[order], model.weight_needed)
+    rows = order[:keep]
+    dense = np.repeat(model.initial_state.astype(np.uint8)[None, :], loss.size, axis=0)
+    for s, i, new_state in recs:
+        dense[s, i] = new_state
+
+    got = simulate_chunk(chunk, model)
+    assert keep < loss.size                            # the buffer really cuts
+    np.testing.assert_array_equal(got.tail_scenario, chunk.start + rows)
+    np.testing.assert_array_equal(got.tail_loss, loss[rows])
+    np.testing.assert_array_equal(got.tail_weight, weight[rows])
+    n_states = min(keep, model.state_rows)
+    assert n_states > 0
+    np.testing.assert_array_equal(got.tail_states, dense[rows[:n_states]])

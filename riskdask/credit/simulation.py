@@ -656,6 +656,7 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     cand = []                              # per block: selected local rows
     rec_s, rec_i, rec_state = [], [], []   # migrations of rows that may keep states
     top_losses = np.empty(0)               # the state_rows largest losses so far
+    plain = model.shift is None            # every weight exactly 1
     for b0, sb, w, s, i, new_state, step_loss, scen_loss in _blocks(chunk, model):
         loss[b0:b0 + sb] = scen_loss
         weight[b0:b0 + sb] = w
@@ -663,8 +664,11 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
         obligor_loss += (indexed_sums(i, step_loss, n) if model.shift is None
                          else indexed_sums(i, step_loss, n, w, s))
         # Rows that can still be in the tail of any superset (see keep_rows).
-        order = sort_tail(scen_loss, b0 + np.arange(sb))
-        sel = order[:keep_rows(w[order], need)]
+        if plain and sb <= min(need, model.state_rows):
+            sel = np.arange(sb)            # unit weights: all of them; no order needed
+        else:
+            order = sort_tail(scen_loss, b0 + np.arange(sb))
+            sel = order[:keep_rows(w[order], need)]
         cand.append(b0 + sel)
         # States only for rows that can still be among the chunk's first state_rows: a
         # row whose loss is below the state_rows-th largest loss seen so far never is
@@ -679,6 +683,12 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
         rec_i.append(ri)
         rec_state.append(rst)
     cand = np.concatenate(cand)
+    if plain and cand.size > need:
+        # Unit weights keep the ceil(need) largest rows: sort only those at or above the
+        # ceil(need)-th largest loss (the same rows in the same order as a full sort).
+        keep = int(np.ceil(need))
+        cut = np.partition(loss[cand], cand.size - keep)[cand.size - keep]
+        cand = cand[loss[cand] >= cut]
     order = sort_tail(loss[cand], chunk.start + cand)
     keep = keep_rows(weight[cand][order], need)
     rows = cand[order[:keep]]
