@@ -7,7 +7,8 @@ correlate them (full Cholesky product, or one factor with no matrix product), co
 boolean threshold crossings, pick the CFV entries, sum, ``np.sort``; VaR/ES as in Step 6.
 Each straightforward variant runs in its own process so its peak memory (ru_maxrss) is its
 own. Ours = the job's kernel on the engine (riskdask's 2-worker LocalCluster of processes),
-timed from submission to the Step 6 statistics; peak memory per worker is the workers' ru_maxrss, on a
+timed from submission to the Step 6 statistics (median of 3 runs on the warm cluster, each
+printed; the straightforward runs once); peak memory per worker is the workers' ru_maxrss, on a
 fresh cluster per run, at 1x and 4x the scenario count (flat memory). Last row: analytic UL
 of a 5,000-obligor sector/country factor portfolio (collapsed rating-group path). Then
 adaptive stopping (``simulation.target_relative_se``) on the embedded 200-name portfolio:
@@ -111,8 +112,10 @@ def _warm_worker(model):
     simulate_chunk(plan_chunks(1000, 1000, 0)[0], model)
 
 
-def ours(n_obligors, scenarios, kind):
-    """The job's Monte Carlo on a fresh 2-worker cluster: seconds, max worker peak RSS."""
+def ours(n_obligors, scenarios, kind, repeats=1):
+    """The job's Monte Carlo on a fresh 2-worker cluster: seconds (the median of ``repeats``
+    timed runs on the warm cluster, each from submission to the Step 6 statistics), max worker
+    peak RSS, VaR/ES."""
     import jobs.credit as jc
     from distributed import Client
 
@@ -133,14 +136,20 @@ def ours(n_obligors, scenarios, kind):
         client.run(_warm_worker, model)
         map_reduce(simulate_chunk, plan_chunks(2000, 1000, 0), combine_summaries, client=client,
                    shared=model, label="warmup")
-        t0 = time.perf_counter()
-        chunks = plan_chunks(scenarios, cfg.simulation.chunk_size, cfg.seed)
-        summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=client,
-                             shared=model, label="bench")
-        stats = simulation_statistics(summary, model, an.fv_portfolio)
-        seconds = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            chunks = plan_chunks(scenarios, cfg.simulation.chunk_size, cfg.seed)
+            summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=client,
+                                 shared=model, label="bench")
+            stats = simulation_statistics(summary, model, an.fv_portfolio)
+            times.append(time.perf_counter() - t0)
+            del summary
         peak = max(client.run(_peak_rss).values())
-    return seconds, peak, [(lv.var, lv.es) for lv in stats.levels]
+    if repeats > 1:
+        print(f"    ours {kind}, {scenarios:,} scenarios, {repeats} runs: "
+              + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)
+    return float(np.median(times)), peak, [(lv.var, lv.es) for lv in stats.levels]
 
 
 def analytic_ul_seconds(n_obligors=5000):
@@ -206,7 +215,7 @@ def main() -> None:
           f"2 worker processes (this machine: {mp.cpu_count()} cores)", flush=True)
     s_one, m_one, r_one = straightforward(n, sim, full=False)
     print(f"  straightforward one-factor done: {s_one:.1f} s", flush=True)
-    o_one, w_one, q_one = ours(n, sim, "uniform")
+    o_one, w_one, q_one = ours(n, sim, "uniform", repeats=3)
     print(f"  ours uniform/factor done: {o_one:.1f} s", flush=True)
     o_one4, w_one4, _ = ours(n, 4 * sim, "uniform")
     print(f"  ours uniform/factor at 4x scenarios done: {o_one4:.1f} s", flush=True)
@@ -217,7 +226,7 @@ def main() -> None:
     print("  ours uniform/factor at 1x again (memory baseline) done", flush=True)
     s_full, m_full, r_full = straightforward(n, sim, full=True)
     print(f"  straightforward full Cholesky done: {s_full:.1f} s", flush=True)
-    o_full, w_full, q_full = ours(n, sim, "matrix")
+    o_full, w_full, q_full = ours(n, sim, "matrix", repeats=3)
     print(f"  ours full matrix done: {o_full:.1f} s", flush=True)
     t_ul, ul = analytic_ul_seconds(5000)
 

@@ -85,3 +85,24 @@ def test_indexed_sums_equal_bincount_bit_for_bit():
                           np.bincount(index, weights=values, minlength=50))
     assert np.array_equal(indexed_sums(index, values, 50, scale, scale_index),
                           np.bincount(index, weights=values * scale[scale_index], minlength=50))
+
+
+@pytest.mark.parametrize("seed,scale", [(0, 0.5), (2, 3.0)])
+def test_normal_kernel_equals_the_dense_definition(seed, scale):
+    """The normal-draw variant: ``eps >= (b_k - beta'eta) / s`` counted over all boundaries,
+    in double precision, for float32 draws."""
+    from riskdask.credit.migration import normal_migrations
+
+    _, thresholds, systematic, sd, group_start, group_state = _case(seed, scale)
+    rng = np.random.default_rng(seed + 10)
+    draw = rng.standard_normal((group_start[-1], systematic.shape[1])).astype(np.float32)
+    s, i, state = normal_migrations(draw, thresholds, systematic, sd, group_start, group_state)
+    group = np.repeat(np.arange(group_state.size), np.diff(group_start))
+    z = (thresholds[group][:, :, None] - systematic[group][:, None, :]) / sd[group][:, None, None]
+    dense = (draw.astype(np.float64)[:, None, :] >= z).sum(axis=1)
+    idx = np.flatnonzero(dense != group_state[group][:, None])
+    sb = draw.shape[1]
+    assert idx.size > 100
+    np.testing.assert_array_equal(s, idx % sb)
+    np.testing.assert_array_equal(i, idx // sb)
+    np.testing.assert_array_equal(state, dense.ravel()[idx])

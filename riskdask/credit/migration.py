@@ -123,6 +123,16 @@ def _migrations_kernel(ndtr, draw, thresholds, systematic, sd, group_start, grou
 _buffers: dict = {}
 
 
+def _buffer(name, shape, dtype):
+    """A per-process scratch array reused between blocks (fresh multi-megabyte arrays would
+    page-fault on every block); only read after the kernel has written it."""
+    size = int(np.prod(shape))
+    buf = _buffers.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = _buffers[name] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
+
+
 def uniform_migrations(draw, thresholds, systematic, sd, group_start, group_state):
     """Migrations of one block of the factor path from 32-bit uniforms (Step 3).
 
@@ -157,14 +167,9 @@ def uniform_migrations(draw, thresholds, systematic, sd, group_start, group_stat
     the ``(R - 1) G sb`` values a full table would take).
     """
     n, sb = draw.shape
-    capacity = n * sb
-    buf = _buffers.get("out")
-    if buf is None or buf[0].size < capacity:
-        # Reused between blocks: fresh multi-megabyte arrays would page-fault every time.
-        buf = (np.empty(capacity, np.int64), np.empty(capacity, np.int64),
-               np.empty(capacity, np.uint8))
-        _buffers["out"] = buf
-    out_s, out_i, out_state = buf
+    out_s = _buffer("out_s", (n * sb,), np.int64)
+    out_i = _buffer("out_i", (n * sb,), np.int64)
+    out_state = _buffer("out_state", (n * sb,), np.uint8)
     m = _migrations_kernel(_NDTR, draw, np.ascontiguousarray(thresholds, dtype=np.float64),
                            np.ascontiguousarray(systematic, dtype=np.float64),
                            np.ascontiguousarray(sd, dtype=np.float64),
@@ -226,3 +231,68 @@ def indexed_sums(index, values, size, scale=None, scale_index=None):
     if scale is None:
         return _sums_kernel(index, values, None, np.empty(0), size, out)
     return _sums_kernel(index, values, scale_index, scale, size, out)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _normal_kernel(draw, thresholds, systematic, sd, group_start, group_state,
+                   out_s, out_i, out_state):
+    sb = draw.shape[1]
+    top = thresholds.shape[1]
+    lo = np.empty(sb, np.float64)
+    hi = np.empty(sb, np.float64)
+    moved_s = np.empty(sb, np.int64)
+    m = 0
+    for g in range(group_start.size - 1):
+        r = group_state[g]
+        b = thresholds[g]
+        sys_g = systematic[g]
+        sd_g = sd[g]
+        for s in range(sb):
+            lo[s] = (b[r - 1] - sys_g[s]) / sd_g if r > 0 else -np.inf
+            hi[s] = (b[r] - sys_g[s]) / sd_g if r < top else np.inf
+        for i in range(group_start[g], group_start[g + 1]):
+            row = draw[i]
+            k_moved = 0
+            for s in range(sb):                   # branch-free: store, advance if moved
+                x = np.float64(row[s])
+                moved_s[k_moved] = s
+                k_moved += (x < lo[s]) | (x >= hi[s])
+            for j in range(k_moved):
+                s = moved_s[j]
+                x = np.float64(row[s])
+                if x < lo[s]:                     # down: r - 1, or further
+                    k = r - 2
+                    while k >= 0 and x < (b[k] - sys_g[s]) / sd_g:
+                        k -= 1
+                    state = k + 1
+                else:                             # up: r + 1, or further
+                    k = r + 1
+                    while k < top and x >= (b[k] - sys_g[s]) / sd_g:
+                        k += 1
+                    state = k
+                out_s[m + j] = s
+                out_i[m + j] = i
+                out_state[m + j] = state
+            m += k_moved
+    return m
+
+
+def normal_migrations(draw, thresholds, systematic, sd, group_start, group_state):
+    """Migrations of one block of the factor path from standard normal ``eps`` (Step 3).
+
+    ``x_i < b_k`` iff ``eps_i < (b_k - beta_g' eta) / s_g``: the draws (float32, obligor-major
+    (n, sb)) are compared, in double precision, with the standardised boundaries of their
+    group, computed as ``(b_k - systematic) / sd`` -- the operations of the numpy
+    formulation, so every entry is classified identically. Same arguments and returns as
+    :func:`uniform_migrations` except ``draw``.
+    """
+    n, sb = draw.shape
+    out_s = _buffer("out_s", (n * sb,), np.int64)
+    out_i = _buffer("out_i", (n * sb,), np.int64)
+    out_state = _buffer("out_state", (n * sb,), np.uint8)
+    m = _normal_kernel(draw, np.ascontiguousarray(thresholds, dtype=np.float64),
+                       np.ascontiguousarray(systematic, dtype=np.float64),
+                       np.ascontiguousarray(sd, dtype=np.float64),
+                       np.asarray(group_start, np.int64), np.asarray(group_state, np.int64),
+                       out_s, out_i, out_state)
+    return out_s[:m].copy(), out_i[:m].copy(), out_state[:m].copy()

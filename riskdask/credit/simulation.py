@@ -54,7 +54,8 @@ from scipy.special import ndtri
 
 from riskdask.engine import reduce_local
 
-from .migration import indexed_sums, scatter_states, select_records, uniform_migrations
+from .migration import (indexed_sums, normal_migrations, scatter_states, select_records,
+                        uniform_migrations)
 from .summary import (LossSummary, exact_sum, keep_rows, merge_summaries, sort_tail,
                       tail_count, tail_index, var_es_from_sorted)
 from .uncertainty import MIN_BATCHES, local_batch, moment_errors, tail_errors
@@ -423,30 +424,6 @@ def uses_uniform_draws(model: SimulationModel) -> bool:
     return 140 * n_groups + 2 * model.n_obligors < 6 * n_groups + 8 * model.n_obligors
 
 
-def _band_mask(draw, lo, hi, model: SimulationModel) -> np.ndarray:
-    """True where an obligor left its initial rating: draw < lo or draw >= hi.
-
-    ``draw`` is obligor-major, shape (n, scenarios), so each group is a block of
-    contiguous rows; ``lo`` / ``hi`` are (groups, scenarios) bounds of the
-    unchanged-rating band (unused where the initial rating is the worst / best).
-    """
-    moved = np.empty(draw.shape, dtype=bool)
-    starts = model.group_start
-    top = model.n_states - 1
-    for g in range(starts.size - 1):
-        o0, o1 = starts[g], starts[g + 1]
-        state = model.initial_state[o0]
-        view = moved[o0:o1]
-        block = draw[o0:o1]
-        if state > 0:
-            np.less(block, lo[g][None, :], out=view)
-        else:
-            view[...] = False
-        if state < top:
-            view |= block >= hi[g][None, :]
-    return moved
-
-
 def _factor_block(rng, model: SimulationModel, sb: int):
     """Steps 1-3 for ``sb`` scenarios of the factor path; returns migrations.
 
@@ -462,14 +439,9 @@ def _factor_block(rng, model: SimulationModel, sb: int):
     w = _weights(eta, model.shift)
     systematic = _systematic_returns(eta, model.group_loadings)            # (G, sb)
     reps = model.group_start[:-1]
-    n_groups = reps.size
     thr = model.thresholds[reps]                                           # (G, R-1)
     state0 = model.initial_state[reps]
     sd = model.group_idio
-    top = model.n_states - 1
-    g_idx = np.arange(n_groups)
-    lo_k = np.maximum(state0 - 1, 0)
-    hi_k = np.minimum(state0, top - 1)
     if uses_uniform_draws(model):
         # x_i < b  <=>  U_i < Phi((b - beta'eta) / s), compared on the 2^32 grid.
         raw = rng.bit_generator.random_raw((sb * n + 1) // 2)
@@ -479,16 +451,7 @@ def _factor_block(rng, model: SimulationModel, sb: int):
         return w, s, i, new_state
     # eps_i < (b - beta'eta) / s  <=>  x_i < b: standardised boundaries, band first.
     draw = standard_normals_f32(rng, n * sb).reshape(n, sb)
-    lo = (thr[g_idx, lo_k][:, None] - systematic) / sd[:, None]
-    hi = (thr[g_idx, hi_k][:, None] - systematic) / sd[:, None]
-    moved = _band_mask(draw, lo, hi, model)
-    idx = np.flatnonzero(moved)
-    i = idx // sb
-    s = idx - i * sb
-    gi = model.group_of_obligor[i]
-    # Same arithmetic as the band, so a boundary is classified identically.
-    z = ((model.thresholds[i] - systematic[gi, s][:, None]) / sd[gi][:, None]).T
-    new_state = _count_reached(draw.ravel()[idx], np.ascontiguousarray(z), None)
+    s, i, new_state = normal_migrations(draw, thr, systematic, sd, model.group_start, state0)
     return w, s, i, new_state
 
 

@@ -133,9 +133,12 @@ def merge_summaries(a: LossSummary, b: LossSummary, *, weight_needed: float,
     n_states = min(keep, state_rows)
     n_a = a.tail_loss.size
     src = order[:n_states]
-    # Row of each kept scenario in the stacked state arrays of a and b.
-    stacked_row = np.where(src < n_a, src, a.tail_states.shape[0] + (src - n_a))
-    states = np.concatenate([a.tail_states, b.tail_states])[stacked_row]
+    # Each kept row's states from a or b, gathered straight into the result (stacking a
+    # and b first would copy both blocks once more).
+    states = np.empty((n_states, a.tail_states.shape[1]), dtype=a.tail_states.dtype)
+    from_a = src < n_a
+    states[from_a] = a.tail_states[src[from_a]]
+    states[~from_a] = b.tail_states[src[~from_a] - n_a]
     return LossSummary(
         first_chunk=a.first_chunk,
         last_chunk=b.last_chunk,
