@@ -19,12 +19,13 @@ Run: ``.venv/bin/python benchmarks/checkpoint.py`` (about 10 minutes on 2 cores;
 average is printed, timings on a shared machine are noisy). A short sanity run:
 ``--jobs coup --pairs 1 --set coup:forest.n_trees=40 --set coup:backtest.first_test_year=2012``.
 
-Measured 2026-12-01 on the shared 2-core machine (load average 2-6 from other work, so
-differences under ~50 % are within the noise there):
-credit overhead 14.52 vs 13.23 s (1.098, with an fsync per file) and 9.21 vs 10.93 s (0.842,
-without); credit resume 8.64 vs 14.69 s (0.588; 10 of 20 chunks reused); coup (one A B pair)
-89.9 vs 188.5 s and 134.1 vs 87.8 s; coup resume 140.2 vs 134.1 s (27 chunks reused, 30
-computed: the kill fell before the backtest's forests, which the resumed run recomputed).
+Measured 2026-12-02 on the 2-core machine, nothing else running (load average 0.8-2.2; on this
+VM differences under ~5 % are within the noise), A B B A:
+credit overhead 4.56 vs 5.34 s (0.854: no overhead measurable); credit resume 3.43 vs 4.27 s
+(0.804; 10 of 20 chunks reused) -- the simulation is now ~3.3 s of the 4.3 s compute stage, and
+the stages a checkpoint cannot save (Step 7 fits ~0.3 s, figures ~0.6-0.9 s) bound the ratio at
+~0.68 for a half-way kill; coup overhead 98.46 vs 93.88 s (1.049); coup resume 47.52 vs 99.91 s
+(0.476; killed at 139 of 224 checkpoint files, 34 chunks reused, 70 computed).
 """
 
 from __future__ import annotations
