@@ -180,7 +180,7 @@ def test_backtest_kernels_match_sklearn_and_never_see_the_test_year(small_proble
     rf = RandomForestRegressor(n_estimators=3, random_state=chunk_random_state(chunks[j].seed),
                                max_depth=6, n_jobs=1).fit(X[train], y[train])
     lo, hi = shared["offsets"][1], shared["offsets"][2]
-    np.testing.assert_allclose(parts[j].sums[0, lo:hi], 3 * rf.predict(X[folds[1].test]),
+    np.testing.assert_allclose(parts[j].dense().sums[0, lo:hi], 3 * rf.predict(X[folds[1].test]),
                                rtol=1e-12, atol=1e-12)
     assert (sums.fits[0, :] == 6).all() and sums.fits[1, 2] == 0
     per_year = bt.per_year_table(pooled[pooled["fold_kind"] == "year"], 0.05)
@@ -270,7 +270,7 @@ def test_pooled_backtest_on_the_cluster_is_bit_identical_on_1_and_2_workers(loca
     local = reduce_local([bt.backtest_kernel(c, _shared(X, y, mi, folds), tasks, m1,
                                              {"max_depth": 8})
                           for c in plan_chunks(len(tasks), 1, 7)], bt.combine_pooled)
-    np.testing.assert_array_equal(local.sums, s1.sums)
+    np.testing.assert_array_equal(local.dense().sums, s1.sums)
     pooled = bt.pooled_table(frame, y, folds, m1, s1)
     years = pooled[pooled["fold_kind"] == "year"]
     assert (years["train_last_year"] < years["year"]).all()
@@ -330,3 +330,39 @@ def test_calibration_gives_exact_zeros_a_bin_of_their_own():
     parts = (d["reliability"] - d["resolution"] + d["uncertainty"] + d["within_bin_variance"]
              - d["within_bin_covariance"])
     assert parts == pytest.approx(np.mean((p - y) ** 2), abs=1e-14)
+
+
+def test_pooled_spans_add_like_dense_sums_bit_for_bit():
+    """A backtest partial covers its fold's rows only; combining spans (overlapping, adjacent
+    or apart, in any tree) equals adding the same partials over all rows."""
+    rng = np.random.default_rng(3)
+    n_pooled, n_folds = 50, 4
+    spans = [(0, 10), (5, 20), (30, 41), (41, 50), (12, 12), (0, 50)]
+    parts, dense = [], []
+    for k, (lo, hi) in enumerate(spans):
+        p = bt.empty_pooled(2, n_pooled, n_folds, lo, hi)
+        p.sums[k % 2] = rng.random(hi - lo) * 10.0 ** rng.integers(-9, 3)
+        p.train_last_month[k % 2] = rng.integers(0, 400)
+        p.fits[k % 2, k % n_folds] = k + 1
+        p.n_train[k % 2, k % n_folds] = 10 * k
+        parts.append(p)
+        dense.append(p.dense())
+    for order in (parts, parts[::-1]):
+        got = reduce_local(list(order), bt.combine_pooled).dense()
+        acc = dense[0] if order is parts else dense[-1]
+        rest = dense[1:] if order is parts else dense[-2::-1]
+        want = acc
+        for d in rest:
+            want = bt.PooledSums(want.sums + d.sums, want.fits + d.fits,
+                                 np.maximum(want.train_last_month, d.train_last_month),
+                                 np.maximum(want.n_train, d.n_train))
+        # a left-to-right chain over dense arrays: reduce_local's tree adds in another
+        # order where three or more partials meet, so the sums agree to rounding there
+        np.testing.assert_allclose(got.sums, want.sums, rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(got.train_last_month, want.train_last_month)
+        np.testing.assert_array_equal(got.fits, want.fits)
+        np.testing.assert_array_equal(got.n_train, want.n_train)
+        assert got.sums.shape == (2, n_pooled) and got.start == 0
+    # bit for bit against the same tree over dense partials
+    assert np.array_equal(reduce_local(parts, bt.combine_pooled).dense().sums,
+                          reduce_local(dense, bt.combine_pooled).dense().sums)

@@ -16,8 +16,8 @@ ranks the league table (a :func:`month_fold`).
 All folds and models form **one plan** of tasks: a random-forest fold is split into
 sub-forests (each task fits ``trees_per_task`` trees with its own stream of the chunk plan and
 returns the sum of its trees' predictions), the gradient-boosting and logistic models are one
-task per fold. Every task returns a :class:`PooledSums` over all pooled rows, and the engine
-adds them in its fixed tree, so the pooled predictions are the same on any number of workers;
+task per fold. Every task returns a :class:`PooledSums` over its fold's pooled rows, and the
+engine adds them in its fixed tree, so the pooled predictions are the same on any number of workers;
 tasks of different years run concurrently, so no year waits for the previous one's tail. Each
 task also records the last month it trained on for every row it predicted
 (``train_last_month``, reduced by maximum): the evidence that no model saw its test year.
@@ -131,31 +131,69 @@ def backtest_tasks(folds: Sequence[Fold], n_trees: int, trees_per_task: int
 
 @dataclass
 class PooledSums:
-    """What a backtest task returns, over all pooled rows and all models (added by the engine).
+    """What a backtest task returns, over a span of the pooled rows (added by the engine).
 
-    ``sums[m, j]``: sum of model ``m``'s predictions on pooled row ``j`` (per tree for the
-    forest); ``fits[m, f]``: trees (forest) or fits of model ``m`` on fold ``f``;
+    ``sums[m, j]``: sum of model ``m``'s predictions on pooled row ``start + j`` (per tree for
+    the forest); ``fits[m, f]``: trees (forest) or fits of model ``m`` on fold ``f``;
     ``train_last_month[m, j]``: the latest month index of a training row of the model that
-    predicted row ``j`` (-1: none yet); ``n_train[m, f]``: training rows of fold ``f``.
+    predicted row ``start + j`` (-1: none yet); ``n_train[m, f]``: training rows of fold ``f``.
+    A task covers one fold, so its partial spans that fold's rows only (a partial over all
+    pooled rows would be mostly zeros, shipped and checkpointed by every task); rows outside
+    the span are 0 / -1. :meth:`dense` gives the arrays over all ``n_pooled`` rows.
     """
 
     sums: np.ndarray
     fits: np.ndarray
     train_last_month: np.ndarray
     n_train: np.ndarray
+    start: int = 0
+    n_pooled: int | None = None
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.sums.shape[1]
+
+    def dense(self) -> "PooledSums":
+        """The same sums over all pooled rows (``start = 0``)."""
+        n_pooled = self.stop if self.n_pooled is None else self.n_pooled
+        if self.start == 0 and self.sums.shape[1] == n_pooled:
+            return self
+        out = empty_pooled(self.sums.shape[0], n_pooled, self.fits.shape[1])
+        out.sums[:, self.start:self.stop] = self.sums
+        out.train_last_month[:, self.start:self.stop] = self.train_last_month
+        out.fits[...] = self.fits
+        out.n_train[...] = self.n_train
+        return out
 
 
-def empty_pooled(n_models: int, n_pooled: int, n_folds: int) -> PooledSums:
-    return PooledSums(np.zeros((n_models, n_pooled)), np.zeros((n_models, n_folds), np.int64),
-                      np.full((n_models, n_pooled), -1, np.int64),
-                      np.zeros((n_models, n_folds), np.int64))
+def empty_pooled(n_models: int, n_pooled: int, n_folds: int, start: int = 0,
+                 stop: int | None = None) -> PooledSums:
+    """Zero sums (and -1 training months) over pooled rows ``[start, stop)``."""
+    width = n_pooled - start if stop is None else stop - start
+    return PooledSums(np.zeros((n_models, width)), np.zeros((n_models, n_folds), np.int64),
+                      np.full((n_models, width), -1, np.int64),
+                      np.zeros((n_models, n_folds), np.int64), start=start, n_pooled=n_pooled)
 
 
 def combine_pooled(a: PooledSums, b: PooledSums) -> PooledSums:
-    """Add sums and fit counts; the last training month and training size by maximum."""
-    return PooledSums(a.sums + b.sums, a.fits + b.fits,
-                      np.maximum(a.train_last_month, b.train_last_month),
-                      np.maximum(a.n_train, b.n_train))
+    """Add sums and fit counts; the last training month and training size by maximum.
+
+    Over the union of the two spans; a row outside a span adds 0 (``x + 0.0`` is ``x``) and
+    takes the maximum with -1, so the result has the bits of the same sums over all rows.
+    """
+    spans = [p for p in (a, b) if p.sums.shape[1]]
+    start = min((p.start for p in spans), default=a.start)
+    stop = max((p.stop for p in spans), default=a.start)
+    out = empty_pooled(a.sums.shape[0], a.n_pooled if a.n_pooled is not None else stop,
+                       a.fits.shape[1], start, stop)
+    for p in spans:
+        cols = slice(p.start - start, p.stop - start)
+        out.sums[:, cols] += p.sums
+        np.maximum(out.train_last_month[:, cols], p.train_last_month,
+                   out=out.train_last_month[:, cols])
+    out.fits[...] = a.fits + b.fits
+    out.n_train[...] = np.maximum(a.n_train, b.n_train)
+    return out
 
 
 def fit_predict(model: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
@@ -213,16 +251,16 @@ def backtest_kernel(chunk, shared: Mapping[str, Any], tasks: Sequence[BacktestTa
     m = list(models).index(task.model)
     offsets = shared["offsets"]
     n_folds = len(offsets) - 1
-    out = empty_pooled(len(models), int(offsets[-1]), n_folds)
     lo, hi = int(offsets[task.fold]), int(offsets[task.fold + 1])
+    out = empty_pooled(len(models), int(offsets[-1]), n_folds, lo, hi)
     train = training_rows(shared["month_idx"], int(shared["cutoffs"][task.fold]),
                           int(shared["lead_months"]))
     test = shared["pooled_rows"][lo:hi]
     X = shared["X"]
-    out.sums[m, lo:hi] = fit_predict(task.model, X[train], shared["y"][train], X[test],
+    out.sums[m, :] = fit_predict(task.model, X[train], shared["y"][train], X[test],
                                      task.n_trees, chunk_random_state(chunk.seed), params)
     out.fits[m, task.fold] = task.n_trees
-    out.train_last_month[m, lo:hi] = int(shared["month_idx"][train].max()) if len(train) else -1
+    out.train_last_month[m, :] = int(shared["month_idx"][train].max()) if len(train) else -1
     out.n_train[m, task.fold] = len(train)
     return out
 
@@ -235,6 +273,7 @@ def pooled_table(panel: pd.DataFrame, y: np.ndarray, folds: Sequence[Fold],
     exactly ``RandomForestRegressor.predict`` of one forest made of the fold's trees.
     """
     rows, offsets = pooled_layout(folds)
+    sums = sums.dense()
     fold_of = np.repeat(np.arange(len(folds)), np.diff(offsets))
     frames = []
     for m, model in enumerate(models):
@@ -323,7 +362,8 @@ def run_backtest(client, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
     chunks = plan_chunks(len(tasks), 1, seed)
     sums = map_reduce(backtest_kernel, chunks, combine_pooled, client=client, shared=shared,
                       kernel_kwargs={"tasks": tasks, "models": models,
-                                     "params": dict(params or {})}, label=label)
+                                     "params": dict(params or {})}, label=label,
+                      finalize=PooledSums.dense)
     return models, sums
 
 
