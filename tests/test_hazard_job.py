@@ -132,6 +132,16 @@ SUM_SETS = ("--set", "grid.k1.values=[0.5, 1.0, 1.5]", "--set", "grid.k2.values=
             "--set", "bootstrap.n_boot=0")
 
 
+def _run_ok(cli, cfg, out, client):
+    """``riskdask run hazard`` on ``client``'s scheduler, which must succeed: the run's summary
+    and manifest."""
+    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler",
+              client.scheduler.address, *SUM_SETS)
+    assert res.code == 0, res.err
+    [run] = run_dirs(out, "hazard")
+    return read_summary(run), json.loads((run / "manifest.json").read_text())
+
+
 def _row_of(frame, mask) -> int:
     return int(np.flatnonzero(mask)[0]) + 1  # 1-based data row, header excluded
 
@@ -187,18 +197,11 @@ def test_npo_without_any_grant_is_excluded_and_counted(cli, tmp_path, panel_fram
                           "closed_year": pd.array([pd.NA] * 11, dtype="Int64")})
     frame = pd.concat([panel_frame, never], ignore_index=True)
     cfg, data = _write_config(tmp_path, frame)
-    address = local_client(1).scheduler.address
-    out = tmp_path / "runs"
-    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler", address,
-              *SUM_SETS)
-    assert res.code == 0, res.err
-    [run] = run_dirs(out, "hazard")
-    manifest = json.loads((run / "manifest.json").read_text())
+    summary, manifest = _run_ok(cli, cfg, tmp_path / "runs", local_client(1))
     [ex] = manifest["exclusions"]
     assert ex["count"] == 1 and "no grant in any year" in ex["reason"] and ex["source"] == str(data)
     assert ex["rows"] == ["NEVER"]
     assert manifest["excluded_rows_total"] == 1
-    summary = read_summary(run)
     assert summary["n_npos_at_risk"] == 120
     assert summary["excluded_npos"]["no grant in any year"] == 1
 
@@ -266,26 +269,15 @@ def test_unusable_splits_excluded_counted_or_exit_2(cli, tmp_path, panel_frame, 
     assert 0 < bad < 8
     rules = "[split]\nn_splits = 8\nunusable = \"exclude\"\nmin_usable = 1\n"
     cfg, data = _write_config(tmp_path, frame, rules)
-    out = tmp_path / "runs"
-    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler",
-              local_client(1).scheduler.address, *SUM_SETS)
-    assert res.code == 0, res.err
-    [run] = run_dirs(out, "hazard")
-    summary = read_summary(run)
+    summary, manifest = _run_ok(cli, cfg, tmp_path / "runs", local_client(1))
     assert summary["splits"]["excluded"] == bad and summary["n_splits"] == 8 - bad
-    manifest = json.loads((run / "manifest.json").read_text())
     [ex] = [e for e in manifest["exclusions"] if e["source"] == "splits"]
     assert ex["count"] == bad
     # redrawn instead: all 8 usable, every discarded draw counted in the manifest
     (tmp_path / "redraw").mkdir()
     cfg3, _ = _write_config(tmp_path / "redraw", frame, rules.replace('"exclude"', '"redraw"'))
-    res = cli("run", "hazard", "--config", cfg3, "--out", tmp_path / "redraw" / "runs", "--quiet",
-              "--scheduler", local_client(1).scheduler.address, *SUM_SETS)
-    assert res.code == 0, res.err
-    [run] = run_dirs(tmp_path / "redraw" / "runs", "hazard")
-    summary = read_summary(run)
+    summary, manifest = _run_ok(cli, cfg3, tmp_path / "redraw" / "runs", local_client(1))
     assert summary["n_splits"] == 8 and summary["splits"]["redrawn"] == bad
-    manifest = json.loads((run / "manifest.json").read_text())
     [ex] = [e for e in manifest["exclusions"] if "redrawn" in e["reason"]]
     assert ex["count"] == sum(summary["splits"]["unusable_draws"].values()) >= bad
     # the same with every split required: exit 2 with the counts
@@ -319,15 +311,9 @@ def test_panel_rules_counted_in_manifest_and_summary(cli, tmp_path, panel_frame,
                           "closed_year": pd.array([2010] * 14, dtype="Int64")})
     frame = pd.concat([panel_frame, extra], ignore_index=True)
     cfg, data = _write_config(tmp_path, frame)
-    out = tmp_path / "runs"
-    res = cli("run", "hazard", "--config", cfg, "--out", out, "--quiet", "--scheduler",
-              local_client(1).scheduler.address, *SUM_SETS)
-    assert res.code == 0, res.err
-    [run] = run_dirs(out, "hazard")
-    summary = read_summary(run)
+    summary, manifest = _run_ok(cli, cfg, tmp_path / "runs", local_client(1))
     assert summary["panel_rules"] == {"rows_outside_period": 3, "closure_after_period": 1,
                                       "missing_closure_year_row": 0}
-    manifest = json.loads((run / "manifest.json").read_text())
     [ex] = [e for e in manifest["exclusions"] if "outside the study period" in e["reason"]]
     assert ex["count"] == 3
     (tmp_path / "again").mkdir()

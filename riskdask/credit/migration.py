@@ -133,6 +133,18 @@ def _buffer(name, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+def _records(kernel, lead, draw, thresholds, systematic, sd, group_start, group_state):
+    """Run a migration kernel into the reused output buffers; the records, copied."""
+    n, sb = draw.shape
+    out = (_buffer("out_s", (n * sb,), np.int64), _buffer("out_i", (n * sb,), np.int64),
+           _buffer("out_state", (n * sb,), np.uint8))
+    m = kernel(*lead, draw, np.ascontiguousarray(thresholds, dtype=np.float64),
+               np.ascontiguousarray(systematic, dtype=np.float64),
+               np.ascontiguousarray(sd, dtype=np.float64),
+               np.asarray(group_start, np.int64), np.asarray(group_state, np.int64), *out)
+    return tuple(a[:m].copy() for a in out)
+
+
 def uniform_migrations(draw, thresholds, systematic, sd, group_start, group_state):
     """Migrations of one block of the factor path from 32-bit uniforms (Step 3).
 
@@ -166,16 +178,8 @@ def uniform_migrations(draw, thresholds, systematic, sd, group_start, group_stat
     group and scenario, the others when an obligor's walk reaches them (about half of
     the ``(R - 1) G sb`` values a full table would take).
     """
-    n, sb = draw.shape
-    out_s = _buffer("out_s", (n * sb,), np.int64)
-    out_i = _buffer("out_i", (n * sb,), np.int64)
-    out_state = _buffer("out_state", (n * sb,), np.uint8)
-    m = _migrations_kernel(_NDTR, draw, np.ascontiguousarray(thresholds, dtype=np.float64),
-                           np.ascontiguousarray(systematic, dtype=np.float64),
-                           np.ascontiguousarray(sd, dtype=np.float64),
-                           np.asarray(group_start, np.int64), np.asarray(group_state, np.int64),
-                           out_s, out_i, out_state)
-    return out_s[:m].copy(), out_i[:m].copy(), out_state[:m].copy()
+    return _records(_migrations_kernel, (_NDTR,), draw, thresholds, systematic, sd,
+                    group_start, group_state)
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -286,13 +290,5 @@ def normal_migrations(draw, thresholds, systematic, sd, group_start, group_state
     formulation, so every entry is classified identically. Same arguments and returns as
     :func:`uniform_migrations` except ``draw``.
     """
-    n, sb = draw.shape
-    out_s = _buffer("out_s", (n * sb,), np.int64)
-    out_i = _buffer("out_i", (n * sb,), np.int64)
-    out_state = _buffer("out_state", (n * sb,), np.uint8)
-    m = _normal_kernel(draw, np.ascontiguousarray(thresholds, dtype=np.float64),
-                       np.ascontiguousarray(systematic, dtype=np.float64),
-                       np.ascontiguousarray(sd, dtype=np.float64),
-                       np.asarray(group_start, np.int64), np.asarray(group_state, np.int64),
-                       out_s, out_i, out_state)
-    return out_s[:m].copy(), out_i[:m].copy(), out_state[:m].copy()
+    return _records(_normal_kernel, (), draw, thresholds, systematic, sd, group_start,
+                    group_state)

@@ -636,10 +636,9 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
         # States only for rows that can still be among the chunk's first state_rows: a
         # row whose loss is below the state_rows-th largest loss seen so far never is
         # (that threshold only rises), so most of a chunk's migrations are not kept.
-        top_losses, floor = _running_top(top_losses, scen_loss[sel[: model.state_rows]],
-                                         model.state_rows)
-        mark = np.zeros(sb, dtype=bool)
         head = sel[: model.state_rows]
+        top_losses, floor = _running_top(top_losses, scen_loss[head], model.state_rows)
+        mark = np.zeros(sb, dtype=bool)
         mark[head[scen_loss[head] >= floor]] = True
         rs, ri, rst = select_records(mark, s, i, new_state, b0)
         rec_s.append(rs)

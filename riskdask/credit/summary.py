@@ -34,6 +34,7 @@ __all__ = [
     "sort_tail",
     "keep_rows",
     "batch_means_se",
+    "batch_deviations",
 ]
 
 
@@ -204,13 +205,21 @@ def batch_means_se(values, sizes) -> float:
     size-weighted mean ``xbar``; with equal batches this is
     ``sd(x_b, ddof=1) / sqrt(B)``.  NaN if fewer than two batches have a value.
     """
+    b, share, dev = batch_deviations(values, sizes)
+    if b < 2:
+        return float("nan")
+    return float(np.sqrt(b / (b - 1) * exact_sum(share ** 2 * dev ** 2)))
+
+
+def batch_deviations(values, sizes):
+    """The batches with a value: their count ``B``, size shares ``n_b / N`` and deviations
+    ``x_b - xbar`` from the size-weighted mean (the terms of the batch-means variance)."""
     x = np.asarray(values, dtype=float)
     nb = np.asarray(sizes, dtype=float)
     ok = np.isfinite(x)
     x, nb = x[ok], nb[ok]
-    b = x.size
-    if b < 2:
-        return float("nan")
+    if x.size == 0:
+        return 0, x, x
     total = exact_sum(nb)
     xbar = exact_sum(nb * x) / total
-    return float(np.sqrt(b / (b - 1) * exact_sum((nb / total) ** 2 * (x - xbar) ** 2)))
+    return x.size, nb / total, x - xbar

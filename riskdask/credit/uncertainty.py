@@ -40,7 +40,7 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp
 from scipy.stats import binom
 
-from .summary import batch_means_se, exact_sum
+from .summary import batch_deviations, batch_means_se, exact_sum
 
 __all__ = [
     "MIN_BATCHES",
@@ -78,16 +78,10 @@ def rel_se_of_variance(values, sizes) -> float:
     ``sum u_b / (B - 1)``; its relative error is ``sd(u) / (sqrt(B) mean(u))`` -- no
     normality assumed (tail statistics have very skewed batch values).
     """
-    x = np.asarray(values, dtype=float)
-    nb = np.asarray(sizes, dtype=float)
-    ok = np.isfinite(x)
-    x, nb = x[ok], nb[ok]
-    b = x.size
+    b, share, dev = batch_deviations(values, sizes)
     if b < 3:
         return float("nan")
-    total = exact_sum(nb)
-    xbar = exact_sum(nb * x) / total
-    u = b * (nb / total) ** 2 * (x - xbar) ** 2
+    u = b * share ** 2 * dev ** 2
     mu = exact_sum(u) / b
     if mu <= 0:
         return float("nan")
