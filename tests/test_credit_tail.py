@@ -11,7 +11,7 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import binom, genpareto
 
 from riskdask.credit.simulation import build_factor_model, simulate_local, simulation_statistics
-from riskdask.credit.tail import (gpd_fit, qq_points, vasicek_fit, vasicek_quantile,
+from riskdask.credit.tail import (gpd_fit, gpd_logpdf, qq_points, vasicek_fit, vasicek_quantile,
                                   vasicek_rho_from_moments)
 from riskdask.credit.uncertainty import batches_per_chunk
 from riskdask.engine import plan_chunks
@@ -78,6 +78,19 @@ def test_gpd_fit_recovers_a_known_tail():
         assert abs(level["es"] - true_es) < 3 * level["es_se"], (c, level, true_es)
     qq = qq_points(srt, np.ones(srt.size), n, fit)
     assert qq["max_rel_deviation"] < 0.1
+
+
+@pytest.mark.parametrize("xi", [0.3, 1e-7, 0.0, -0.2, -0.7, 1.5])
+@pytest.mark.parametrize("sigma", [0.37, 2.0e6])
+def test_gpd_logpdf_is_scipys_genpareto_logpdf_bit_for_bit(xi, sigma):
+    rng = np.random.default_rng(11)
+    y = np.concatenate([rng.exponential(sigma, 500), [0.0, sigma, 50 * sigma]])
+    if xi < 0:      # the support's end, and points beyond it (-inf for both)
+        y = np.concatenate([y, [-sigma / xi, -sigma / xi * 1.5]])
+    ours = gpd_logpdf(y, xi, sigma)
+    ref = genpareto.logpdf(y, xi, loc=0.0, scale=sigma)
+    np.testing.assert_array_equal(ours, ref)
+    assert np.isneginf(ours).any() == (xi < 0)
 
 
 def test_gpd_refuses_a_lattice_tail():
