@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from riskdask.plotting import log_scale
+
 __all__ = ["prf_vs_threshold", "pr_curve", "importances_top", "league_top", "backtest_figure",
            "pooled_backtest_figure", "reliability_figure", "model_pr_figure",
            "convergence_figure", "permutation_figure"]
@@ -152,7 +154,7 @@ def convergence_figure(table: pd.DataFrame):
     for col, style in (("oob_brier", "o--"), ("test_brier", "o-")):
         b.plot(table["n_trees"], table[col].astype(float), style, ms=3, label=col)
     for ax in (a, b):
-        ax.set_xscale("log")
+        log_scale(ax, "x")
         ax.set_xlabel("trees")
         ax.legend(fontsize=7)
     return fig

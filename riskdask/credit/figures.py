@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from riskdask.plotting import pyplot
+from riskdask.plotting import log_scale, pyplot
 
 plt = pyplot()
 import numpy as np  # noqa: E402
@@ -32,10 +32,10 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
     as a dotted marker."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     prob = summary.histogram[1:-1] / summary.n        # (1/sim) sum of weights per bin
-    width = np.diff(edges)
     scale, unit = money_scale(max(abs(edges[0]), abs(edges[-1])))
-    ax.bar(edges[:-1] / scale, np.where(prob > 0, prob, np.nan), width=width / scale,
-           align="edge", color="#4a78a8", edgecolor="none", label="simulated loss")
+    # one filled step path, not a bar patch per bin (a third of the figure's cost at 200 bins)
+    ax.stairs(np.where(prob > 0, prob, np.nan), np.asarray(edges) / scale, fill=True,
+              color="#4a78a8", label="simulated loss")
     colors = plt.cm.autumn(np.linspace(0, 0.8, max(len(stats.levels), 1)))
     mean = stats.reference_mean_loss
     for color, lv in zip(colors, stats.levels):
@@ -55,7 +55,7 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
                        lw=1.2, label=f"{fit.name} fit VaR {100 * lv['confidence']:g}%")
     ax.axvline(mean / scale, color="k", lw=0.8,
                label=f"EL ({stats.mean_reference}): {_fmt(mean / scale)}")
-    ax.set_yscale("log")
+    log_scale(ax, "y")
     ax.set_xlabel(f"loss FV_P − SFV ({unit}); VaR/ES are measured from the mean")
     ax.set_ylabel("probability per bin")
     fscale, funit = money_scale(fv_portfolio)
@@ -110,7 +110,7 @@ def tail_fits(tail_loss, tail_weight, n, fits, qq):
         if vals.size:
             lo = vals.min() if lo is None else min(lo, vals.min())
             hi = vals.max() if hi is None else max(hi, vals.max())
-    ax.set_yscale("log")
+    log_scale(ax, "y")
     ax.set_xlabel(f"loss ({unit})")
     ax.set_ylabel("P(loss > x)")
     ax.set_title("Tail of the loss distribution (seed Step 7)")

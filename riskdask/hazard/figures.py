@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from riskdask.plotting import log_scale
+
 from .analysis import ray_points
 
 __all__ = ["hazard_curves_figure", "dev_vs_k1_figure", "surface_heatmap", "dev_vs_theta_figure",
@@ -150,7 +152,8 @@ def cv_bandwidth_figure(candidates: pd.DataFrame, chosen_fraction: float):
     """Least-squares cross-validation score vs the bandwidth fraction."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    ax.semilogx(candidates.fraction, candidates.cv, marker=".")
+    ax.plot(candidates.fraction, candidates.cv, marker=".")
+    log_scale(ax, "x")
     ax.axvline(chosen_fraction, color="red", ls="--", label=f"chosen {chosen_fraction:.3g} x max(T)")
     ax.set_xlabel("bandwidth / max(T)")
     ax.set_ylabel("LSCV score")
