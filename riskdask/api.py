@@ -346,7 +346,11 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
             "checkpoints": None if store is None else {
                 "store": store.location(), "resumed": bool(resume), "plans": checkpoint_log,
                 "reused": int(sum(p["reused"] for p in checkpoint_log)),
-                "computed": int(sum(p["computed"] for p in checkpoint_log))},
+                "computed": int(sum(p["computed"] for p in checkpoint_log)),
+                # what writing cost the workers (as they reported it, see engine._save)
+                "files_written": int(sum(p.get("files_written", 0) for p in checkpoint_log)),
+                "write_seconds": round(sum(p.get("write_seconds", 0.0) for p in checkpoint_log), 3),
+                "bytes_written": int(sum(p.get("bytes_written", 0) for p in checkpoint_log))},
             "profile": PROFILE_FILE if profile_file is not None else None,
             "notes": list(notes),
         }

@@ -294,14 +294,46 @@ def _align_members(obj: Any, depth: int) -> None:
 def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, *, _checkpoint=None, **kwargs):
     """The task body: the kernel on its chunk, with the worker's shared input aligned.
 
-    With ``_checkpoint = (plan, part)`` the output is written to the checkpoint store before
-    it is returned: the chunk is safe once this task has finished, whatever dies next.
+    With ``_checkpoint = (plan, part, topic)`` the output is written to the checkpoint store
+    before it is returned: the chunk is safe once this task has finished, whatever dies next.
     """
     out = kernel(chunk, aligned_inputs(shared), **kwargs)
     if _checkpoint is not None:
-        plan, part = _checkpoint
-        plan.save(part, chunk.index, out)
+        _save(_checkpoint, chunk.index, out)
     return out
+
+
+def _save(checkpoint, index: int, partial) -> None:
+    """Write one partial (``checkpoint = (plan, part, topic)``) and report what it cost.
+
+    The seconds and bytes go to the scheduler's event log under ``topic``
+    (``Worker.log_event``); :func:`_write_costs` sums them into the manifest, a direct
+    measure of what checkpointing costs the workers.
+    """
+    import time
+
+    plan, part, topic = checkpoint
+    t0 = time.perf_counter()
+    nbytes = plan.save(part, index, partial)
+    seconds = time.perf_counter() - t0
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):   # not inside a worker task
+        return
+    worker.log_event(topic, {"seconds": seconds, "bytes": nbytes})
+
+
+def _write_costs(client, topic: str) -> dict:
+    """Seconds and bytes of the checkpoint writes the workers reported under ``topic``."""
+    try:
+        events = client.get_events(topic)
+    except Exception:   # noqa: BLE001 -- a figure for the manifest, never a failure
+        return {}
+    return {"files_written": len(events),
+            "write_seconds": round(float(sum(m["seconds"] for _, m in events)), 6),
+            "bytes_written": int(sum(m["bytes"] for _, m in events))}
 
 
 def _load_checkpoint(plan, part: str, index: int):
@@ -506,11 +538,10 @@ def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any
 
 def _run_branch(branch: Callable, output: Any, shared: Any, checkpoint=None, index: int = -1):
     """A branch task body: ``branch`` on one chunk's output, with the shared input aligned
-    (and its partial checkpointed, ``checkpoint = (plan, part)``)."""
+    (and its partial checkpointed, ``checkpoint = (plan, part, topic)``)."""
     out = branch(output, aligned_inputs(shared))
     if checkpoint is not None:
-        plan, part = checkpoint
-        plan.save(part, index, out)
+        _save(checkpoint, index, out)
     return out
 
 
@@ -518,7 +549,7 @@ def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branche
     """The plan's checkpoints and the chunks already done, or ``(None, set())``."""
     state = _checkpointing
     if state is None:
-        return None, set(), []
+        return None, set(), [], None
     from .checkpoint import plan_token
 
     parts = ["out"] if branches is None else [f"b{b}" for b in range(len(branches))]
@@ -528,16 +559,17 @@ def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branche
     except RuntimeError as exc:  # input dask cannot tokenize deterministically
         state.log.append({"label": label, "plan": None, "chunks": len(chunks), "reused": 0,
                           "computed": len(chunks), "note": f"not checkpointed: {exc}"})
-        return None, set(), parts
+        return None, set(), parts, None
     if state.meta is not None:
         state.store.write_meta(**state.meta)
         state.meta = None
     plan = state.store.plan(label, token)
     done = plan.done(parts) if state.resume else set()
     done &= {c.index for c in chunks}
-    state.log.append({"label": label, "plan": plan.plan_id, "chunks": len(chunks),
-                      "reused": len(done), "computed": len(chunks) - len(done)})
-    return plan, done, parts
+    entry = {"label": label, "plan": plan.plan_id, "chunks": len(chunks),
+             "reused": len(done), "computed": len(chunks) - len(done)}
+    state.log.append(entry)
+    return plan, done, parts, entry
 
 
 def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
@@ -555,14 +587,28 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
 
     Under :func:`use_checkpoints` each computed partial is saved by its task, and chunks
     found in the store (``resume``) are loaded by a task of their own in place of the kernel
-    (and its branches): the tree sees the same partials in the same places.
+    (and its branches): the tree sees the same partials in the same places. The seconds and
+    bytes the workers spent writing are added to the plan's manifest entry.
     """
-    from concurrent.futures import CancelledError
-
     if rows is not None and shared is not None:
         raise ValueError("give either shared (broadcast) or rows (partitioned) input, not both")
-    plan, done, parts = _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label,
-                                         branches)
+    plan, done, parts, entry = _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs,
+                                                label, branches)
+    if plan is None:
+        return _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, label,
+                                  branches, None, set(), parts, None)
+    topic = f"riskdask-checkpoint-writes-{plan.plan_id}-{uuid.uuid4().hex[:8]}"
+    result = _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, label,
+                                branches, plan, done, parts, topic)
+    entry.update(_write_costs(client, topic))   # only after success: no scheduler to ask else
+    return result
+
+
+def _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches,
+                       plan, done, parts, topic):
+    """:func:`_run_plan`'s body: the plan's attempts (``topic``: where writes are reported)."""
+    from concurrent.futures import CancelledError
+
     todo = [c for c in chunks if c.index not in done]
     for attempt in range(PLAN_ATTEMPTS):
         if not todo:
@@ -574,9 +620,9 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
         own = None
         if plan is not None:
             if branches is None:
-                own = (plan, "out")
+                own = (plan, "out", topic)
             else:
-                own = next(((plan, f"b{b}") for b, (branch, _) in enumerate(branches)
+                own = next(((plan, f"b{b}", topic) for b, (branch, _) in enumerate(branches)
                             if branch is None), None)
         futures = _submit_chunks(client, kernel, todo, inputs, kernel_kwargs, label, own)
         by_index = {c.index: (fut, data) for c, fut, data in zip(todo, futures, inputs)}
@@ -600,7 +646,7 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
                     if branch is None:
                         parts_b.append(fut)
                     else:
-                        ck = (plan, f"b{b}") if plan is not None else None
+                        ck = (plan, f"b{b}", topic) if plan is not None else None
                         parts_b.append(client.submit(
                             _run_branch, branch, fut, data, ck, c.index, retries=TASK_RETRIES,
                             key=f"{label}-b{b}-{token}-{i}", priority=500 - i))

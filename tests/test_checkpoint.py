@@ -78,6 +78,29 @@ def test_corrupt_or_truncated_file_is_not_used(tmp_path):
         plan.load("b0", 1)
 
 
+def test_arrays_come_back_exact_aligned_and_writable(tmp_path):
+    plan = CheckpointStore(str(tmp_path), job="x", config_hash="e" * 64).plan("p", "t" * 32)
+    rng = np.random.default_rng(3)
+    obj = {"f8": rng.normal(size=1001), "u1": rng.integers(0, 9, (37, 11), dtype=np.uint8),
+           "fortran": np.asfortranarray(rng.normal(size=(5, 7))), "strided": np.arange(20.0)[::3],
+           "empty": np.zeros(0), "i8": np.arange(3), "text": "a partial", "n": 7}
+    plan.save("b0", 0, obj)
+    got = plan.load("b0", 0)
+    assert got.keys() == obj.keys() and got["text"] == obj["text"] and got["n"] == 7
+    for key, value in obj.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(got[key], value)
+            assert got[key].dtype == value.dtype and got[key].flags.aligned, key
+            got[key][...] = 0                       # merges may update a loaded partial in place
+    assert got["fortran"].flags.f_contiguous
+    # a file of the previous format (everything in band) is not loaded, but recomputed
+    path = Path(plan.file("b0", 0))
+    path.write_bytes(b"RDCKPT1\n" + path.read_bytes()[len(b"RDCKPT2\n"):])
+    with pytest.raises(ValueError, match="older riskdask checkpoint"):
+        plan.load("b0", 0)
+    assert plan.verified(["b0"], {0}) == set()
+
+
 def test_unwritable_store_names_the_file(tmp_path):
     from riskdask.checkpoint import CheckpointError
 

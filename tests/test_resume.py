@@ -152,8 +152,14 @@ def test_changed_config_does_not_reuse(local_client, tmp_path):
     first = run_job("selfcheck", overrides=base, client=local_client(2), out=out,
                     keep_checkpoint=True)
     assert first.manifest["checkpoints"]["computed"] == 4
+    # the workers' own report of what they wrote is what is on disk
+    kept = sorted((out / ".checkpoints").rglob("*.ckpt"))
+    assert first.manifest["checkpoints"]["files_written"] == len(kept) == 4
+    assert first.manifest["checkpoints"]["bytes_written"] == sum(f.stat().st_size for f in kept)
+    assert 0 < first.manifest["checkpoints"]["write_seconds"] < first.manifest["timings"]["compute"]
     again = run_job("selfcheck", overrides=base, client=local_client(2), out=out, resume=True)
     assert again.manifest["checkpoints"]["reused"] == 4          # same config: all reused
+    assert again.manifest["checkpoints"]["files_written"] == 0
     assert again.summary == first.summary
     # a different seed: same chunk layout, but its own config hash -> nothing reused
     other = run_job("selfcheck", overrides=base + ["seed=7"], client=local_client(2), out=out,
