@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from riskdask.cluster import connect  # noqa: E402
 from riskdask.config import load_config  # noqa: E402
 from riskdask.registry import get_job  # noqa: E402
 
+N_WORKERS = 2
 CASES = {"credit": ROOT / "configs" / "credit-full.toml", "coup": ROOT / "configs" / "coup.toml"}
 
 
@@ -62,24 +64,51 @@ def _compute(res) -> float:
 
 
 def overhead(job: str, client, work: Path, pairs: int = 2,
-             sets: tuple = ()) -> tuple[float, float, object, list]:
-    """Mean compute times with and without checkpoints; the last checkpointed run's result
-    and the write times of its checkpoint files (kept for :func:`kill_point`)."""
+             sets: tuple = ()) -> tuple[float, float, list, object, list]:
+    """Mean compute times with and without checkpoints, the ratio of each adjacent pair, the
+    last checkpointed run's result and the write times of its checkpoint files (kept for
+    :func:`kill_point`).
+
+    Pairs alternate A B, B A, A B ... (A: no checkpoints): a drift of the machine's speed
+    over the benchmark then falls on both sides alike.
+    """
     times = {True: [], False: []}
+    stages = {True: [], False: []}
+    ratios = []
     last, written = None, []
-    order = (False, True, True, False) if pairs == 2 else (False, True)
-    for i, ck in enumerate(order):
-        out = work / f"o-{job}-{i}"
-        res = run_job(job, CASES[job], overrides=sets, client=client, out=out,
-                      checkpoint=None if ck else False, keep_checkpoint=ck, history=False)
-        times[ck].append(_compute(res))
-        if ck:
-            assert res.manifest["checkpoints"]["computed"] > 0
-            last = res
-            written = sorted(f.stat().st_mtime for f in (out / ".checkpoints").rglob("*.ckpt"))
-            shutil.rmtree(out / ".checkpoints")
-    return (sum(times[True]) / len(times[True]), sum(times[False]) / len(times[False]), last,
-            written)
+    # one untimed run first: a fresh cluster's first run loads the kernels on every worker
+    run_job(job, CASES[job], overrides=sets, client=client, out=work / f"o-{job}-warm",
+            checkpoint=False, history=False)
+    for k in range(pairs):
+        pair = {}
+        for ck in ((False, True) if k % 2 == 0 else (True, False)):
+            out = work / f"o-{job}-{k}-{int(ck)}"
+            res = run_job(job, CASES[job], overrides=sets, client=client, out=out,
+                          checkpoint=None if ck else False, keep_checkpoint=ck, history=False)
+            pair[ck] = _compute(res)
+            times[ck].append(pair[ck])
+            stages[ck].append(res.manifest["timings"])
+            if ck:
+                c = res.manifest["checkpoints"]
+                assert c["computed"] > 0
+                share = c["write_seconds"] / (pair[ck] * N_WORKERS)
+                print(f"  {job} writes as the workers reported them: {c['write_seconds']:.2f} s "
+                      f"for {c['files_written']} files, {c['bytes_written'] / 1e6:.0f} MB: "
+                      f"{share:.2%} of {N_WORKERS} workers' time in the compute stage",
+                      flush=True)
+                last = res
+                written = sorted(f.stat().st_mtime
+                                 for f in (out / ".checkpoints").rglob("*.ckpt"))
+                shutil.rmtree(out / ".checkpoints")
+        ratios.append(pair[True] / pair[False])
+        print(f"  {job} pair {k + 1}: {pair[True]:.2f} vs {pair[False]:.2f} s "
+              f"({ratios[-1]:.3f})", flush=True)
+    for name in stages[True][0]:   # where any extra time went, stage by stage
+        a = sum(t.get(name, 0.0) for t in stages[True]) / len(stages[True])
+        b = sum(t.get(name, 0.0) for t in stages[False]) / len(stages[False])
+        print(f"  {job} stage {name}: {a:.2f} vs {b:.2f} s", flush=True)
+    return (sum(times[True]) / len(times[True]), sum(times[False]) / len(times[False]), ratios,
+            last, written)
 
 
 def kill_point(written: list[float]) -> int:
@@ -98,14 +127,14 @@ def kill_point(written: list[float]) -> int:
 
 
 def resume(job: str, client, work: Path, reference, written: list[float],
-           sets: tuple = ()) -> tuple[float, float, int, int, int, int]:
-    out = work / f"r-{job}"
+           sets: tuple = (), attempt: int = 0) -> tuple[float, float, int, int, int, int]:
+    out = work / f"r-{job}-{attempt}"
     cfg = load_config(job, get_job(job).config, CASES[job], sets).config
     store = CheckpointStore(str(out / ".checkpoints"), job=job,
                             config_hash=full_config_hash(job, cfg))
     target = kill_point(written)
     cmd = [sys.executable, "-m", "riskdask", "run", job, "--config", str(CASES[job]),
-           "--out", str(out), "--workers", "2", "--quiet"]
+           "--out", str(out), "--workers", str(N_WORKERS), "--quiet"]
     for kv in sets:
         cmd += ["--set", kv]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -117,13 +146,16 @@ def resume(job: str, client, work: Path, reference, written: list[float],
             break
         if proc.poll() is not None:
             raise RuntimeError(f"the run to kill ended early: {proc.stderr.read()}")
-        time.sleep(0.05)
+        time.sleep(0.01)   # kill close to the point: tasks keep finishing meanwhile
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = sum(1 for _ in root.rglob("*.ckpt"))   # files whose tasks finished meanwhile
     res = run_job(job, CASES[job], overrides=sets, client=client, out=out, resume=True,
                   history=False)
     assert res.summary == reference.summary, "resumed run differs from the uninterrupted one"
+    for name, t in res.manifest["timings"].items():
+        print(f"  {job} resumed stage {name}: {t:.2f} vs {reference.manifest['timings'].get(name, 0.0):.2f} s",
+              flush=True)
     ck = res.manifest["checkpoints"]
     return _compute(res), _compute(reference), ck["reused"], ck["computed"], done, len(written)
 
@@ -141,9 +173,12 @@ def _sets(items: list[str]) -> dict[str, tuple]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", nargs="+", default=list(CASES), choices=list(CASES))
-    ap.add_argument("--pairs", type=int, default=2, choices=(1, 2),
-                    help="2: A B B A order (default); 1: one A B pair (a quick look)")
+    ap.add_argument("--pairs", type=int, default=2,
+                    help="pairs of runs with and without checkpoints, in A B B A ... order "
+                         "(default 2; 1 is a quick look)")
     ap.add_argument("--no-resume", action="store_true", help="only the overhead")
+    ap.add_argument("--resumes", type=int, default=1,
+                    help="kill-and-resume attempts per job (their median is reported)")
     ap.add_argument("--set", action="append", default=[], metavar="JOB:KEY=VALUE",
                     help="config override for one job's runs, e.g. coup:forest.n_trees=40 "
                          "(a short sanity run; the figures above are without)")
@@ -152,23 +187,34 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="riskdask-bench-ckpt-"))
     rows = []
     try:
-        with connect(n_workers=2, quiet=True) as client:
+        with connect(n_workers=N_WORKERS, quiet=True) as client:
             for job in args.jobs:
                 load0 = _load()
-                with_ck, without, last, written = overhead(job, client, work, args.pairs,
-                                                           sets[job])
-                rows.append((f"{job}: compute, checkpoints vs none", f"{with_ck:.2f} s",
-                             f"{without:.2f} s", f"{with_ck / without:.3f}", load0))
+                with_ck, without, ratios, last, written = overhead(job, client, work,
+                                                                   args.pairs, sets[job])
+                rows.append((f"{job}: compute, checkpoints vs none (mean of {len(ratios)} "
+                             f"pairs; median paired ratio {statistics.median(ratios):.3f})",
+                             f"{with_ck:.2f} s", f"{without:.2f} s",
+                             f"{with_ck / without:.3f}", load0))
                 print(*rows[-1], sep="  |  ", flush=True)
                 if args.no_resume:
                     continue
                 load1 = _load()
-                resumed, full, reused, computed, files, total = resume(
-                    job, client, work, last, written, sets[job])
-                rows.append((f"{job}: resumed after a half-way kill vs uninterrupted "
-                             f"(killed at {files} of {total} checkpoint files; "
-                             f"{reused} chunks reused, {computed} computed)",
-                             f"{resumed:.2f} s", f"{full:.2f} s", f"{resumed / full:.3f}", load1))
+                attempts = []
+                for i in range(args.resumes):
+                    attempts.append(resume(job, client, work, last, written, sets[job], i))
+                    t, _, reused, computed, files, total = attempts[-1]
+                    print(f"  {job} resume {i + 1}: {t:.2f} s (killed at {files} of {total} "
+                          f"checkpoint files; {reused} chunks reused, {computed} computed)",
+                          flush=True)
+                resumed = statistics.median(a[0] for a in attempts)
+                reused = "/".join(str(a[2]) for a in attempts)
+                computed = "/".join(str(a[3]) for a in attempts)
+                rows.append((f"{job}: resumed after a half-way kill (median of {len(attempts)}; "
+                             f"{reused} chunks reused, {computed} computed) vs uninterrupted "
+                             f"with checkpoints (mean of {len(ratios)})",
+                             f"{resumed:.2f} s", f"{with_ck:.2f} s", f"{resumed / with_ck:.3f}",
+                             load1))
                 print(*rows[-1], sep="  |  ", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
