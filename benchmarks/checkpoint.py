@@ -2,30 +2,37 @@
 
 1. Overhead: the seed-scale credit run (``configs/credit-full.toml``, 1,000,000 scenarios in
    chunks of 50,000) and the 200-tree coup run (``configs/coup.toml``), each through
-   ``riskdask.run_job`` on riskdask's 2-worker LocalCluster (started once, excluded), with
-   checkpoints (every chunk partial written by its worker task to ``<out>/.checkpoints``) and
-   without (``checkpoint=False``), in A B B A order. The time compared is the manifest's
-   ``compute`` stage (load and writing the run directory are the same either way).
+   ``riskdask.run_job`` on riskdask's 2-worker LocalCluster (started once and warmed by one
+   untimed run), with checkpoints (every chunk partial written by its worker task to
+   ``<out>/.checkpoints``) and without (``checkpoint=False``), in pairs A B, B A, A B ...
+   The time compared is the manifest's ``compute`` stage (load and writing the run directory
+   are the same either way); each pair's ratio and each stage's means are printed, and the
+   write time the workers themselves reported (the manifest's ``checkpoints.write_seconds``)
+   as a share of their time: a direct measure that the run-to-run noise does not hide.
    Target: <= 3 % extra.
 2. Resume: the same run started as ``riskdask run`` in a process of its own (with its own
    local cluster) is SIGKILLed -- process group, cluster included -- half-way through its
    checkpointed work: when as many checkpoint files exist as the last checkpointed run of
    part 1 (kept for this) had written at the middle of its span from first file to last, over
    every plan of the run (:func:`kill_point`); ``run_job(..., resume=True)`` then finishes it
-   on the shared cluster. Its compute time is compared with an uninterrupted run's, and its numbers with
-   the uninterrupted run's (bit-identical). Target: <= 60 % of the uninterrupted run.
+   on the shared cluster (``--resumes N`` times; the median is reported). Its compute time is
+   compared with the mean of part 1's checkpointed runs, and its numbers with the last one's
+   (bit-identical). Target: <= 60 % of the uninterrupted run.
 
-Run: ``.venv/bin/python benchmarks/checkpoint.py`` (about 10 minutes on 2 cores; the load
+Run: ``.venv/bin/python benchmarks/checkpoint.py`` (about 15 minutes on 2 cores; the load
 average is printed, timings on a shared machine are noisy). A short sanity run:
 ``--jobs coup --pairs 1 --set coup:forest.n_trees=40 --set coup:backtest.first_test_year=2012``.
 
-Measured 2026-12-02 on the 2-core machine, nothing else running (load average 0.8-2.2; on this
-VM differences under ~5 % are within the noise), A B B A:
-credit overhead 4.56 vs 5.34 s (0.854: no overhead measurable); credit resume 3.43 vs 4.27 s
-(0.804; 10 of 20 chunks reused) -- the simulation is now ~3.3 s of the 4.3 s compute stage, and
-the stages a checkpoint cannot save (Step 7 fits ~0.3 s, figures ~0.6-0.9 s) bound the ratio at
-~0.68 for a half-way kill; coup overhead 98.46 vs 93.88 s (1.049); coup resume 47.52 vs 99.91 s
-(0.476; killed at 139 of 224 checkpoint files, 34 chunks reused, 70 computed).
+Measured 2026-12-02 on the 2-core machine, nothing else running (load average 1.4-2.2; on this
+VM one pair's ratio swings 0.89-1.25, so read the means, medians and the reported writes):
+
+- ``--jobs credit --pairs 4 --resumes 3``, twice: overhead 3.80 vs 4.01 s (0.949; median
+  paired ratio 0.926) and 3.93 vs 3.76 s (1.046; 1.050); the workers reported 0.06-0.09 s of
+  writing for 20 files, 53 MB: 0.8-1.3 % of their time. Resume: medians 2.10 s (0.551; killed
+  at 11-12 of 20 files, 11/11/12 chunks reused) and 2.35 s (0.598; 11 of 20).
+- ``--jobs coup --pairs 4``: overhead 95.29 vs 93.66 s (1.017; median paired ratio 1.009);
+  reported writes 0.47-0.53 s for 224 files, 333 MB: 0.26 % of the workers' time. Resume
+  43.75 vs 95.29 s (0.459; killed at 141 of 224 files, 35 chunks reused, 69 computed).
 """
 
 from __future__ import annotations
