@@ -347,10 +347,9 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
                 "store": store.location(), "resumed": bool(resume), "plans": checkpoint_log,
                 "reused": int(sum(p["reused"] for p in checkpoint_log)),
                 "computed": int(sum(p["computed"] for p in checkpoint_log)),
-                # what writing cost the workers (as they reported it, see engine._save)
-                "files_written": int(sum(p.get("files_written", 0) for p in checkpoint_log)),
-                "write_seconds": round(sum(p.get("write_seconds", 0.0) for p in checkpoint_log), 3),
-                "bytes_written": int(sum(p.get("bytes_written", 0) for p in checkpoint_log))},
+                # what writing cost the workers, as they reported it (engine._save)
+                **{key: round(sum(p.get(key, 0) for p in checkpoint_log), 3)
+                   for key in ("files_written", "write_seconds", "bytes_written")}},
             "profile": PROFILE_FILE if profile_file is not None else None,
             "notes": list(notes),
         }

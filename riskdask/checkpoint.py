@@ -126,10 +126,11 @@ class CheckpointStore:
         rel = path[len(self.root):] if path and path.startswith(self.root) else ""
         return f"{self.url.rstrip('/')}/{self.job}/{self.config_hash}{rel}"
 
-    def plan(self, label: str, token: str) -> "PlanCheckpoint":
-        """The checkpoints of one plan (``label`` for people, ``token`` for identity)."""
+    def plan(self, label: str, token: str, topic: str = "") -> "PlanCheckpoint":
+        """The checkpoints of one plan (``label`` for people, ``token`` for identity;
+        ``topic``: where workers report what their writes cost, see ``engine._save``)."""
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)[:60]
-        return PlanCheckpoint(self, f"{safe}-{token[:20]}")
+        return PlanCheckpoint(self, f"{safe}-{token[:20]}", topic)
 
     # -- whole-store operations (client side) ----------------------------------------------
     def exists(self) -> bool:
@@ -172,6 +173,7 @@ class PlanCheckpoint:
 
     store: CheckpointStore
     plan_id: str
+    topic: str = field(default="", compare=False)
 
     @property
     def path(self) -> str:
@@ -209,13 +211,10 @@ class PlanCheckpoint:
         buffers: list = []
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         pieces = [memoryview(stream)] + [b.raw() for b in buffers]
-        digest = hashlib.sha256()
-        for piece in pieces:
-            digest.update(piece)
         header = json.dumps({"config_hash": self.store.config_hash, "plan": self.plan_id,
                              "part": part, "index": index,
                              "sizes": [piece.nbytes for piece in pieces],
-                             "sha256": digest.hexdigest()}).encode()
+                             "sha256": _sha256(pieces)}).encode()
         pieces = _aligned([memoryview(MAGIC + header + b"\n")] + pieces)
         fs = self.store.fs
         target = self.file(part, index)
@@ -259,10 +258,7 @@ class PlanCheckpoint:
             offset += size
         if not sizes or offset != len(blob):
             raise ValueError(f"{path}: checkpoint is corrupt (truncated or too long)")
-        digest = hashlib.sha256()
-        for piece in pieces:
-            digest.update(piece)
-        if digest.hexdigest() != header.get("sha256"):
+        if _sha256(pieces) != header.get("sha256"):
             raise ValueError(f"{path}: checkpoint is corrupt (checksum mismatch)")
         return pickle.loads(pieces[0], buffers=pieces[1:])
 
@@ -277,6 +273,13 @@ class PlanCheckpoint:
                 continue
             good.add(i)
         return good
+
+
+def _sha256(pieces) -> str:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 def _aligned(pieces: list) -> list:

@@ -62,6 +62,10 @@ class _Checkpointing:
     resume: bool
     meta: dict | None = None      # written to the store before its first plan
     log: list = dataclasses.field(default_factory=list)
+    # where the workers report each write's cost (Worker.log_event), and who to ask
+    topic: str = dataclasses.field(
+        default_factory=lambda: f"riskdask-checkpoint-writes-{uuid.uuid4().hex}")
+    client: Any = None
 
 
 _checkpointing: _Checkpointing | None = None
@@ -72,15 +76,20 @@ def use_checkpoints(store, *, resume: bool = False, meta: dict | None = None):
     """Checkpoint every plan run inside the block to ``store``; reuse what is there if ``resume``.
 
     Yields a list that receives one entry per plan: ``{"label", "plan", "chunks", "reused",
-    "computed"}`` (the manifest's ``checkpoints``). ``store`` None disables checkpointing.
+    "computed"}`` (the manifest's ``checkpoints``), and when the block ends without an error
+    what writing cost the workers (``files_written``, ``write_seconds``, ``bytes_written``, as
+    they reported it). ``store`` None disables checkpointing.
     ``meta`` is written to the store (``write_meta``) when the first plan starts, so a run
     that fails before computing anything leaves no store behind.
     """
     global _checkpointing
     previous = _checkpointing
     _checkpointing = _Checkpointing(store, resume, meta) if store is not None else None
+    state = _checkpointing
     try:
-        yield _checkpointing.log if _checkpointing is not None else []
+        yield state.log if state is not None else []
+        if state is not None and state.client is not None:  # not after an error: the
+            _add_write_costs(state)                          # scheduler may be gone
     finally:
         _checkpointing = previous
 
@@ -294,25 +303,21 @@ def _align_members(obj: Any, depth: int) -> None:
 def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, *, _checkpoint=None, **kwargs):
     """The task body: the kernel on its chunk, with the worker's shared input aligned.
 
-    With ``_checkpoint = (plan, part, topic)`` the output is written to the checkpoint store
-    before it is returned: the chunk is safe once this task has finished, whatever dies next.
+    With ``_checkpoint = (plan, part)`` the output is written to the checkpoint store before
+    it is returned: the chunk is safe once this task has finished, whatever dies next.
     """
     out = kernel(chunk, aligned_inputs(shared), **kwargs)
     if _checkpoint is not None:
-        _save(_checkpoint, chunk.index, out)
+        _save(*_checkpoint, chunk.index, out)
     return out
 
 
-def _save(checkpoint, index: int, partial) -> None:
-    """Write one partial (``checkpoint = (plan, part, topic)``) and report what it cost.
-
-    The seconds and bytes go to the scheduler's event log under ``topic``
-    (``Worker.log_event``); :func:`_write_costs` sums them into the manifest, a direct
-    measure of what checkpointing costs the workers.
-    """
+def _save(plan, part: str, index: int, partial) -> None:
+    """Write one partial and report what it cost: seconds and bytes go to the scheduler's
+    event log under the plan's ``topic`` (``Worker.log_event``), summed into the manifest by
+    :func:`use_checkpoints` -- a direct measure of what checkpointing costs the workers."""
     import time
 
-    plan, part, topic = checkpoint
     t0 = time.perf_counter()
     nbytes = plan.save(part, index, partial)
     seconds = time.perf_counter() - t0
@@ -322,18 +327,24 @@ def _save(checkpoint, index: int, partial) -> None:
         worker = get_worker()
     except (ImportError, ValueError):   # not inside a worker task
         return
-    worker.log_event(topic, {"seconds": seconds, "bytes": nbytes})
+    worker.log_event(plan.topic, {"plan": plan.plan_id, "seconds": seconds, "bytes": nbytes})
 
 
-def _write_costs(client, topic: str) -> dict:
-    """Seconds and bytes of the checkpoint writes the workers reported under ``topic``."""
+def _add_write_costs(state: _Checkpointing) -> None:
+    """Add each plan's reported write seconds, bytes and files to its log entry."""
     try:
-        events = client.get_events(topic)
+        events = state.client.get_events(state.topic)
     except Exception:   # noqa: BLE001 -- a figure for the manifest, never a failure
-        return {}
-    return {"files_written": len(events),
-            "write_seconds": round(float(sum(m["seconds"] for _, m in events)), 6),
-            "bytes_written": int(sum(m["bytes"] for _, m in events))}
+        return
+    costs: dict = {}
+    for _, msg in events:
+        c = costs.setdefault(msg["plan"], [0, 0.0, 0])
+        c[0], c[1], c[2] = c[0] + 1, c[1] + msg["seconds"], c[2] + msg["bytes"]
+    for entry in state.log:
+        if entry["plan"] is not None:
+            files, seconds, nbytes = costs.get(entry["plan"], (0, 0.0, 0))
+            entry.update(files_written=files, write_seconds=round(seconds, 6),
+                         bytes_written=nbytes)
 
 
 def _load_checkpoint(plan, part: str, index: int):
@@ -538,18 +549,19 @@ def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any
 
 def _run_branch(branch: Callable, output: Any, shared: Any, checkpoint=None, index: int = -1):
     """A branch task body: ``branch`` on one chunk's output, with the shared input aligned
-    (and its partial checkpointed, ``checkpoint = (plan, part, topic)``)."""
+    (and its partial checkpointed, ``checkpoint = (plan, part)``)."""
     out = branch(output, aligned_inputs(shared))
     if checkpoint is not None:
-        _save(checkpoint, index, out)
+        _save(*checkpoint, index, out)
     return out
 
 
-def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branches):
-    """The plan's checkpoints and the chunks already done, or ``(None, set())``."""
+def _plan_checkpoint(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
+    """The plan's checkpoints, the chunks already done and the parts of a chunk
+    (``(None, set(), parts)`` without checkpoints)."""
     state = _checkpointing
     if state is None:
-        return None, set(), [], None
+        return None, set(), []
     from .checkpoint import plan_token
 
     parts = ["out"] if branches is None else [f"b{b}" for b in range(len(branches))]
@@ -559,17 +571,17 @@ def _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs, label, branche
     except RuntimeError as exc:  # input dask cannot tokenize deterministically
         state.log.append({"label": label, "plan": None, "chunks": len(chunks), "reused": 0,
                           "computed": len(chunks), "note": f"not checkpointed: {exc}"})
-        return None, set(), parts, None
+        return None, set(), parts
     if state.meta is not None:
         state.store.write_meta(**state.meta)
         state.meta = None
-    plan = state.store.plan(label, token)
+    state.client = client
+    plan = state.store.plan(label, token, topic=state.topic)
     done = plan.done(parts) if state.resume else set()
     done &= {c.index for c in chunks}
-    entry = {"label": label, "plan": plan.plan_id, "chunks": len(chunks),
-             "reused": len(done), "computed": len(chunks) - len(done)}
-    state.log.append(entry)
-    return plan, done, parts, entry
+    state.log.append({"label": label, "plan": plan.plan_id, "chunks": len(chunks),
+                      "reused": len(done), "computed": len(chunks) - len(done)})
+    return plan, done, parts
 
 
 def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
@@ -587,28 +599,14 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
 
     Under :func:`use_checkpoints` each computed partial is saved by its task, and chunks
     found in the store (``resume``) are loaded by a task of their own in place of the kernel
-    (and its branches): the tree sees the same partials in the same places. The seconds and
-    bytes the workers spent writing are added to the plan's manifest entry.
+    (and its branches): the tree sees the same partials in the same places.
     """
-    if rows is not None and shared is not None:
-        raise ValueError("give either shared (broadcast) or rows (partitioned) input, not both")
-    plan, done, parts, entry = _plan_checkpoint(kernel, chunks, shared, rows, kernel_kwargs,
-                                                label, branches)
-    if plan is None:
-        return _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, label,
-                                  branches, None, set(), parts, None)
-    topic = f"riskdask-checkpoint-writes-{plan.plan_id}-{uuid.uuid4().hex[:8]}"
-    result = _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, label,
-                                branches, plan, done, parts, topic)
-    entry.update(_write_costs(client, topic))   # only after success: no scheduler to ask else
-    return result
-
-
-def _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches,
-                       plan, done, parts, topic):
-    """:func:`_run_plan`'s body: the plan's attempts (``topic``: where writes are reported)."""
     from concurrent.futures import CancelledError
 
+    if rows is not None and shared is not None:
+        raise ValueError("give either shared (broadcast) or rows (partitioned) input, not both")
+    plan, done, parts = _plan_checkpoint(client, kernel, chunks, shared, rows, kernel_kwargs,
+                                         label, branches)
     todo = [c for c in chunks if c.index not in done]
     for attempt in range(PLAN_ATTEMPTS):
         if not todo:
@@ -620,9 +618,9 @@ def _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, labe
         own = None
         if plan is not None:
             if branches is None:
-                own = (plan, "out", topic)
+                own = (plan, "out")
             else:
-                own = next(((plan, f"b{b}", topic) for b, (branch, _) in enumerate(branches)
+                own = next(((plan, f"b{b}") for b, (branch, _) in enumerate(branches)
                             if branch is None), None)
         futures = _submit_chunks(client, kernel, todo, inputs, kernel_kwargs, label, own)
         by_index = {c.index: (fut, data) for c, fut, data in zip(todo, futures, inputs)}
@@ -646,7 +644,7 @@ def _run_plan_attempts(client, kernel, chunks, shared, rows, kernel_kwargs, labe
                     if branch is None:
                         parts_b.append(fut)
                     else:
-                        ck = (plan, f"b{b}", topic) if plan is not None else None
+                        ck = (plan, f"b{b}") if plan is not None else None
                         parts_b.append(client.submit(
                             _run_branch, branch, fut, data, ck, c.index, retries=TASK_RETRIES,
                             key=f"{label}-b{b}-{token}-{i}", priority=500 - i))

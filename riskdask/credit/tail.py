@@ -39,8 +39,8 @@ from scipy.special import ndtr, ndtri, xlog1py
 
 from .bvn import bvn_cdf
 
-__all__ = ["TailFit", "vasicek_fit", "gpd_fit", "gpd_logpdf", "qq_points", "vasicek_rho_from_moments",
-           "vasicek_quantile"]
+__all__ = ["TailFit", "vasicek_fit", "gpd_fit", "gpd_logpdf", "qq_points",
+           "vasicek_rho_from_moments", "vasicek_quantile"]
 
 
 @dataclass
@@ -188,8 +188,9 @@ def _gpd_measures(xi, sigma, u, zeta, reference, c):
 def gpd_logpdf(y, xi: float, sigma: float):
     """Log density of the generalized Pareto law with location 0 (Pickands 1975),
 
-        log g(y) = -log sigma - (1 + 1/xi) log(1 + xi y / sigma),   (-log sigma - y/sigma at xi = 0)
+        log g(y) = -log sigma - (1 + 1/xi) log(1 + xi y / sigma)
 
+    (``-log sigma - y / sigma`` at ``xi = 0``)
     on its support ``0 <= y`` (and ``y <= -sigma/xi`` for ``xi < 0``), ``-inf`` off it.
 
     The arithmetic is ``scipy.stats.genpareto.logpdf(y, xi, scale=sigma)``'s own, step for
@@ -200,7 +201,7 @@ def gpd_logpdf(y, xi: float, sigma: float):
     c, scale = float(xi), float(sigma)
     x = np.asarray(y, dtype=float) / scale
     ll = -xlog1py(c + 1.0, c * x) / c if c != 0 else -x
-    ll -= np.log(np.array([scale]))          # numpy's vector log, as scipy's on the broadcast scale
+    ll -= np.log(np.array([scale]))   # numpy's vector log, as scipy's of the broadcast scale
     inside = x >= 0
     if c < 0:
         inside &= x <= -1.0 / c
