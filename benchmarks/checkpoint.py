@@ -161,7 +161,8 @@ def resume(job: str, client, work: Path, reference, written: list[float],
                   history=False)
     assert res.summary == reference.summary, "resumed run differs from the uninterrupted one"
     for name, t in res.manifest["timings"].items():
-        print(f"  {job} resumed stage {name}: {t:.2f} vs {reference.manifest['timings'].get(name, 0.0):.2f} s",
+        before = reference.manifest['timings'].get(name, 0.0)
+        print(f"  {job} resumed stage {name}: {t:.2f} vs {before:.2f} s",
               flush=True)
     ck = res.manifest["checkpoints"]
     return _compute(res), _compute(reference), ck["reused"], ck["computed"], done, len(written)

@@ -65,11 +65,11 @@ from riskdask.coup.forest import as_float32  # noqa: E402
 from riskdask.coup.prepare import feature_matrix, month_index, random_split  # noqa: E402
 from riskdask.coup.reign import validate_panel  # noqa: E402
 from riskdask.coup.schema import DEFAULT_NUMERIC_FEATURES  # noqa: E402
-from riskdask.coup.sweep import bin_counts, combine_bin_counts, confusion_from_counts, \
-    threshold_grid  # noqa: E402
+from riskdask.coup.sweep import (bin_counts, combine_bin_counts,  # noqa: E402
+                                 confusion_from_counts, threshold_grid)
 from riskdask.coup.synthetic import synthetic_reign  # noqa: E402
 from riskdask.coup.tasks import sweep_task  # noqa: E402
-from riskdask.engine import map_reduce, plan_chunks, tree_reduce  # noqa: E402
+from riskdask.engine import Engine, map_reduce, plan_chunks, tree_reduce  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -204,8 +204,8 @@ def ours_forest(client, X_train, y_train, X_test, n_trees, per_task, seed=0, tra
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
     t = time.perf_counter()
-    res, _ = distributed_forest(client, X_train, y_train, X_test, n_trees, per_task, seed, {},
-                                label=f"bench-forest-{n_trees}")
+    res, _ = distributed_forest(Engine(client), X_train, y_train, X_test, n_trees, per_task,
+                                seed, {}, label=f"bench-forest-{n_trees}")
     wall = time.perf_counter() - t
     peak = None
     if trace:
@@ -258,9 +258,10 @@ def bench_forest(client, n_trees):
     row(f"forest {n_trees} trees: ours (2 workers) vs RF(n_jobs=2, oob_score), mean of 3 pairs",
         t_ours, t_sk, "target: sklearn/ours >= 0.95x (ours <= 1.05x)")
     mb = 1024 ** 2
+    returned = sum(a.nbytes for a in (res.test_prediction, res.oob_prediction, res.oob_count))
     print(f"\nclient memory (tracemalloc peak during our forest): {small} trees "
           f"{peak_small / mb:.1f} MB, {n_trees // 2} trees {peak_big / mb:.1f} MB "
-          f"(aggregate returned: {sum(a.nbytes for a in (res.test_prediction, res.oob_prediction, res.oob_count)) / mb:.1f} MB)")
+          f"(aggregate returned: {returned / mb:.1f} MB)")
     print(f"sklearn forest pickled: {forest_bytes / mb:.1f} MB for {n_trees} trees -> "
           f"10,000 trees ~ {forest_bytes / n_trees * 10_000 / 1024 ** 3:.2f} GB "
           f"(what shipping sub-forests back would cost)")
@@ -303,8 +304,8 @@ def sequential_backtest(X, y, mi, years, n_trees):
 def ours_backtest(client, X, y, mi, years, n_trees, per_task, seed):
     t = time.perf_counter()
     folds = bt.year_folds(mi, years)
-    models, sums = bt.run_backtest(client, X, y, mi, folds, lead_months=0, n_trees=n_trees,
-                                   trees_per_task=per_task, seed=seed,
+    models, sums = bt.run_backtest(Engine(client), X, y, mi, folds, lead_months=0,
+                                   n_trees=n_trees, trees_per_task=per_task, seed=seed,
                                    label=f"bench-backtest-{seed}")
     wall = time.perf_counter() - t
     rows, _ = bt.pooled_layout(folds)
@@ -367,8 +368,8 @@ def main(argv=None):
 
     # riskdask's own local cluster (one single-threaded worker process per core, riskdask's
     # batch Dask settings), as `riskdask run` starts it.
-    with LocalSpec(n_workers=2, dashboard_address=":0").build() as cluster, \
-            Client(cluster) as client:
+    with (LocalSpec(n_workers=2, dashboard_address=":0").build() as cluster,
+          Client(cluster) as client):
         client.wait_for_workers(2)
         if "sweep" in parts:
             bench_sweep(client)

@@ -41,15 +41,16 @@ CONF = (0.99, 0.999, 0.9999)
 
 
 def _portfolio(n_obligors: int, kind: str, scenarios: int, extra=(), chunk_size=None):
-    import jobs.credit as jc
     from riskdask.config import load_config
+    from riskdask.credit.config import Config
+    from riskdask.credit.pipeline import analytics, load_inputs
 
     overrides = [f"portfolio.synthetic_obligors={n_obligors}", "correlation.kind=uniform",
                  f"correlation.rho={RHO}", f"simulation.n_scenarios={scenarios}",
                  f"simulation.chunk_size={chunk_size or CHUNK_SIZE}", *extra]
-    cfg = load_config("credit", jc.Config, None, overrides).config
-    inputs = jc.load_inputs(cfg, None)
-    an = jc._analytics(cfg, None, inputs)
+    cfg = load_config("credit", Config, None, overrides).config
+    inputs = load_inputs(cfg)
+    an = analytics(cfg, inputs)
     if kind == "matrix":
         n = inputs.portfolio.n_obligors
         corr = np.full((n, n), RHO)
@@ -122,19 +123,19 @@ def ours(n_obligors, scenarios, kind, repeats=1):
     """The job's Monte Carlo on a fresh 2-worker cluster: seconds (the median of ``repeats``
     timed runs on the warm cluster, each from submission to the Step 6 statistics), max worker
     peak RSS, VaR/ES."""
-    import jobs.credit as jc
     from distributed import Client
 
     from riskdask.cluster import LocalSpec
+    from riskdask.credit.pipeline import scenario_model
 
     cfg, inputs, an = _portfolio(n_obligors, kind, scenarios)
-    model = jc._model(cfg, inputs, an, shift=None)
+    model = scenario_model(cfg, inputs, an)
     # riskdask's own local cluster, as `riskdask run` starts it (batch Dask settings)
-    with LocalSpec(n_workers=2, dashboard_address=":0", memory_limit="6GiB").build() \
-            as cluster, Client(cluster) as client:
+    spec = LocalSpec(n_workers=2, dashboard_address=":0", memory_limit="6GiB")
+    with spec.build() as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
-        from riskdask.credit.simulation import combine_summaries, simulate_chunk, \
-            simulation_statistics
+        from riskdask.credit.simulation import (combine_summaries, simulate_chunk,
+                                                simulation_statistics)
         from riskdask.engine import map_reduce, plan_chunks
 
         # Warm-up (imports and the compiled kernel loaded on every worker): a long-running
@@ -159,14 +160,15 @@ def ours(n_obligors, scenarios, kind, repeats=1):
 
 
 def analytic_ul_seconds(n_obligors=5000):
-    import jobs.credit as jc
     from riskdask.config import load_config
+    from riskdask.credit.config import Config
+    from riskdask.credit.pipeline import analytics, load_inputs
 
-    cfg = load_config("credit", jc.Config, None,
+    cfg = load_config("credit", Config, None,
                       [f"portfolio.synthetic_obligors={n_obligors}"]).config
-    inputs = jc.load_inputs(cfg, None)
+    inputs = load_inputs(cfg)
     t0 = time.perf_counter()
-    an = jc._analytics(cfg, None, inputs)
+    an = analytics(cfg, inputs)
     return time.perf_counter() - t0, an.ul
 
 
@@ -197,8 +199,8 @@ def adaptive_runs(targets=((0.02, False, 4), (0.01, False, 8), (0.01, True, 1)),
 def print_adaptive(rows):
     print("adaptive stopping, embedded 200-name portfolio, ES at 99.99%:")
     for target, importance, wave, used, rel, reached, seconds in rows:
-        print(f"  {'IS   ' if importance else 'plain'} target {target:g} (waves of {wave} x 50,000):"
-              f" {used:>9,} scenarios, "
+        print(f"  {'IS   ' if importance else 'plain'} target {target:g} "
+              f"(waves of {wave} x 50,000): {used:>9,} scenarios, "
               f"relative SE {rel:.4f} ({'reached' if reached else 'NOT reached: cap'}), "
               f"{seconds:.1f} s wall (whole run)")
 

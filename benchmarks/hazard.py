@@ -36,8 +36,9 @@ from lifelines import NelsonAalenFitter  # noqa: E402
 
 from riskdask.engine import map_chunks, plan_chunks  # noqa: E402
 from riskdask.hazard.estimators import GridRule, deviation, smooth_hazard  # noqa: E402
-from riskdask.hazard.gridsearch import (TileInput, coefficient_matrix, compress, evaluate_points,  # noqa: E402
-                                        evaluate_tile, make_grid_points, sample_weights)
+from riskdask.hazard.gridsearch import (TileInput, coefficient_matrix, compress,  # noqa: E402
+                                        evaluate_points, evaluate_tile, make_grid_points,
+                                        sample_weights)
 from riskdask.hazard.panel import Period, build_panel  # noqa: E402
 from riskdask.hazard.split import age_band, balanced_splits, stratum_codes  # noqa: E402
 from riskdask.hazard.synthetic import generate_panel  # noqa: E402
@@ -54,7 +55,8 @@ def straightforward_dev(N0, N1, event, sample, k1, k2, rule: GridRule) -> float:
         H = naf.cumulative_hazard_.iloc[:, 0].to_numpy()
         dH = np.diff(np.concatenate(([0.0], H)))
         keep = dH > 0
-        curves.append(smooth_hazard(grid, naf.cumulative_hazard_.index.to_numpy()[keep], dH[keep], bw))
+        curves.append(smooth_hazard(grid, naf.cumulative_hazard_.index.to_numpy()[keep], dH[keep],
+                                    bw))
     return deviation(curves[0], curves[1])
 
 
@@ -67,7 +69,8 @@ def worker_peak_rss_mb(client) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subset", type=int, default=120, help="grid points timed on the straightforward path")
+    ap.add_argument("--subset", type=int, default=120,
+                    help="grid points timed on the straightforward path")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
 
@@ -138,8 +141,8 @@ def main(argv=None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            res = run_job("hazard", Path(__file__).resolve().parent.parent / "configs" / "hazard-full.toml",
-                          client=client, out=tmp)
+            full = Path(__file__).resolve().parent.parent / "configs" / "hazard-full.toml"
+            res = run_job("hazard", full, client=client, out=tmp)
             t_full = time.perf_counter() - t0
             timings = res.manifest["timings"]
             full_summary = res.summary
@@ -155,9 +158,10 @@ def main(argv=None) -> int:
                               f"{t_plain_subset / subset.size * 1e3:.2f} ms/point)"),
         ("41x41 grid, R=1: ours, kernel in 1 process (no Dask)", f"{t_inproc:9.3f} s",
          f"ratio {t_plain / t_inproc:7.1f}x"),
-        (f"41x41 grid, R=1: ours on {args.workers} local workers ({len(tiles)} tiles)", f"{t_ours:9.3f} s",
-         f"ratio {t_plain / t_ours:7.1f}x (target >= 50x)"),
-        ("101x101 grid, R=20: whole hazard-full job (uncertainty report included)", f"{t_full:9.2f} s",
+        (f"41x41 grid, R=1: ours on {args.workers} local workers ({len(tiles)} tiles)",
+         f"{t_ours:9.3f} s", f"ratio {t_plain / t_ours:7.1f}x (target >= 50x)"),
+        ("101x101 grid, R=20: whole hazard-full job (uncertainty report included)",
+         f"{t_full:9.2f} s",
          f"grid search {timings.get('grid_search', float('nan')):.2f} s (target <= 60 s)"),
         (f"LSCV bandwidth, 25 candidates, {times.size} failure times (plain / reflected)",
          f"{t_cv * 1e3:8.1f} ms", f"{t_cvr * 1e3:.1f} ms reflected; chose {cv['fraction']:.3g} / "
@@ -168,10 +172,10 @@ def main(argv=None) -> int:
     for name, t, note in rows:
         print(f"{name:<82} {t:>12}  {note}")
     print("-" * 118)
-    print(f"max |Dev ours - Dev straightforward| on the {subset.size} subset points: {max_diff:.2e}; "
-          f"cluster == in-process: {same}")
-    print(f"hazard-full: {full_summary['n_grid_points']} points x {full_summary['n_splits']} splits in "
-          f"{full_summary['n_tiles']} tiles; stages {timings}")
+    print(f"max |Dev ours - Dev straightforward| on the {subset.size} subset points: "
+          f"{max_diff:.2e}; cluster == in-process: {same}")
+    print(f"hazard-full: {full_summary['n_grid_points']} points x {full_summary['n_splits']} "
+          f"splits in {full_summary['n_tiles']} tiles; stages {timings}")
     print(f"peak memory: client process {c_peak:.0f} MB, largest worker {w_peak:.0f} MB")
     return 0
 

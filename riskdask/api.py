@@ -16,6 +16,7 @@ declared protocol (:mod:`riskdask.protocol`): one generic path for every job.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -30,16 +31,16 @@ from typing import Any, Callable, Mapping, Sequence
 from .cluster import connect, describe_cluster
 from .config import load_config
 from .errors import ConfigError
-from .io import Record
+from .io import Record, to_jsonable
 from .protocol import JobContext, Outputs, Streams
 from .registry import get_job
 from .report import render_report
-from .run import (RunDirectory, package_versions, to_jsonable, write_json, write_outputs,
+from .run import (RunDirectory, output_mode, package_versions, write_json, write_outputs,
                   writing)
-from .schedule import (RunLock, check_free_space, clean_stale, estimate_run_bytes, prune_runs,
+from .schedule import (RunLock, check_run_space, clean_stale, prune_runs,
                        update_latest)
 
-__all__ = ["JobResult", "run_job", "validate_job", "ClientProvider"]
+__all__ = ["JobResult", "RunOptions", "run_job", "validate_job", "ClientProvider"]
 
 
 @dataclass
@@ -51,6 +52,9 @@ class JobResult:
     run_dir: Path
     config: Any
     manifest: dict
+    headline: list = dataclasses.field(default_factory=list)
+    #: the job's typed result (``Job.result``), as ``compute`` returned it
+    result: Any = None
 
     @property
     def report(self) -> Path:
@@ -126,40 +130,32 @@ def validate_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     loaded = load_config(job, spec.config, config, overrides)
     record = Record()
     with _config_errors_name(loaded.source):
-        spec.load(loaded.config, record)
+        spec.load(loaded.config, record, Streams(loaded.config.seed, spec.purposes))
     return {"job": job, "config_source": loaded.source, "config_hash": loaded.hash,
             "config": loaded.config.model_dump(mode="json"), "inputs": record.inputs,
             "exclusions": record.exclusions}
 
 
-def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
-            overrides: Sequence[str] = (), client=None, scheduler: str | None = None,
-            cluster: str | Path | None = None, n_workers: int | None = None,
-            out: str | Path = "runs", quiet: bool = True,
-            client_provider: Callable[[], Any] | None = None, security=None,
-            keep: int | None = None, lock: bool = True,
-            checkpoint: str | Path | bool | None = None, resume: bool | None = None,
-            keep_checkpoint: bool = False, profile: bool = False,
-            connect_timeout: float | None = None, wait_workers: float | None = None,
-            history: bool = True) -> JobResult:
-    """Run one job end to end and write its run directory atomically.
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is made (where it computes, what it writes); the config says what it computes.
 
-    Parameters
+    Attributes
     ----------
-    job : str
-        ``credit``, ``hazard``, ``coup`` (``riskdask jobs`` lists them).
-    config : path, mapping, config model, or None
-        ``None`` uses the job's embedded default ``configs/<job>.toml``.
-    overrides : sequence of "key=value"
-        Dotted config keys to override, as ``--set`` does.
     client : distributed.Client, optional
         Use this client; otherwise a cluster is started (or connected to) on first use.
     scheduler, cluster, n_workers :
         As the CLI's ``--scheduler``, ``--cluster`` and ``--workers``.
-    out : path
-        Runs folder; the run directory is ``<out>/<job>/<UTC stamp>-<config hash>/``.
+    client_provider : callable, optional
+        A shared :class:`ClientProvider` (``run all``: one cluster for every job).
     security : riskdask.cluster.SecuritySpec, optional
         TLS files, as the CLI's ``--tls-ca``/``--tls-cert``/``--tls-key``.
+    out : path
+        Runs folder; the run directory is ``<out>/<job>/<UTC stamp>-<config hash>/``.
+    quiet : bool
+        No progress bars, cluster messages or notes on stderr (default, for the API).
+    progress : bool, optional
+        Progress bars on or off; None (default): on a terminal unless ``quiet``.
     keep : int, optional
         Retention: after success keep only the ``keep`` newest run directories of the job.
     lock : bool
@@ -185,46 +181,127 @@ def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
     history : bool
         Append the run's headline figures to ``<out>/<job>/history.parquet`` and show the
         history in the report.
+    prune_checkpoint_days : float, optional
+        With ``keep``: after success also remove the checkpoint stores (of any job) not
+        written for this many days (default 30; None keeps them).
+    """
+
+    client: Any = None
+    scheduler: str | None = None
+    cluster: str | Path | None = None
+    n_workers: int | None = None
+    client_provider: Callable[[], Any] | None = None
+    security: Any = None
+    out: str | Path = "runs"
+    quiet: bool = True
+    progress: bool | None = None
+    keep: int | None = None
+    lock: bool = True
+    checkpoint: str | Path | bool | None = None
+    resume: bool | None = None
+    keep_checkpoint: bool = False
+    profile: bool = False
+    connect_timeout: float | None = None
+    wait_workers: float | None = None
+    history: bool = True
+    prune_checkpoint_days: float | None = 30.0
+
+    def __post_init__(self):
+        if self.keep is not None and self.keep < 1:
+            raise ValueError("keep must be at least 1")
+
+    @property
+    def show_progress(self) -> bool | None:
+        """tqdm's choice: forced by ``progress``, off when ``quiet``, else on a terminal."""
+        if self.progress is not None:
+            return self.progress
+        return False if self.quiet else None
+
+
+def run_job(job: str, config: str | Path | Mapping | Any | None = None, *,
+            overrides: Sequence[str] = (), options: RunOptions | None = None,
+            **option_values) -> JobResult:
+    """Run one job end to end and write its run directory atomically.
+
+    Parameters
+    ----------
+    job : str
+        ``credit``, ``hazard``, ``coup`` (``riskdask jobs`` lists them).
+    config : path, mapping, config model, or None
+        ``None`` uses the job's embedded default ``configs/<job>.toml``.
+    overrides : sequence of "key=value"
+        Dotted config keys to override, as ``--set`` does.
+    options : RunOptions, optional
+        Where and how the run is made (cluster, output folder, checkpoints, ...).
+    **option_values
+        :class:`RunOptions` fields given directly (``run_job("credit", out="runs",
+        client=client)``), applied over ``options``.
 
     Returns
     -------
     JobResult
     """
+    options = dataclasses.replace(options or RunOptions(), **option_values)
+    # absolute: a relative folder with a colon ("a:b/runs") would read as a URL scheme to
+    # pyarrow and fsspec
+    options = dataclasses.replace(options, out=Path(options.out).absolute())
     spec = get_job(job)
     loaded = load_config(job, spec.config, config, overrides)
-    if keep is not None and keep < 1:
-        raise ValueError("keep must be at least 1")
-    job_dir = Path(out) / job
-    run_lock = RunLock(job_dir, loaded.hash).acquire() if lock else None
+    job_dir = Path(options.out) / job
+    run_lock = RunLock(job_dir, loaded.hash).acquire() if options.lock else None
     try:
-        notes = clean_stale(job_dir, own_lock=run_lock).notes if lock else []
+        notes = clean_stale(job_dir, own_lock=run_lock).notes if options.lock else []
         if run_lock is not None and run_lock.previous_holder:
             notes.insert(0, f"took over the stale lock {run_lock.path.name} "
                             f"({run_lock.previous_holder}; that process is gone)")
-        store = _checkpoint_store(checkpoint, out, job, loaded)
-        check_free_space(job_dir, estimate_run_bytes(job_dir))
-        resume, note = _decide_resume(store, resume)
+        store = _checkpoint_store(options.checkpoint, options.out, job, loaded)
+        check_run_space(job_dir, store.local_folder() if store is not None else None)
+        resume, note = _decide_resume(store, options.resume)
         notes += [note] if note else []
         for line in notes:
-            _say(line, quiet)
-        result = _run_locked(spec, loaded, client=client, scheduler=scheduler,
-                             cluster=cluster, n_workers=n_workers, out=out, quiet=quiet,
-                             client_provider=client_provider, security=security,
-                             store=store, resume=resume, keep_checkpoint=keep_checkpoint,
-                             profile=profile, notes=notes, history=history,
-                             connect=dict(connect_timeout=connect_timeout,
-                                          wait_workers=wait_workers))
+            _say(line, options.quiet)
+        result = _run_locked(spec, loaded, options, store=store, resume=resume, notes=notes)
         # Still under the lock, so a later run of this config cannot be overtaken here.
-        if lock:
+        if options.lock:
             update_latest(result.run_dir.parent, result.run_dir)
-        if keep is not None:
-            prune_runs(result.run_dir.parent, keep, protect=result.run_dir)
+        _write_index(options.out, options.quiet)
+        if options.keep is not None:
+            prune_runs(result.run_dir.parent, options.keep, protect=result.run_dir)
+            if store is not None and options.prune_checkpoint_days is not None:
+                _prune_checkpoints(store, options)
     finally:
         if run_lock is not None:
             run_lock.release()
             with contextlib.suppress(OSError):  # a failed first run leaves no empty folder
                 run_lock.job_dir.rmdir()
     return result
+
+
+def _write_index(out, quiet: bool) -> None:
+    """``<out>/index.html`` with this run in it; a problem only warns (the run is done)."""
+    from .runs_index import write_index
+
+    try:
+        write_index(out)
+    except Exception as exc:  # noqa: BLE001 - the run's results are in place
+        _say(f"warning: {Path(out) / 'index.html'} not updated: {type(exc).__name__}: {exc}",
+             quiet)
+
+
+def _prune_checkpoints(store, options: "RunOptions") -> None:
+    """With ``keep``: stores of configs not run for ``prune_checkpoint_days`` days go (a
+    scheduled job whose config changed leaves its old store behind otherwise)."""
+    from .checkpoint import prune_stores
+
+    try:
+        removed = prune_stores(store.url, older_than_days=options.prune_checkpoint_days,
+                               keep=[store.config_hash], storage_options=store.storage_options)
+    except Exception as exc:  # noqa: BLE001 - housekeeping never fails a finished run
+        _say(f"warning: checkpoint stores not pruned: {exc}", options.quiet)
+        return
+    if removed:
+        _say(f"removed {len(removed)} checkpoint store(s) of configs not run for "
+             f"{options.prune_checkpoint_days:g} days", options.quiet)
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -252,9 +329,9 @@ def _decide_resume(store, resume: bool | None) -> tuple[bool, str | None]:
     if resume is None and unfinished and n:
         return True, (f"resuming: the previous attempt of this config (pid {meta.get('pid')} "
                       f"on {meta.get('host')}, started {meta.get('started')}) did not finish; "
-                      f"reusing its {n} checkpointed partial(s) from {store.location()}")
+                      f"found {n} checkpointed partial(s) in {store.location()} to reuse")
     if resume and n:
-        return True, f"resuming from {n} checkpointed partial(s) in {store.location()}"
+        return True, f"resuming: found {n} checkpointed partial(s) in {store.location()}"
     if resume:
         return True, f"--resume: no checkpoints of this config in {store.location()}; computing all"
     if store.exists():
@@ -270,55 +347,72 @@ def _read_meta(store) -> dict | None:
         return None
 
 
-def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, quiet,
-                client_provider, security, store=None, resume=False, keep_checkpoint=False,
-                profile=False, notes=(), history=True, connect=None) -> JobResult:
+def _run_locked(spec, loaded, options: RunOptions, *, store=None, resume=False,
+                notes=()) -> JobResult:
     """The generic run path (body of :func:`run_job`, called with the run lock held):
-    load, compute, write outputs, manifest and report, rename into place."""
+    load, compute, present, write outputs, manifest and report, rename into place."""
+    from .engine import Checkpoints
+
     cfg = loaded.config
-    provider = client_provider or ClientProvider(client=client, scheduler=scheduler,
-                                                 cluster=cluster, n_workers=n_workers,
-                                                 security=security, quiet=quiet,
-                                                 profile=profile, **(connect or {}))
-    own_provider = client_provider is None
+    provider = options.client_provider or ClientProvider(
+        client=options.client, scheduler=options.scheduler, cluster=options.cluster,
+        n_workers=options.n_workers, security=options.security, quiet=options.quiet,
+        profile=options.profile, connect_timeout=options.connect_timeout,
+        wait_workers=options.wait_workers)
+    own_provider = options.client_provider is None
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     record = Record()
-    ctx = JobContext(job=spec.name, record=record,
-                     streams=Streams(getattr(cfg, "seed", 0), spec.primary_stream),
-                     client_factory=provider)
+    streams = Streams(cfg.seed, spec.purposes)
+    meta = dict(status="running", pid=os.getpid(), host=platform.node(),
+                started=started.isoformat(timespec="seconds"), config_source=loaded.source)
+    checkpoints = Checkpoints(store, resume=resume, meta=meta) if store is not None else None
+    engine_options = {"checkpoints": checkpoints, "progress": options.show_progress}
+    if options.wait_workers is not None:
+        engine_options["worker_grace"] = float(options.wait_workers)
+    ctx = JobContext(job=spec.name, record=record, streams=streams, client_factory=provider,
+                     engine_options=engine_options)
     run_dir = None
-    from .engine import use_checkpoints, worker_grace
-
     profile_file = None
+    quiet = options.quiet
     try:
         with _config_errors_name(loaded.source):
             with ctx.stage("load"):
-                inputs = spec.load(cfg, record)
-            meta = dict(status="running", pid=os.getpid(), host=platform.node(),
-                        started=started.isoformat(timespec="seconds"),
-                        config_source=loaded.source)
+                inputs = spec.load(cfg, record, streams)
             with contextlib.ExitStack() as stack:
-                if profile:
+                if options.profile:
                     profile_file = _start_profile(stack, ctx)
                     off = _workers_without_profiler(ctx.client)
                     if off:
                         notes = [*notes, off]
                         _say(off, quiet)
-                checkpoint_log = stack.enter_context(use_checkpoints(store, resume=resume,
-                                                                     meta=meta))
-                stack.enter_context(worker_grace((connect or {}).get("wait_workers")))
                 with ctx.stage("compute"):
-                    outputs = spec.compute(cfg, inputs, ctx)
+                    result = spec.compute(cfg, inputs, ctx)
+            checkpoint_log = checkpoints.finish() if checkpoints is not None else []
+        for entry in checkpoint_log:          # damaged checkpoints set aside, plans not kept
+            if entry.get("note"):
+                notes = [*notes, entry["note"]]
+                _say(entry["note"], quiet)
+        if resume and checkpoint_log and not any(e["reused"] for e in checkpoint_log):
+            notes = [*notes, "resumed, but no checkpointed partial matched this run's plans "
+                             "(edited code or inputs): every chunk was computed"]
+        if not isinstance(result, spec.result):
+            raise TypeError(f"{spec.name}: compute returned {type(result).__name__}, "
+                            f"not {spec.result.__name__}")
+        with ctx.stage("present"):
+            outputs = spec.present(result, cfg)
         if not isinstance(outputs, Outputs):
-            raise TypeError(f"{spec.name}: compute returned {type(outputs).__name__}, "
+            raise TypeError(f"{spec.name}: present returned {type(outputs).__name__}, "
                             "not riskdask.protocol.Outputs")
         summary = to_jsonable(outputs.summary)
-        run_dir = RunDirectory(out, spec.name, loaded.hash, started)
+        run_dir = RunDirectory(options.out, spec.name, loaded.hash, started)
         history_row = None
-        if history:
-            history_row = _add_history(outputs, spec.name, run_dir, loaded.hash, record,
-                                       summary)
+        if options.history:     # a history problem never fails a run that has its results
+            history_row, history_notes = _add_history(outputs, spec, result, run_dir,
+                                                      loaded.hash, record, summary)
+            for line in history_notes:
+                notes = [*notes, line]
+                _say(line, quiet)
         with ctx.stage("write"):
             tables, figures = write_outputs(run_dir.tmp, outputs)
         if profile_file is not None:
@@ -330,7 +424,7 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
             "overrides": loaded.overrides,
             "config_hash": loaded.hash,
             "config": cfg.model_dump(mode="json"),
-            "seed": getattr(cfg, "seed", None),
+            "seed": cfg.seed,
             "inputs": record.inputs,
             "exclusions": record.exclusions,
             "excluded_rows_total": record.excluded_total,
@@ -351,13 +445,14 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
                 **{key: round(sum(p.get(key, 0) for p in checkpoint_log), 3)
                    for key in ("files_written", "write_seconds", "bytes_written")}},
             "profile": PROFILE_FILE if profile_file is not None else None,
+            "options": _options_manifest(options),
             "notes": list(notes),
         }
         write_json(run_dir.tmp / "summary.json", summary)
         write_json(run_dir.tmp / "manifest.json", manifest)
         page = render_report(run_dir=run_dir.tmp, job=spec.name, title=spec.title,
                              summary=summary,
-                             headline=spec.headline(summary) if spec.headline else None,
+                             headline=outputs.headline or None,
                              figures=figures, tables=tables, sections=outputs.sections,
                              manifest=to_jsonable(manifest), run_name=run_dir.name)
         with writing(run_dir.tmp / "report.html"):
@@ -385,15 +480,25 @@ def _run_locked(spec, loaded, *, client, scheduler, cluster, n_workers, out, qui
         history_row["run"] = final.name
         try:
             append(final.parent, history_row)
-        except Exception as exc:  # noqa: BLE001
-            _say(f"warning: run history not updated: {exc}", False)
+        except Exception as exc:  # noqa: BLE001 - the run is in place already
+            _say(f"warning: run history not updated: {type(exc).__name__}: {exc}", quiet)
     if store is not None:
-        if keep_checkpoint:
+        if options.keep_checkpoint:
             store.write_meta(status="complete", run=final.name)
         else:
             store.clear()
     return JobResult(job=spec.name, summary=json.loads((final / "summary.json").read_text()),
-                     run_dir=final, config=cfg, manifest=manifest)
+                     run_dir=final, config=cfg, manifest=manifest,
+                     headline=list(outputs.headline), result=result)
+
+
+def _options_manifest(options: RunOptions) -> dict:
+    """The run options worth recording (not the client object or TLS files)."""
+    keep = ("scheduler", "n_workers", "out", "keep", "lock", "checkpoint", "resume",
+            "keep_checkpoint", "profile", "connect_timeout", "wait_workers", "history")
+    out = {k: getattr(options, k) for k in keep}
+    out["cluster"] = None if options.cluster is None else str(options.cluster)
+    return to_jsonable({k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()})
 
 
 #: Dask's performance report inside the run directory (``--profile``).
@@ -410,7 +515,9 @@ def _start_profile(stack: contextlib.ExitStack, ctx) -> str:
     ctx.client  # the report attaches to the running client
     fd, path = tempfile.mkstemp(prefix="riskdask-profile-", suffix=".html")
     os.close(fd)
-    stack.enter_context(performance_report(filename=path))
+    os.chmod(path, output_mode())       # like every other output, not mkstemp's 0600
+    # BokehJS inlined: the page works on an air-gapped cluster (no CDN)
+    stack.enter_context(performance_report(filename=path, mode="inline"))
     return path
 
 
@@ -430,17 +537,34 @@ def _workers_without_profiler(client) -> str | None:
             "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True")
 
 
-def _add_history(outputs, job: str, run_dir, config_hash: str, record, summary) -> dict:
-    """This run's history row; the history so far, with it, as a report section and figure."""
+def _add_history(outputs, spec, result, run_dir, config_hash: str, record,
+                 summary) -> tuple[dict | None, list[str]]:
+    """This run's history row (the job's own ``metrics``) and notes; the history so far, with
+    it, as a report section and figure. An unreadable ``history.parquet`` is set aside and a
+    fresh one started; any other problem leaves the run without history, with a note."""
     from . import history as hist
 
-    row = hist.history_row(job, run=run_dir.name,
-                           finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           config_hash=config_hash, inputs=record.inputs, summary=summary)
-    table = hist.with_row(run_dir.job_dir, row)
-    outputs.section("Run history", hist.history_html(table))
-    outputs.figure("history", hist.history_figure(table, job),
-                   caption=f"Headline figures of the last {len(table)} run(s) of {job}, oldest "
-                           "first (error bars: one standard error or the quartiles over "
-                           "splits; dashed: config or inputs changed)")
-    return row
+    notes: list[str] = []
+    try:
+        metrics = (spec.metrics(result) if spec.metrics is not None
+                   else hist.generic_metrics(summary))
+        row = hist.history_row(metrics, run=run_dir.name,
+                               finished=dt.datetime.now(dt.timezone.utc).isoformat(
+                                   timespec="seconds"),
+                               config_hash=config_hash, inputs=record.inputs)
+        try:
+            table = hist.with_row(run_dir.job_dir, row)
+        except hist.HistoryUnreadable as exc:
+            moved = hist.set_aside(run_dir.job_dir)
+            notes.append(f"{exc}; moved it aside to {moved.name} and started a new history")
+            table = hist.with_row(run_dir.job_dir, row)
+        outputs.section("Run history", hist.history_html(table))
+        outputs.figure("history", hist.history_figure(table),
+                       caption=f"Headline figures of the last {len(table)} run(s) of "
+                               f"{spec.name}, oldest first (error bars: the interval each job "
+                               "gives -- one standard error, or the quartiles over splits; "
+                               "dashed: config or inputs changed)")
+    except Exception as exc:  # noqa: BLE001 - the results stand without their history
+        notes.append(f"run history not updated: {type(exc).__name__}: {exc}")
+        return None, notes
+    return row, notes

@@ -30,11 +30,23 @@ Layout (any `fsspec <https://filesystem-spec.readthedocs.io>`_ URL or a local pa
 
 Writes are atomic: a local file system gets a temporary file renamed into place
 (``os.replace``); other file systems a temporary object moved into place (on object stores a
-single PUT is atomic anyway). A file is ``RDCKPT2``, a JSON header line (config hash, plan,
-part, index, the sizes of the pieces that follow and their SHA-256), the pickle stream and the
+single PUT is atomic anyway). A file is ``RDCKPT3``, a JSON header line (config hash, plan,
+part, index, the sizes of the pieces that follow and their HMAC), the pickle stream and the
 raw bytes of each of its arrays (pickle protocol 5, out of band), each piece starting at a
-multiple of 64 bytes. A truncated or corrupt file (or one of an older format) is treated as
-missing and recomputed, never loaded.
+multiple of 64 bytes.
+
+**Nothing in a store runs code.** The pickle stream is only unpickled after the file's
+HMAC-SHA256 (over the header's fields and every piece) has been verified with the run's
+*checkpoint key* (:func:`checkpoint_key`), which never lies in the store: it comes from the
+environment variable ``RISKDASK_CHECKPOINT_KEY`` or from the key file
+``~/.config/riskdask/checkpoint.key`` (``RISKDASK_CHECKPOINT_KEY_FILE`` to move it; created
+with mode 0600 on first use). Worker tasks receive the key with the task from the client (over
+the cluster's own comm, TLS where it is set up), so workers need nothing; a client on another
+machine that should resume the same store must be given the same key (copy the key file or
+set the variable), otherwise the checkpoints fail authentication and are recomputed. A file
+that fails its HMAC -- tampered with, truncated, corrupt, of an older format, or written with
+another key -- is set aside under ``<store>/<job>/<config hash>/damaged/`` with a note and its
+chunk recomputed; it is never unpickled and never fails a run.
 
 The store must be visible to the workers *and* the client: a local path for a local cluster
 or a shared file system, an object-store URL (``s3://bucket/ckpt``, ``gs://...``, with the
@@ -43,26 +55,65 @@ matching fsspec package installed) for workers on other machines.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import inspect
 import json
+import os
 import pickle
 import posixpath
+import secrets
 import sys
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["CheckpointStore", "PlanCheckpoint", "plan_token", "callable_id", "CheckpointError",
-           "full_config_hash"]
+from .errors import OutputError
 
-MAGIC = b"RDCKPT2\n"   # 2: arrays out of band after the pickle stream
+__all__ = ["CheckpointStore", "PlanCheckpoint", "plan_token", "callable_id", "CheckpointError",
+           "full_config_hash", "checkpoint_key", "prune_stores", "KEY_ENV", "KEY_FILE_ENV"]
+
+MAGIC = b"RDCKPT3\n"   # 3: authenticated (HMAC-SHA256); 2: arrays out of band
+KEY_ENV = "RISKDASK_CHECKPOINT_KEY"
+KEY_FILE_ENV = "RISKDASK_CHECKPOINT_KEY_FILE"
+DAMAGED = "damaged"
 ALIGN = 64              # every piece of a file starts at a multiple of this
 SUFFIX = ".ckpt"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written (the message names the file)."""
+class CheckpointError(OutputError):
+    """A checkpoint could not be written (the message names the file; exit code 1)."""
+
+
+def default_key_file() -> Path:
+    return Path(os.environ.get(KEY_FILE_ENV)
+                or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+                / "riskdask" / "checkpoint.key")
+
+
+def checkpoint_key() -> bytes:
+    """The key checkpoints are authenticated with: ``$RISKDASK_CHECKPOINT_KEY`` if set, else
+    the key file (``$RISKDASK_CHECKPOINT_KEY_FILE`` or ``~/.config/riskdask/checkpoint.key``),
+    created with 32 random bytes and mode 0600 on first use."""
+    value = os.environ.get(KEY_ENV)
+    if value:
+        return value.encode()
+    path = default_key_file()
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:          # another run created it meanwhile
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key + b"\n")
+    return key
 
 
 def full_config_hash(job: str, cfg) -> str:
@@ -105,10 +156,14 @@ class CheckpointStore:
     job: str
     config_hash: str
     storage_options: dict | None = field(default=None, compare=False)
+    #: the HMAC key (:func:`checkpoint_key`); never written to the store
+    key: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self):
         if not self.config_hash or "/" in self.config_hash or "/" in self.job:
             raise ValueError("job and config_hash must be non-empty path components")
+        if not self.key:
+            object.__setattr__(self, "key", checkpoint_key())
 
     # -- file system -----------------------------------------------------------------------
     @property
@@ -132,6 +187,12 @@ class CheckpointStore:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)[:60]
         return PlanCheckpoint(self, f"{safe}-{token[:20]}", topic)
 
+    def local_folder(self) -> str | None:
+        """The store's root folder when it is on a local file system (for the free-space
+        check), else None."""
+        fs, base = _fs(self.url, self.storage_options)
+        return base if _is_local(fs) else None
+
     # -- whole-store operations (client side) ----------------------------------------------
     def exists(self) -> bool:
         return self.fs.exists(self.root)
@@ -140,7 +201,8 @@ class CheckpointStore:
         """Number of checkpointed partials of this job and config (all plans)."""
         if not self.exists():
             return 0
-        return sum(1 for p in self.fs.find(self.root) if p.endswith(SUFFIX))
+        return sum(1 for p in self.fs.find(self.root)
+                   if p.endswith(SUFFIX) and f"/{DAMAGED}/" not in p)
 
     def write_meta(self, **info: Any) -> None:
         """Record what these checkpoints belong to (read by people, not by the engine)."""
@@ -165,6 +227,54 @@ class CheckpointStore:
             except (OSError, FileNotFoundError):
                 break
         return True
+
+
+def prune_stores(url: str, *, older_than_days: float, keep: Iterable[str] = (),
+                 storage_options: dict | None = None, now: float | None = None) -> list[str]:
+    """Remove the checkpoints of every job and config under ``url`` whose last write is more
+    than ``older_than_days`` days old (configs that are not run any more), except the config
+    hashes in ``keep``. Returns what was removed, as ``<job>/<config hash>``.
+
+    Age is the newest modification time of the config's files (``meta.json`` included), so
+    a store still being written is never old.
+    """
+    import time
+
+    fs, base = _fs(url, storage_options)
+    base = base.rstrip("/")
+    limit = (now if now is not None else time.time()) - older_than_days * 86400.0
+    keep = set(keep)
+    removed = []
+    try:
+        jobs = [p for p in fs.ls(base, detail=False) if fs.isdir(p)]
+    except FileNotFoundError:
+        return []
+    for job in jobs:
+        for config in [p for p in fs.ls(job, detail=False) if fs.isdir(p)]:
+            if posixpath.basename(config) in keep:
+                continue
+            newest = 0.0
+            for info in fs.find(config, detail=True).values():
+                newest = max(newest, _mtime(info))
+            if newest and newest < limit:
+                fs.rm(config, recursive=True)
+                removed.append(f"{posixpath.basename(job)}/{posixpath.basename(config)}")
+        try:
+            if _is_local(fs) and not fs.ls(job):
+                fs.rmdir(job)
+        except (OSError, FileNotFoundError):
+            pass
+    return removed
+
+
+def _mtime(info: dict) -> float:
+    value = info.get("mtime", info.get("LastModified", info.get("created", 0)))
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -211,10 +321,9 @@ class PlanCheckpoint:
         buffers: list = []
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         pieces = [memoryview(stream)] + [b.raw() for b in buffers]
-        header = json.dumps({"config_hash": self.store.config_hash, "plan": self.plan_id,
-                             "part": part, "index": index,
-                             "sizes": [piece.nbytes for piece in pieces],
-                             "sha256": _sha256(pieces)}).encode()
+        fields = {"config_hash": self.store.config_hash, "plan": self.plan_id,
+                  "part": part, "index": index, "sizes": [piece.nbytes for piece in pieces]}
+        header = json.dumps({**fields, "hmac": _mac(self.store.key, fields, pieces)}).encode()
         pieces = _aligned([memoryview(MAGIC + header + b"\n")] + pieces)
         fs = self.store.fs
         target = self.file(part, index)
@@ -226,58 +335,101 @@ class PlanCheckpoint:
                                   f"{exc.strerror or exc}") from exc
         return sum(memoryview(piece).nbytes for piece in pieces)
 
-    def load(self, part: str, index: int) -> Any:
-        """Read one partial back; raises ``ValueError`` if it is not this plan's or corrupt.
-
-        Its arrays are views into one writable buffer holding the file (no copy each).
-        """
+    def _authentic_pieces(self, part: str, index: int) -> list:
+        """The file's pieces once its header and HMAC check out; ``ValueError`` saying why
+        otherwise. Nothing is unpickled here."""
         path = self.file(part, index)
         with self.store.fs.open(path, "rb") as fh:
             blob = bytearray(fh.read())
+        where = self.store.location(path)
         if not blob.startswith(MAGIC):
-            kind = "an older riskdask checkpoint" if blob.startswith(b"RDCKPT") else \
-                "not a riskdask checkpoint"
-            raise ValueError(f"{path}: {kind}")
+            kind = ("an older riskdask checkpoint" if blob.startswith(b"RDCKPT")
+                    else "not a riskdask checkpoint")
+            raise ValueError(f"{where}: {kind}")
         end = blob.find(b"\n", len(MAGIC))
         try:
             header = json.loads(blob[len(MAGIC):end]) if end > 0 else None
         except ValueError:
             header = None
         if not isinstance(header, dict):
-            raise ValueError(f"{path}: checkpoint is corrupt (no header)")
+            raise ValueError(f"{where}: checkpoint is corrupt (no header)")
         expected = {"config_hash": self.store.config_hash, "plan": self.plan_id,
                     "part": part, "index": index}
         for key, value in expected.items():
             if header.get(key) != value:
-                raise ValueError(f"{path}: checkpoint of another {key} ({header.get(key)!r})")
-        sizes = header.get("sizes") or []
+                raise ValueError(f"{where}: checkpoint of another {key} ({header.get(key)!r})")
+        sizes = header.get("sizes")
+        if not (isinstance(sizes, list) and sizes
+                and all(isinstance(n, int) and n >= 0 for n in sizes)):
+            raise ValueError(f"{where}: checkpoint is corrupt (no sizes)")
         view, offset, pieces = memoryview(blob), end + 1, []
         for size in sizes:
             offset += -offset % ALIGN
             pieces.append(view[offset:offset + size])
             offset += size
-        if not sizes or offset != len(blob):
-            raise ValueError(f"{path}: checkpoint is corrupt (truncated or too long)")
-        if _sha256(pieces) != header.get("sha256"):
-            raise ValueError(f"{path}: checkpoint is corrupt (checksum mismatch)")
+        if offset != len(blob):
+            raise ValueError(f"{where}: checkpoint is corrupt (truncated or too long)")
+        fields = {**expected, "sizes": sizes}
+        mac = header.get("hmac")
+        if not isinstance(mac, str) or not hmac.compare_digest(
+                mac, _mac(self.store.key, fields, pieces)):
+            raise ValueError(f"{where}: checkpoint fails authentication (tampered with, "
+                             "corrupt, or written with another checkpoint key)")
+        return pieces
+
+    def load(self, part: str, index: int) -> Any:
+        """Read one partial back; raises ``ValueError`` if it is not this plan's, corrupt or
+        not authentic (checked before anything is unpickled).
+
+        Its arrays are views into one writable buffer holding the file (no copy each).
+        """
+        pieces = self._authentic_pieces(part, index)
         return pickle.loads(pieces[0], buffers=pieces[1:])
 
-    def verified(self, parts: Sequence[str], indices: Iterable[int]) -> set[int]:
-        """The subset of ``indices`` whose files all load cleanly (used with ``done``)."""
-        good = set()
+    def damaged(self, parts: Sequence[str], indices: Iterable[int]) -> dict[int, str]:
+        """``{index: why}`` for the chunks among ``indices`` one of whose files does not
+        authenticate (read, never unpickled)."""
+        bad: dict[int, str] = {}
         for i in indices:
+            for part in parts:
+                try:
+                    self._authentic_pieces(part, i)
+                except (ValueError, OSError) as exc:
+                    bad[i] = str(exc)
+                    break
+        return bad
+
+    def set_aside(self, parts: Sequence[str], index: int) -> None:
+        """Move chunk ``index``'s files under ``damaged/`` (kept for a person to look at;
+        never read again), so the chunk is recomputed."""
+        fs = self.store.fs
+        target_dir = posixpath.join(self.store.root, DAMAGED, self.plan_id)
+        fs.makedirs(target_dir, exist_ok=True)
+        for part in parts:
+            src = self.file(part, index)
             try:
-                for part in parts:
-                    self.load(part, i)
-            except (ValueError, OSError, EOFError, pickle.UnpicklingError):
-                continue
-            good.add(i)
-        return good
+                if fs.exists(src):
+                    fs.mv(src, posixpath.join(target_dir,
+                                              f"{posixpath.basename(src)}-{uuid.uuid4().hex[:8]}"))
+            except (OSError, FileNotFoundError):
+                try:
+                    fs.rm(src)
+                except (OSError, FileNotFoundError):
+                    pass
+
+    def verified(self, parts: Sequence[str], indices: Iterable[int]) -> set[int]:
+        """The subset of ``indices`` whose files all authenticate (used with ``done``)."""
+        indices = list(indices)
+        bad = self.damaged(parts, indices)
+        return {i for i in indices if i not in bad}
 
 
-def _sha256(pieces) -> str:
-    digest = hashlib.sha256()
+def _mac(key: bytes, fields: dict, pieces) -> str:
+    """HMAC-SHA256 of a checkpoint's header fields (canonical JSON) and its pieces."""
+    digest = hmac.new(key, json.dumps(fields, sort_keys=True, separators=(",", ":")).encode(),
+                      hashlib.sha256)
     for piece in pieces:
+        digest.update(memoryview(piece).nbytes.to_bytes(8, "little"))
         digest.update(piece)
     return digest.hexdigest()
 
@@ -302,13 +454,16 @@ def _atomic_write(fs, path: str, pieces) -> None:
     never half-written."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     if _is_local(fs):
-        import os
-
         # No fsync: a killed process cannot tear a renamed file (the page cache outlives it);
         # only a machine crash could leave it short, and then its checksum fails on load.
-        with open(tmp, "wb") as fh:
-            fh.writelines(pieces)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.writelines(pieces)
+            os.replace(tmp, path)
+        except BaseException:      # a full disk, an interrupt: no partial file left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return
     try:
         fs.pipe_file(tmp, b"".join(pieces))

@@ -15,7 +15,8 @@ import click
 
 from . import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, InputError, OutputError
-from .report import flatten, format_value
+from .formatting import format_value
+from .report import flatten
 from .schedule import EXIT_LOCKED, RunLocked
 
 EXIT_INTERRUPTED = 130
@@ -24,7 +25,8 @@ _common_config = [
     click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
                  help="TOML config file (default: the job's embedded configs/<job>.toml)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                 help="Override a config key, e.g. --set simulation.n_scenarios=500000 (repeatable)."),
+                 help="Override a config key, e.g. --set simulation.n_scenarios=500000 "
+                      "(repeatable)."),
 ]
 
 
@@ -83,10 +85,11 @@ def validate_cmd(job, config, overrides):
 @cli.command("run")
 @click.argument("job_names", metavar="JOB...", nargs=-1, required=True)
 @_apply(_common_config)
-@click.option("--scheduler", metavar="ADDRESS", help="Use a running scheduler, e.g. tcp://10.0.0.5:8786.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Use a running scheduler, e.g. tcp://10.0.0.5:8786.")
 @click.option("--cluster", "cluster_spec", type=click.Path(dir_okay=False),
-              help="Build the cluster from a spec file in cluster/ (local, address, ssh, slurm, pbs, "
-                   "kubernetes, ec2, gcp; see cluster/README.md).")
+              help="Build the cluster from a spec file in cluster/ (local, address, ssh, slurm, "
+                   "pbs, kubernetes, ec2, gcp; see cluster/README.md).")
 @click.option("--workers", "n_workers", type=click.IntRange(1, 512),
               help="Workers of the default local cluster (default: one per core).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -131,14 +134,13 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
     A run holds a lock per job and config: while it runs, a second run of the same job and
     config exits at once with code 75. On success <out>/<job>/latest points to the new run.
     """
-    from .api import ClientProvider, run_job
-    from .registry import MAIN_JOBS
+    from .api import ClientProvider, RunOptions, run_job
+    from .registry import main_jobs
     from .cluster import SecuritySpec
-    from .engine import set_progress
 
     names = list(job_names)
     if names == ["all"]:
-        names = list(MAIN_JOBS)
+        names = list(main_jobs())
     if config and len(names) > 1:
         raise click.UsageError("--config applies to one job; run the jobs one at a time")
     security = None
@@ -146,7 +148,6 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
         if not (tls_ca and tls_cert):
             raise click.UsageError("TLS needs at least --tls-ca and --tls-cert")
         security = SecuritySpec(ca_file=tls_ca, cert=tls_cert, key=tls_key)
-    set_progress(False if quiet else None)
     if no_checkpoint and checkpoint:
         raise click.UsageError("give either --checkpoint or --no-checkpoint")
     locked = []
@@ -157,11 +158,12 @@ def run_cmd(job_names, config, overrides, scheduler, cluster_spec, n_workers, ou
             provider()
         for name in names:
             try:
-                result = run_job(name, config, overrides=overrides, out=out,
-                                 client_provider=provider, keep=keep, quiet=quiet,
-                                 checkpoint=False if no_checkpoint else checkpoint,
-                                 resume=resume, keep_checkpoint=keep_checkpoint,
-                                 profile=profile, wait_workers=wait_workers)
+                options = RunOptions(out=out, client_provider=provider, keep=keep,
+                                     quiet=quiet, progress=False if quiet else None,
+                                     checkpoint=False if no_checkpoint else checkpoint,
+                                     resume=resume, keep_checkpoint=keep_checkpoint,
+                                     profile=profile, wait_workers=wait_workers)
+                result = run_job(name, config, overrides=overrides, options=options)
             except RunLocked as exc:  # the other jobs of `run all` still run
                 if len(names) == 1:
                     raise
@@ -185,11 +187,14 @@ def history_cmd(job, out, last):
     a mark where the config or the inputs changed."""
     from pathlib import Path
 
-    from .history import HISTORY_FILE, format_history, read
+    from .history import HISTORY_FILE, HistoryUnreadable, format_history, read
     from .registry import get_job
 
     get_job(job)
-    table = read(Path(out) / job)
+    try:
+        table = read(Path(out) / job)
+    except HistoryUnreadable as exc:          # names the file; exit 2
+        raise InputError(str(exc)) from None
     if table.empty:
         raise InputError(f"no run history yet for {job} in {Path(out) / job / HISTORY_FILE}")
     rows = format_history(table, limit=last)
@@ -199,11 +204,45 @@ def history_cmd(job, out, last):
                              for i, (c, w) in enumerate(zip(r, widths))).rstrip())
 
 
-def _print_headline(result) -> None:
-    from .registry import get_job
+@cli.command("index")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs folder.")
+def index_cmd(out):
+    """Rewrite <out>/index.html: every job's runs, status, headline figures and reports
+    (every successful run does this itself)."""
+    from .runs_index import write_index
 
-    spec = get_job(result.job)
-    rows = spec.headline(result.summary) if spec.headline else flatten(result.summary)
+    click.echo(str(write_index(out)))
+
+
+@cli.group("checkpoints")
+def checkpoints_cmd():
+    """Checkpoint stores (<out>/.checkpoints or --checkpoint URL)."""
+
+
+@checkpoints_cmd.command("prune")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs folder whose <out>/.checkpoints store is pruned.")
+@click.option("--checkpoint", "checkpoint", metavar="URL",
+              help="Prune this store instead (a folder or an fsspec URL).")
+@click.option("--older-than", "days", type=click.FloatRange(min=0), required=True,
+              metavar="DAYS", help="Remove the checkpoints of configs not written for DAYS.")
+def checkpoints_prune_cmd(out, checkpoint, days):
+    """Remove the checkpoints of configs that have not run for DAYS days (a config that
+    changed leaves its store behind: a scheduled run never reuses it)."""
+    from pathlib import Path
+
+    from .checkpoint import prune_stores
+
+    url = checkpoint or str(Path(out) / ".checkpoints")
+    removed = prune_stores(url, older_than_days=days)
+    for item in removed:
+        click.echo(f"removed {url.rstrip('/')}/{item}")
+    click.echo(f"{len(removed)} store(s) older than {days:g} day(s) removed from {url}")
+
+
+def _print_headline(result) -> None:
+    rows = result.headline or flatten(result.summary)
     click.echo(f"\n== {result.job} ==")
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:

@@ -189,7 +189,14 @@ class LocalSpec(_Spec):
     n_workers: int | None = Field(None, ge=1, le=512, description="default: one per core")
     threads_per_worker: int = Field(1, ge=1, le=64)
     memory_limit: str = "auto"
-    dashboard_address: str = ":8787"
+    dashboard_address: str = Field("127.0.0.1:8787", description="where the dashboard "
+                                   "listens: loopback only by default; ':8787' exposes it "
+                                   "on every interface (it has no authentication)")
+    closed: bool = Field(True, description="TLS with a temporary CA and certificates held in "
+                         "this process's memory (distributed's Security.temporary): other "
+                         "users of this machine cannot connect to the scheduler or the "
+                         "workers, so they cannot run code in them; false: plain TCP on "
+                         "127.0.0.1")
     security: SecuritySpec | None = None
 
     def build(self, *, profile: bool = False):
@@ -203,15 +210,50 @@ class LocalSpec(_Spec):
         from distributed import LocalCluster
 
         use_batch_dask_defaults()   # first: it replaces values equal to Dask's own defaults
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"host": "127.0.0.1"}
         security = self.dask_security()
+        if security is None and self.closed:
+            from distributed.security import Security
+
+            security = Security.temporary()
         if security is not None:
-            kwargs = {"security": security, "protocol": "tls://", "host": "127.0.0.1"}
-        with dask.config.set(WORKER_PROFILER if profile else {}):
+            kwargs.update(security=security, protocol="tls://")
+        with dask.config.set(WORKER_PROFILER if profile else {}), _main_without_a_file():
+            # A task that fails is reported once, by the run (one line naming the file or the
+            # cause); the workers' own "Compute Failed" dumps, one per retry, are not repeated
+            # on the console. Set DASK_LOGGING__DISTRIBUTED=info to see them.
             return LocalCluster(n_workers=self.n_workers or default_n_workers(),
                                 threads_per_worker=self.threads_per_worker, processes=True,
                                 memory_limit=self.memory_limit,
-                                dashboard_address=self.dashboard_address, **kwargs)
+                                dashboard_address=self.dashboard_address,
+                                silence_logs=_worker_log_level(), **kwargs)
+
+
+def _worker_log_level() -> int:
+    """Level of the local workers' ``distributed`` loggers: CRITICAL unless the user set a
+    ``distributed`` level in Dask's logging config."""
+    import logging
+
+    import dask.config
+
+    user = dask.config.get("logging.distributed", None)
+    if isinstance(user, str) and user.upper() in logging.getLevelNamesMapping():
+        return logging.getLevelNamesMapping()[user.upper()]
+    return logging.CRITICAL
+
+
+@contextlib.contextmanager
+def _main_without_a_file():
+    """Worker processes start by ``spawn``, which re-runs ``__main__.__file__``: a script
+    fed on standard input has the ``__file__`` ``<stdin>``, which does not exist, and every
+    worker failed ("Nanny failed to start"). Such a name is hidden while the cluster starts
+    (and for its restarts: it is never put back, there is no file to point at)."""
+    main = sys.modules.get("__main__")
+    name = getattr(main, "__file__", None)
+    if name is not None and not os.path.exists(name):
+        with contextlib.suppress(AttributeError):
+            del main.__file__
+    yield
 
 
 class AddressSpec(_Spec):
@@ -234,7 +276,8 @@ class SSHConnect(BaseModel):
     username: str | None = None
     port: int = Field(22, ge=1, le=65535)
     client_keys: list[str] = Field(default_factory=list, description="private key files")
-    known_hosts: str | None = Field(None, description="known_hosts file (default: ~/.ssh/known_hosts)")
+    known_hosts: str | None = Field(None, description="known_hosts file "
+                                                      "(default: ~/.ssh/known_hosts)")
     check_host_keys: bool = Field(True, description="false only on a trusted private network")
 
     def asyncssh_options(self) -> dict:
@@ -704,9 +747,14 @@ def _probe_scheduler(address: str, security, timeout: float, unavailable, *,
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="probe") as pool:
         try:
             info = pool.submit(run).result(timeout=timeout + 5)
-        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
-            raise unavailable(f"no answer within {budget or timeout:g} s") from None
-        except OSError as exc:
+        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError,
+                OSError) as exc:
+            if _speaks_http(address, min(timeout, 3.0)):
+                raise unavailable("the address answers as an HTTP server, not as a Dask "
+                                  "scheduler (a dashboard or web port? the scheduler's own "
+                                  "port is 8786 by default)") from None
+            if not isinstance(exc, OSError) or isinstance(exc, TimeoutError):
+                raise unavailable(f"no answer within {budget or timeout:g} s") from None
             raise unavailable(f"no answer within {budget or timeout:g} s: "
                               f"{str(exc).splitlines()[0]}") from None
         except Exception as exc:  # noqa: BLE001 - something answered, but not a Dask scheduler
@@ -716,6 +764,25 @@ def _probe_scheduler(address: str, security, timeout: float, unavailable, *,
     if not (isinstance(info, dict) and info.get("type") == "Scheduler"):
         kind = info.get("type") if isinstance(info, dict) else type(info).__name__
         raise unavailable(f"the address answers but is not a Dask scheduler ({kind})")
+
+
+def _speaks_http(address: str, timeout: float) -> bool:
+    """Whether a plain ``tcp://`` address answers an HTTP request (a web server, not Dask)."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme != "tcp":
+        return False
+    try:
+        host, port = parse_host_port(location)
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"HEAD / HTTP/1.0\r\nHost: " + host.encode() + b"\r\n\r\n")
+            return sock.recv(16).startswith(b"HTTP/")
+    except (OSError, ValueError):
+        return False
 
 
 def _probe_tcp(address: str, timeout: float, unavailable) -> None:
@@ -795,8 +862,8 @@ def _tls_in_dask_config() -> bool:
 
 def describe_cluster(client) -> dict:
     """Workers, threads and memory of the cluster behind ``client`` (for the manifest)."""
-    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else \
-        client.scheduler_info()
+    info = (client.scheduler_info(n_workers=-1) if _accepts_n_workers(client)
+            else client.scheduler_info())
     workers = info.get("workers", {})
     return {
         "scheduler": info.get("address"),

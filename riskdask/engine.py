@@ -18,8 +18,8 @@ Two variations of the same pattern: :func:`map_reduce` with ``rows=`` sends each
 own rows (row-partitioned data such as scores to sweep), and :func:`map_branches` keeps each
 chunk's output on its worker (a fitted sub-forest) and reduces several branch kernels run on it.
 
-Checkpoints (:mod:`riskdask.checkpoint`): inside :func:`use_checkpoints` every plan's
-per-chunk partials -- the reduced kernel outputs, each branch's partials, or ``map_chunks``'
+Checkpoints (:mod:`riskdask.checkpoint`): on an :class:`Engine` with :class:`Checkpoints`, every
+plan's per-chunk partials -- the reduced kernel outputs, each branch's partials, or ``map_chunks``'
 results -- are written to the store by the worker task that computed them, and with
 ``resume`` the chunks already there are loaded instead of computed. Loaded and computed
 partials enter the same tree at the same positions, so a resumed run is bit-identical.
@@ -29,11 +29,9 @@ Kernels stay free of Dask; this module only plans, maps and reduces (dask-ml sty
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import uuid
-import zlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -41,10 +39,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["Chunk", "stream_seed", "spawn_streams", "plan_chunks", "plan_tiles", "scatter_once", "map_reduce", "map_chunks",
-           "map_branches", "tree_reduce", "reduce_local", "aligned_inputs",
-           "scatter_rows", "set_progress", "TASK_RETRIES", "use_checkpoints", "ClusterLost",
-           "worker_grace"]
+from .streams import stream_seed
+
+__all__ = ["Engine", "Checkpoints", "Chunk", "stream_seed", "spawn_streams", "plan_chunks",
+           "plan_tiles", "scatter_once", "map_reduce", "map_chunks", "map_branches",
+           "tree_reduce", "reduce_local", "aligned_inputs", "scatter_rows", "TASK_RETRIES",
+           "ClusterLost"]
 
 #: Times a plan is run when its scattered input was lost with a worker (see ``_run_plan``).
 PLAN_ATTEMPTS = 3
@@ -53,51 +53,83 @@ PLAN_ATTEMPTS = 3
 #: anyway, up to ``distributed.scheduler.allowed-failures`` times).
 TASK_RETRIES = 2
 
-_progress: bool | None = None  # None: show a bar only when stderr is a terminal
+#: Seconds a plan waits for a worker once the cluster has none (or the scheduler is
+#: unreachable) before :class:`ClusterLost` (``--wait-workers`` sets it for a run).
+WORKER_GRACE = 60.0
 
 
 @dataclass
-class _Checkpointing:
+class Checkpoints:
+    """The checkpointing of one run: every plan's per-chunk partials go to ``store``, and with
+    ``resume`` the chunks already there are loaded instead of computed.
+
+    ``log`` receives one entry per plan: ``{"label", "plan", "chunks", "reused",
+    "computed"}`` (the manifest's ``checkpoints``); :meth:`finish` adds what writing cost the
+    workers (``files_written``, ``write_seconds``, ``bytes_written``, as they reported it).
+    ``meta`` is written to the store (``write_meta``) when the first plan starts, so a run
+    that fails before computing anything leaves no store behind.
+    """
+
     store: Any                    # riskdask.checkpoint.CheckpointStore
-    resume: bool
-    meta: dict | None = None      # written to the store before its first plan
+    resume: bool = False
+    meta: dict | None = None
     log: list = dataclasses.field(default_factory=list)
     # where the workers report each write's cost (Worker.log_event), and who to ask
     topic: str = dataclasses.field(
         default_factory=lambda: f"riskdask-checkpoint-writes-{uuid.uuid4().hex}")
     client: Any = None
 
+    def finish(self) -> list:
+        """Add the workers' reported write costs to the log (after success only: after an
+        error the scheduler may be gone); returns the log."""
+        if self.client is not None:
+            _add_write_costs(self)
+        return self.log
 
-_checkpointing: _Checkpointing | None = None
 
+@dataclass
+class Engine:
+    """Where and how a run's plans run: the client, checkpoints, progress bars, grace.
 
-@contextlib.contextmanager
-def use_checkpoints(store, *, resume: bool = False, meta: dict | None = None):
-    """Checkpoint every plan run inside the block to ``store``; reuse what is there if ``resume``.
+    One object per run (:attr:`riskdask.protocol.JobContext.engine`) instead of module
+    state, so two runs in one process (or a test) never see each other's settings.
 
-    Yields a list that receives one entry per plan: ``{"label", "plan", "chunks", "reused",
-    "computed"}`` (the manifest's ``checkpoints``), and when the block ends without an error
-    what writing cost the workers (``files_written``, ``write_seconds``, ``bytes_written``, as
-    they reported it). ``store`` None disables checkpointing.
-    ``meta`` is written to the store (``write_meta``) when the first plan starts, so a run
-    that fails before computing anything leaves no store behind.
+    Attributes
+    ----------
+    client : distributed.Client
+    checkpoints : Checkpoints, optional
+        None: nothing is checkpointed.
+    progress : bool or None
+        Progress bars on, off, or (None) only when stderr is a terminal.
+    worker_grace : float
+        Seconds a plan waits for a worker once the cluster has none before
+        :class:`ClusterLost`.
     """
-    global _checkpointing
-    previous = _checkpointing
-    _checkpointing = _Checkpointing(store, resume, meta) if store is not None else None
-    state = _checkpointing
-    try:
-        yield state.log if state is not None else []
-        if state is not None and state.client is not None:  # not after an error: the
-            _add_write_costs(state)                          # scheduler may be gone
-    finally:
-        _checkpointing = previous
+
+    client: Any
+    checkpoints: Checkpoints | None = None
+    progress: bool | None = None
+    worker_grace: float = WORKER_GRACE
+
+    def map_reduce(self, kernel, chunks, combine, **kwargs):
+        """:func:`map_reduce` on this engine."""
+        return map_reduce(kernel, chunks, combine, engine=self, **kwargs)
+
+    def map_chunks(self, kernel, chunks, **kwargs):
+        """:func:`map_chunks` on this engine."""
+        return map_chunks(kernel, chunks, engine=self, **kwargs)
+
+    def map_branches(self, kernel, chunks, branches, **kwargs):
+        """:func:`map_branches` on this engine."""
+        return map_branches(kernel, chunks, branches, engine=self, **kwargs)
 
 
-def set_progress(enabled: bool | None) -> None:
-    """Force progress bars on (CLI), off (quiet), or automatic (``None``: only on a TTY)."""
-    global _progress
-    _progress = enabled
+def _engine(engine, client) -> Engine:
+    """The plan's engine: ``engine``, or a bare ``client`` (no checkpoints, default grace)."""
+    if (engine is None) == (client is None):
+        raise TypeError("give engine= (a run's Engine) or client= (a distributed.Client)")
+    target = engine if engine is not None else client
+    return target if isinstance(target, Engine) else Engine(target)
 
 
 @dataclass(frozen=True)
@@ -127,47 +159,6 @@ class Chunk:
     def rng(self) -> np.random.Generator:
         """A fresh generator on this chunk's stream (same draws every time it is called)."""
         return np.random.Generator(np.random.PCG64(self.seed))
-
-
-#: Purposes random streams are drawn for. A job's primary purpose keeps ``SeedSequence(seed)``;
-#: every other purpose has a root of its own (:func:`stream_seed`). Add a name to use it.
-PURPOSES = ("main", "scenarios", "forest", "permutation", "split", "bootstrap", "backtest",
-            "synthetic", "subsample", "tail_fit", "model_comparison")
-
-
-def stream_seed(seed: int, purpose: str, *, primary: str = "main") -> np.random.SeedSequence:
-    """The root random stream of one purpose of a run: no two purposes share a stream.
-
-    ``SeedSequence(seed)`` itself belongs to the job's ``primary`` purpose (the stream every
-    earlier release used for it, so its results are reproduced). Any other purpose gets
-    ``SeedSequence([seed, code])`` with ``code = crc32(purpose)`` (never 0). Plans spawn their
-    chunk streams from these roots (:func:`plan_chunks`): the children of
-    ``SeedSequence(seed)`` carry spawn keys and so mix ``[seed, 0, 0, 0, i]``, while a purpose
-    root mixes the two words ``[seed, code]`` and its children ``[seed, code, 0, 0, i]`` --
-    distinct inputs, hence distinct streams (numpy's ``SeedSequence`` design).
-
-    Parameters
-    ----------
-    seed : int
-        The run's seed (``cfg.seed``).
-    purpose : str
-        One of :data:`PURPOSES`.
-    primary : str
-        The job's primary purpose.
-
-    Returns
-    -------
-    numpy.random.SeedSequence
-    """
-    if purpose not in PURPOSES:
-        raise ValueError(f"unknown random-stream purpose {purpose!r} (known: {', '.join(PURPOSES)})")
-    if purpose == primary:
-        return np.random.SeedSequence(seed)
-    return np.random.SeedSequence([int(seed), _purpose_code(purpose)])
-
-
-def _purpose_code(purpose: str) -> int:
-    return zlib.crc32(purpose.encode()) or 1
 
 
 def spawn_streams(seed: int | np.random.SeedSequence | None, n: int) -> list:
@@ -222,14 +213,15 @@ def plan_tiles(n_items: int, n_tiles: int,
     return [Chunk(i, int(bounds[i]), int(bounds[i + 1]), seeds[i]) for i in range(n_tiles)]
 
 
-def scatter_once(client, shared: Any):
+def scatter_once(client, shared: Any, timeout: float | None = None):
     """Send ``shared`` to every worker once; returns a future that tasks receive as the object.
 
     Wrapped in a list so dicts and lists are scattered as one object, not element by element.
     """
     if shared is None:
         return None
-    return client.scatter([shared], broadcast=True, hash=False)[0]
+    kw = {} if timeout is None else {"timeout": timeout}
+    return client.scatter([shared], broadcast=True, hash=False, **kw)[0]
 
 
 def _fold_tree(items: Sequence, merge: Callable[[Any, Any, int, int], Any]):
@@ -315,7 +307,7 @@ def _run_kernel(kernel: Callable, chunk: Chunk, shared: Any, *, _checkpoint=None
 def _save(plan, part: str, index: int, partial) -> None:
     """Write one partial and report what it cost: seconds and bytes go to the scheduler's
     event log under the plan's ``topic`` (``Worker.log_event``), summed into the manifest by
-    :func:`use_checkpoints` -- a direct measure of what checkpointing costs the workers."""
+    :meth:`Checkpoints.finish` -- a direct measure of what checkpointing costs the workers."""
     import time
 
     t0 = time.perf_counter()
@@ -330,7 +322,7 @@ def _save(plan, part: str, index: int, partial) -> None:
     worker.log_event(plan.topic, {"plan": plan.plan_id, "seconds": seconds, "bytes": nbytes})
 
 
-def _add_write_costs(state: _Checkpointing) -> None:
+def _add_write_costs(state: Checkpoints) -> None:
     """Add each plan's reported write seconds, bytes and files to its log entry."""
     try:
         events = state.client.get_events(state.topic)
@@ -362,7 +354,8 @@ def _submit_chunks(client, kernel, chunks, inputs, kernel_kwargs, label, checkpo
             for chunk, data in zip(chunks, inputs)]
 
 
-def scatter_rows(client, rows: dict, chunks: Sequence[Chunk]) -> list:
+def scatter_rows(client, rows: dict, chunks: Sequence[Chunk],
+                 timeout: float | None = None) -> list:
     """Send each chunk only its own rows ``[start, stop)`` of every array in ``rows``.
 
     One scatter, not broadcast: the scheduler spreads the pieces over the workers and each
@@ -371,7 +364,8 @@ def scatter_rows(client, rows: dict, chunks: Sequence[Chunk]) -> list:
     """
     arrays = {name: np.asarray(a) for name, a in rows.items()}
     pieces = [{name: a[c.start:c.stop] for name, a in arrays.items()} for c in chunks]
-    return client.scatter(pieces, hash=False)
+    kw = {} if timeout is None else {"timeout": timeout}
+    return client.scatter(pieces, hash=False, **kw)
 
 
 class ClusterLost(RuntimeError):
@@ -379,25 +373,6 @@ class ClusterLost(RuntimeError):
 
     The chunks finished so far are checkpointed (when checkpoints are on): rerun to resume.
     """
-
-
-#: Seconds a plan waits for a worker once the cluster has none (or the scheduler is
-#: unreachable) before :class:`ClusterLost`; ``run_job(wait_workers=...)`` /
-#: ``--wait-workers`` set it for a run.
-WORKER_GRACE = 60.0
-
-
-@contextlib.contextmanager
-def worker_grace(seconds: float | None):
-    """Use ``seconds`` as :data:`WORKER_GRACE` inside the block (None: leave it)."""
-    global WORKER_GRACE
-    previous = WORKER_GRACE
-    if seconds is not None:
-        WORKER_GRACE = float(seconds)
-    try:
-        yield
-    finally:
-        WORKER_GRACE = previous
 
 
 def _cluster_gone(client) -> str | None:
@@ -411,7 +386,7 @@ def _cluster_gone(client) -> str | None:
     return None if workers else "the cluster has no workers left"
 
 
-def _watch(futures: list, label: str, *, release: bool, results: bool = False,
+def _watch(futures: list, label: str, engine: Engine, *, release: bool, results: bool = False,
            progress: bool = True):
     """Advance a progress bar as chunks finish; fail if the cluster is gone for good.
 
@@ -426,7 +401,7 @@ def _watch(futures: list, label: str, *, release: bool, results: bool = False,
     Dask itself waits for ever for a worker to run the remaining tasks -- and so does a
     ``client.gather`` whose results were lost with their workers after they finished, since
     the scheduler then recomputes them. Here, once the cluster has had no worker (or no
-    scheduler) for :data:`WORKER_GRACE` seconds, the plan stops with :class:`ClusterLost`
+    scheduler) for ``engine.worker_grace`` seconds, the plan stops with :class:`ClusterLost`
     (exit code 1), its finished chunks kept in the checkpoint store.
     """
     import time
@@ -445,8 +420,9 @@ def _watch(futures: list, label: str, *, release: bool, results: bool = False,
     if release:
         futures.clear()
     gone_since, next_check = None, time.monotonic() + 1.0
-    with tqdm(total=total, desc=label, unit="chunk", disable=_disabled() if progress else True,
-              leave=False, dynamic_ncols=True) as bar:
+    disable = _bar_disabled(engine) if progress else True
+    with tqdm(total=total, desc=label, unit="chunk", disable=disable, leave=False,
+              dynamic_ncols=True) as bar:
         while not pending.is_empty():
             if pending.has_ready():
                 # with results, next_batch raises a task's exception itself
@@ -467,9 +443,9 @@ def _watch(futures: list, label: str, *, release: bool, results: bool = False,
                     gone_since = None
                 elif gone_since is None:
                     gone_since = now
-                elif now - gone_since > WORKER_GRACE:
+                elif now - gone_since > engine.worker_grace:
                     what = "results still to come" if results else "tasks still to run"
-                    raise ClusterLost(f"{why} for {WORKER_GRACE:g} s (--wait-workers) with "
+                    raise ClusterLost(f"{why} for {engine.worker_grace:g} s (--wait-workers) with "
                                       f"{pending.count()} of {total} '{label}' {what}; "
                                       "finished chunks are checkpointed: run again "
                                       "to resume")
@@ -477,12 +453,39 @@ def _watch(futures: list, label: str, *, release: bool, results: bool = False,
     return [got[k] for k in order] if results else None
 
 
-def _disabled() -> bool | None:
-    return None if _progress is None else not _progress
+def _while_the_cluster_lives(engine: Engine, label: str, step: Callable[[float], Any]):
+    """Run ``step(timeout)`` (a scatter that waits at most ``timeout`` s for a worker).
+
+    When it fails because the cluster has no worker (or no scheduler), wait up to
+    ``engine.worker_grace`` for one and try again, else :class:`ClusterLost` -- never the
+    bare ``TimeoutError: No valid workers found`` or ``OSError`` of a scatter to a dead
+    cluster.
+    """
+    import time
+
+    deadline = time.monotonic() + engine.worker_grace
+    while True:
+        try:
+            return step(max(1.0, min(10.0, deadline - time.monotonic())))
+        except (TimeoutError, OSError) as exc:
+            why = _cluster_gone(engine.client)
+            if why is None and not isinstance(exc, TimeoutError):
+                raise
+            if time.monotonic() >= deadline:
+                raise ClusterLost(f"{why or exc} for {engine.worker_grace:g} s "
+                                  f"(--wait-workers) before '{label}' could start; finished "
+                                  "chunks are checkpointed: run again to resume") from None
+            time.sleep(1.0)
+
+
+def _bar_disabled(engine: Engine) -> bool | None:
+    """tqdm's ``disable``: None shows a bar only on a terminal."""
+    return None if engine.progress is None else not engine.progress
 
 
 def map_reduce(kernel: Callable, chunks: Sequence[Chunk], combine: Callable[[Any, Any], Any], *,
-               client, shared: Any = None, rows: dict | None = None,
+               engine: Engine | None = None, client=None, shared: Any = None,
+               rows: dict | None = None,
                kernel_kwargs: dict | None = None, label: str = "chunks",
                finalize: Callable[[Any], Any] | None = None):
     """Run ``kernel`` on every chunk on the cluster and reduce the partials exactly.
@@ -495,7 +498,10 @@ def map_reduce(kernel: Callable, chunks: Sequence[Chunk], combine: Callable[[Any
         From :func:`plan_chunks` or :func:`plan_tiles`.
     combine : callable
         ``combine(a, b) -> partial``, associative. Applied in a tree fixed by chunk index.
+    engine : Engine
+        The run's engine (client, checkpoints, progress, grace).
     client : distributed.Client
+        Instead of ``engine``, outside a run: a plain engine on this client.
     shared : object, optional
         Large read-only input, scattered to all workers once.
     rows : dict of str to array, optional
@@ -514,15 +520,15 @@ def map_reduce(kernel: Callable, chunks: Sequence[Chunk], combine: Callable[[Any
     object
         ``finalize(root)`` or the reduced partial itself.
     """
-    root = _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label,
+    root = _run_plan(_engine(engine, client), kernel, chunks, shared, rows, kernel_kwargs, label,
                      [(None, combine)])[0]
     return finalize(root) if finalize else root
 
 
 def map_branches(kernel: Callable, chunks: Sequence[Chunk],
-                 branches: Sequence[tuple[Callable, Callable[[Any, Any], Any]]], *, client,
-                 shared: Any = None, kernel_kwargs: dict | None = None,
-                 label: str = "chunks") -> list:
+                 branches: Sequence[tuple[Callable, Callable[[Any, Any], Any]]], *,
+                 engine: Engine | None = None, client=None, shared: Any = None,
+                 kernel_kwargs: dict | None = None, label: str = "chunks") -> list:
     """Map ``kernel`` over the chunks, feed each output to several branches, reduce each branch.
 
     The kernel's output (e.g. a fitted sub-forest) never leaves the workers: each branch
@@ -538,13 +544,16 @@ def map_branches(kernel: Callable, chunks: Sequence[Chunk],
     list
         The reduced partial of each branch, in branch order.
     """
-    return _run_plan(client, kernel, chunks, shared, None, kernel_kwargs, label, branches)
+    return _run_plan(_engine(engine, client), kernel, chunks, shared, None, kernel_kwargs,
+                     label, branches)
 
 
-def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, client, shared: Any = None,
-               kernel_kwargs: dict | None = None, label: str = "chunks") -> list:
+def map_chunks(kernel: Callable, chunks: Sequence[Chunk], *, engine: Engine | None = None,
+               client=None, shared: Any = None, kernel_kwargs: dict | None = None,
+               label: str = "chunks") -> list:
     """Run ``kernel`` on every chunk; return the (small) results in chunk order."""
-    return _run_plan(client, kernel, chunks, shared, None, kernel_kwargs, label, None)
+    return _run_plan(_engine(engine, client), kernel, chunks, shared, None, kernel_kwargs,
+                     label, None)
 
 
 def _run_branch(branch: Callable, output: Any, shared: Any, checkpoint=None, index: int = -1):
@@ -556,10 +565,10 @@ def _run_branch(branch: Callable, output: Any, shared: Any, checkpoint=None, ind
     return out
 
 
-def _plan_checkpoint(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
+def _plan_checkpoint(engine, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
     """The plan's checkpoints, the chunks already done and the parts of a chunk
     (``(None, set(), parts)`` without checkpoints)."""
-    state = _checkpointing
+    state = engine.checkpoints
     if state is None:
         return None, set(), []
     from .checkpoint import plan_token
@@ -575,16 +584,28 @@ def _plan_checkpoint(client, kernel, chunks, shared, rows, kernel_kwargs, label,
     if state.meta is not None:
         state.store.write_meta(**state.meta)
         state.meta = None
-    state.client = client
+    state.client = engine.client
     plan = state.store.plan(label, token, topic=state.topic)
     done = plan.done(parts) if state.resume else set()
     done &= {c.index for c in chunks}
-    state.log.append({"label": label, "plan": plan.plan_id, "chunks": len(chunks),
-                      "reused": len(done), "computed": len(chunks) - len(done)})
+    entry = {"label": label, "plan": plan.plan_id, "chunks": len(chunks)}
+    # Read back (never unpickled) before any is used: a damaged or tampered file is set
+    # aside and its chunk recomputed, so one bad file cannot fail every later run.
+    damaged = plan.damaged(parts, sorted(done)) if done else {}
+    for index in damaged:
+        plan.set_aside(parts, index)
+    done -= set(damaged)
+    if damaged:
+        first = next(iter(damaged.values()))
+        entry["note"] = (f"{len(damaged)} checkpoint(s) of '{label}' could not be used and "
+                         f"were set aside in {state.store.location()}/damaged and recomputed "
+                         f"(first: {first})")
+    entry.update(reused=len(done), computed=len(chunks) - len(done))
+    state.log.append(entry)
     return plan, done, parts
 
 
-def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
+def _run_plan(engine, kernel, chunks, shared, rows, kernel_kwargs, label, branches):
     """Scatter, map, and reduce each branch; re-run the plan if its input is lost.
 
     ``branches`` is a list of ``(branch, combine)``: ``branch`` is None to reduce the
@@ -597,7 +618,7 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
     ("already forgotten"). The plan is deterministic, so scattering again and re-running it
     gives the identical result.
 
-    Under :func:`use_checkpoints` each computed partial is saved by its task, and chunks
+    With ``engine.checkpoints`` each computed partial is saved by its task, and chunks
     found in the store (``resume``) are loaded by a task of their own in place of the kernel
     (and its branches): the tree sees the same partials in the same places.
     """
@@ -605,16 +626,19 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
 
     if rows is not None and shared is not None:
         raise ValueError("give either shared (broadcast) or rows (partitioned) input, not both")
-    plan, done, parts = _plan_checkpoint(client, kernel, chunks, shared, rows, kernel_kwargs,
+    client = engine.client
+    plan, done, parts = _plan_checkpoint(engine, kernel, chunks, shared, rows, kernel_kwargs,
                                          label, branches)
     todo = [c for c in chunks if c.index not in done]
     for attempt in range(PLAN_ATTEMPTS):
         if not todo:
             inputs = []
         elif rows is not None:
-            inputs = scatter_rows(client, rows, todo)
+            inputs = _while_the_cluster_lives(
+                engine, label, lambda t: scatter_rows(client, rows, todo, timeout=t))
         else:
-            inputs = [scatter_once(client, shared)] * len(todo)
+            inputs = [_while_the_cluster_lives(
+                engine, label, lambda t: scatter_once(client, shared, timeout=t))] * len(todo)
         own = None
         if plan is not None:
             if branches is None:
@@ -627,7 +651,7 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
         try:
             if branches is None:
                 computed = dict(zip((c.index for c in todo),
-                                    _watch(futures, label, release=False, results=True)))
+                                    _watch(futures, label, engine, release=False, results=True)))
                 return [computed[c.index] if c.index in computed else plan.load("out", c.index)
                         for c in chunks]
             leaves, roots = [], []
@@ -656,13 +680,13 @@ def _run_plan(client, kernel, chunks, shared, rows, kernel_kwargs, label, branch
             # tasks that need it have run (memory flat in the number of chunks).
             futures.clear()
             by_index.clear()
-            _watch(leaves, label, release=True)
+            _watch(leaves, label, engine, release=True)
             # the roots under the same watch: workers lost during the last combine steps
             # would leave a plain gather waiting for ever
-            return _watch(roots, label, release=False, results=True, progress=False)
+            return _watch(roots, label, engine, release=False, results=True, progress=False)
         except CancelledError:
             if attempt == PLAN_ATTEMPTS - 1:
                 raise
-            if plan is not None and _checkpointing is not None:  # keep what was saved
+            if plan is not None and engine.checkpoints is not None:  # keep what was saved
                 done = plan.done(parts) & {c.index for c in chunks}
                 todo = [c for c in chunks if c.index not in done]

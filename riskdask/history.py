@@ -5,9 +5,10 @@ Scheduled runs each leave a folder; this keeps one row per successful run in
 scores moved from run to run -- the seed's Step 7 (credit) exists "to avoid extreme 'jumps' in
 time series of VaR or ES", and a jump is only visible against earlier runs.
 
-- :func:`history_row`: the run's headline metrics (:func:`headline_metrics`: value and, where
-  the job reports one, an interval -- a Monte Carlo standard error, the spread over splits),
-  plus the run's name, time, config hash and a fingerprint of its inputs.
+- :func:`history_row`: the run's metrics as its job declares them (``Job.metrics``: value and,
+  where the job gives one, an interval -- a Monte Carlo standard error, the spread over
+  splits), plus the run's name, time, config hash and a fingerprint of its inputs. This
+  module knows no job by name.
 - :func:`append`: the new row added to the table atomically (the whole table rewritten to a
   temporary file, then ``os.replace``), so a reader never sees a half-written table.
 - :func:`history_table` / :func:`format_history`: the rows with the change since the previous
@@ -19,29 +20,22 @@ time series of VaR or ES", and a jump is only visible against earlier runs.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_FILE", "Metric", "headline_metrics", "history_row", "append", "read",
-           "history_table", "format_history", "history_figure", "history_html", "fmt_pm"]
+from . import htmlkit as h
+from .formatting import estimate
+from .protocol import Metric
+
+__all__ = ["HISTORY_FILE", "Metric", "HistoryUnreadable", "generic_metrics", "history_row",
+           "append", "read", "set_aside",
+           "history_table", "format_history", "history_figure", "history_html"]
 
 HISTORY_FILE = "history.parquet"
 META_COLUMNS = ("run", "finished", "config_hash", "inputs_fingerprint")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One headline figure: ``value`` with an interval ``[lo, hi]`` when the job gives one."""
-
-    name: str
-    value: float
-    lo: float | None = None
-    hi: float | None = None
 
 
 def _num(v: Any) -> float | None:
@@ -52,72 +46,21 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _pm(name: str, value: Any, se: Any) -> Metric | None:
-    """``value ± se`` (one standard error) as a metric; no interval when the error is missing."""
-    v, e = _num(value), _num(se)
-    if v is None:
-        return None
-    return Metric(name, v, v - e, v + e) if e is not None else Metric(name, v)
+def generic_metrics(summary: dict) -> dict:
+    """The history of a job that declares no ``metrics``: its first numeric summary values."""
+    return {k: v for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _credit(s: dict) -> list:
-    out = [_pm("EL", s.get("el_simulated"), s.get("el_simulated_se")),
-           _pm("UL", s.get("ul_simulated"), s.get("ul_simulated_se"))]
-    for lv in s.get("levels", []):
-        c = f"{100 * lv['confidence']:g}%"
-        out += [_pm(f"VaR {c}", lv.get("var"), lv.get("var_se")),
-                _pm(f"ES {c}", lv.get("es"), lv.get("es_se"))]
-    return out
-
-
-def _hazard(s: dict) -> list:
-    o, sp = s.get("optimum", {}), s.get("optimum_spread", {})
-    theta = _num(o.get("theta_deg"))
-    lo, hi = _num(sp.get("theta_deg_q25")), _num(sp.get("theta_deg_q75"))
-    out = [Metric("optimum theta (deg)", theta, lo, hi) if theta is not None else None,
-           _pm("optimum k2/k1", o.get("ratio_k2_k1"), None),
-           _pm("Dev at optimum", o.get("dev"), None)]
-    return out
-
-
-def _coup(s: dict) -> list:
-    return [_pm(label, s.get(key), None) for key, label in (
-        ("oob_roc_auc", "OOB ROC-AUC"), ("test_roc_auc", "test ROC-AUC"),
-        ("oob_pr_auc", "OOB PR-AUC"), ("test_pr_auc", "test PR-AUC"),
-        ("test_brier", "test Brier"))]
-
-
-def _generic(s: dict) -> list:
-    return [_pm(k, v, None) for k, v in s.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)][:8]
-
-
-def _selfcheck(s: dict) -> list:
-    n = _num(s.get("n")) or 0
-    p = _num(s.get("exceedance_exact"))
-    return [_pm("mean", s.get("mean"), math.sqrt(1 / n) if n else None),
-            _pm("variance", s.get("variance"), math.sqrt(2 / n) if n else None),
-            _pm("P(Z > level)", s.get("exceedance"),
-                math.sqrt(p * (1 - p) / n) if n and p is not None else None)]
-
-
-_EXTRACTORS = {"credit": _credit, "hazard": _hazard, "coup": _coup, "selfcheck": _selfcheck}
-
-
-def headline_metrics(job: str, summary: dict) -> list[Metric]:
-    """The figures the history follows for ``job`` (credit: EL, UL, VaR/ES per level with
-    their standard errors; hazard: the optimum direction with its spread over splits
-    (quartiles), k2/k1 and Dev; coup: OOB and test AUCs and the Brier score; any other job:
-    its first numeric summary values)."""
-    metrics = _EXTRACTORS.get(job, _generic)(summary)
-    return [m for m in metrics if m is not None]
-
-
-def _texts(job: str, summary: dict) -> dict:
-    if job == "coup" and summary.get("league_top5"):
-        top = summary["league_top5"][:3]
-        return {"league top 3": ", ".join(f"{r['country']} {r['probability']:.2f}" for r in top)}
-    return {}
+def _columns(name: str, value: Any) -> dict:
+    """One metric's columns: ``name``, ``name [lo]``, ``name [hi]`` (or a text column)."""
+    if isinstance(value, str):
+        return {name: value}
+    if isinstance(value, Metric):
+        v, lo, hi = _num(value.value), _num(value.lo), _num(value.hi)
+    else:
+        v, lo, hi = _num(value), None, None
+    return {name: v, f"{name} [lo]": lo, f"{name} [hi]": hi}
 
 
 def inputs_fingerprint(inputs: list) -> str:
@@ -127,27 +70,61 @@ def inputs_fingerprint(inputs: list) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:12]
 
 
-def history_row(job: str, *, run: str, finished: str, config_hash: str, inputs: list,
-                summary: dict) -> dict:
-    """The history row of one run: metadata, ``metric``, ``metric [lo]``, ``metric [hi]``."""
+def history_row(metrics: dict, *, run: str, finished: str, config_hash: str,
+                inputs: list) -> dict:
+    """The history row of one run: metadata, then per metric ``metric``, ``metric [lo]``,
+    ``metric [hi]`` (a text metric is one column).
+
+    ``metrics`` is the job's own ``metrics(result)`` (:class:`riskdask.protocol.Job`):
+    ``{name: Metric | float | str}``; this module knows no job's figures.
+    """
     row: dict[str, Any] = {"run": run, "finished": finished, "config_hash": config_hash,
                            "inputs_fingerprint": inputs_fingerprint(inputs)}
-    for m in headline_metrics(job, summary):
-        row[m.name] = m.value
-        row[f"{m.name} [lo]"] = m.lo
-        row[f"{m.name} [hi]"] = m.hi
-    row.update(_texts(job, summary))
+    for name, value in metrics.items():
+        if name in META_COLUMNS:
+            raise ValueError(f"metric name {name!r} is reserved for the history's metadata")
+        row.update(_columns(name, value))
     return row
 
 
+class HistoryUnreadable(ValueError):
+    """``history.parquet`` exists but cannot be read as a history (the message names it)."""
+
+
 def read(job_dir: str | Path):
-    """The job's history table (oldest first), or an empty frame."""
+    """The job's history table (oldest first), or an empty frame.
+
+    A table of an older schema is migrated on the way in (missing metadata columns added
+    empty). Raises :class:`HistoryUnreadable`, naming the file, when it is not a readable
+    Parquet table.
+    """
     import pandas as pd
 
-    path = Path(job_dir) / HISTORY_FILE
+    path = Path(job_dir).absolute() / HISTORY_FILE   # a relative "a:b" is no URL
     if not path.exists():
         return pd.DataFrame(columns=list(META_COLUMNS))
-    return pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path, engine="pyarrow")
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+        raise HistoryUnreadable(f"cannot read the run history {path}: "
+                                f"{type(exc).__name__}: {exc}") from None
+    for column in META_COLUMNS:            # an older or hand-edited table
+        if column not in table.columns:
+            table[column] = "" if column != "run" else [f"run {i + 1}" for i in
+                                                        range(len(table))]
+    return table[[*META_COLUMNS, *[c for c in table.columns if c not in META_COLUMNS]]]
+
+
+def set_aside(job_dir: str | Path) -> Path:
+    """Move an unreadable ``history.parquet`` aside (``history.parquet.damaged-<stamp>``) so
+    the next append starts a fresh table; returns where it went."""
+    import datetime as dt
+
+    path = Path(job_dir) / HISTORY_FILE
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{HISTORY_FILE}.damaged-{stamp}-{os.getpid()}")
+    os.replace(path, target)
+    return target
 
 
 def with_row(job_dir: str | Path, row: dict):
@@ -162,18 +139,22 @@ def with_row(job_dir: str | Path, row: dict):
 
 
 def append(job_dir: str | Path, row: dict) -> Path:
-    """Append ``row`` to ``<job_dir>/history.parquet`` atomically; returns the path."""
+    """Append ``row`` to ``<job_dir>/history.parquet`` atomically; returns the path.
+
+    The table is written to a fresh temporary file (``O_EXCL``: never through a planted
+    link) with the mode every output gets, then renamed over the old one.
+    """
     from .errors import OutputError
+    from .run import exclusive_temp
 
     job_dir = Path(job_dir)
     path = job_dir / HISTORY_FILE
     table = with_row(job_dir, row)
-    tmp = job_dir / f".{HISTORY_FILE}.tmp-{os.getpid()}"
     try:
-        table.to_parquet(tmp, engine="pyarrow", index=False)
-        os.replace(tmp, path)
+        with exclusive_temp(path) as tmp:
+            table.to_parquet(tmp, engine="pyarrow", index=False)
+            os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
 
@@ -201,23 +182,6 @@ def history_table(table):
     for m in metric_names(t):
         t[f"Δ {m}"] = pd.to_numeric(t[m]).diff()
     return t
-
-
-def fmt_pm(value: float | None, lo: float | None = None, hi: float | None = None) -> str:
-    """``value ± half-width`` with the half-width to 2 significant digits and the value to
-    the same decimal place (no more digits than the interval supports)."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{value:.6g}"
-    half = (hi - lo) / 2
-    if half <= 0:
-        return f"{value:.6g}"
-    decimals = max(0, 1 - int(math.floor(math.log10(half))))
-    centred = abs((hi + lo) / 2 - value) <= 1e-9 * max(1.0, abs(value))
-    if centred:
-        return f"{value:,.{decimals}f} ± {half:,.{decimals}f}"
-    return f"{value:,.{decimals}f} [{lo:,.{decimals}f}, {hi:,.{decimals}f}]"
 
 
 def _fmt_delta(d: float | None, lo: float | None, hi: float | None) -> str:
@@ -250,30 +214,29 @@ def format_history(table, limit: int = 20) -> list[list[str]]:
         for m in metrics:
             v, lo, hi = _cell(r, m)
             d = r.get(f"Δ {m}")
-            line += [fmt_pm(v, lo, hi), _fmt_delta(None if d != d else d, lo, hi)]
+            line += [estimate(v, lo=lo, hi=hi, digits=6), _fmt_delta(None if d != d else d, lo, hi)]
         line += [str(r.get(c, "")) if r.get(c) == r.get(c) else "" for c in texts]
         rows.append(line)
     return rows
 
 
 def history_html(table, limit: int = 20) -> str:
+    """The history as a report section (htmlkit: every cell escaped)."""
     rows = format_history(table, limit)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                   for r in rows[1:])
-    return (f"<p class='meta'>{len(table)} run(s) in <code>{HISTORY_FILE}</code>; Δ is the "
-            "change since the previous run; 'changed' marks a new config or new inputs. "
-            "Intervals: ± one standard error (Monte Carlo), or the quartiles over splits.</p>"
-            f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>")
+    return str(h.join([
+        h.p(f"{len(table)} run(s) in ", h.code(HISTORY_FILE), "; Δ is the change since the "
+            "previous run; 'changed' marks a new config or new inputs. Intervals: as each job "
+            "gives them (± one standard error, or the quartiles over splits).", class_="meta"),
+        h.tag("div", h.table(rows[0], rows[1:]), class_="scroll")]))
 
 
-def history_figure(table, job: str):
+def history_figure(table):
     """Time series of every metric with its interval; dashed lines where config/inputs changed."""
     from .plotting import pyplot
 
     plt = pyplot()
     t = history_table(table)
-    metrics = metric_names(table)[:12]
+    metrics = metric_names(table)
     n = max(1, len(metrics))
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)

@@ -26,10 +26,32 @@ import pandas as pd
 from .errors import InputError
 
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "check_input_path", "read_table", "to_numeric",
-           "text_column", "fingerprint_file", "Record"]
+           "text_column", "fingerprint_file", "to_jsonable", "Record"]
 
 CSV_SUFFIXES = (".csv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and pydantic models into plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if np.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return to_jsonable(obj.model_dump(mode="json"))
+    return obj
 
 
 def fingerprint_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -240,8 +262,6 @@ class Record:
                 *, unit: str = "rows") -> None:
         """Record ``count`` rows (or NPOs, ...) left out of the analysis, and why."""
         if count:
-            from .run import to_jsonable
-
             self.exclusions.append({"source": str(source), "reason": reason, "count": int(count),
                                     "unit": unit,
                                     "rows": to_jsonable(list(rows)[:20]) if rows else None})

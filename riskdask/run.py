@@ -19,12 +19,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
-from .io import fingerprint_file
+from .io import fingerprint_file, to_jsonable
 
 __all__ = ["RunDirectory", "write_outputs", "fingerprint_file", "package_versions", "to_jsonable",
-           "write_json"]
+           "write_json", "output_mode", "exclusive_temp"]
 
 PACKAGES = ("riskdask", "dask", "distributed", "numpy", "pandas", "scipy", "scikit-learn",
             "lifelines", "pyarrow", "matplotlib", "pydantic", "click")
@@ -41,26 +40,32 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and pydantic models into plain JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if np.isfinite(value) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "model_dump"):
-        return to_jsonable(obj.model_dump(mode="json"))
-    return obj
+def output_mode() -> int:
+    """The mode every output file gets: ``0o666`` less the process umask (as ``open`` gives
+    a new file), also for files made by ``mkstemp`` (0600) and then renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def exclusive_temp(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A new temporary file beside ``target`` (``O_CREAT | O_EXCL``: never an existing file
+    or a planted symlink), with the output mode; removed again if the block fails or does
+    not rename it into place."""
+    import tempfile
+
+    target = Path(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix,
+                                dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, output_mode())
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -31,12 +31,16 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EXIT_LOCKED", "RunLocked", "RunLock", "update_latest", "finished_runs",
+from .errors import InputError
+
+__all__ = ["EXIT_LOCKED", "RunLocked", "RunLock", "LockRefused", "update_latest", "finished_runs",
            "prune_runs", "LATEST", "clean_stale", "Cleanup", "check_free_space",
-           "estimate_run_bytes", "MIN_FREE_BYTES"]
+           "estimate_run_bytes", "estimate_checkpoint_bytes", "check_run_space",
+           "MIN_FREE_BYTES"]
 
 #: Exit code of a run refused because the same job and config is already running.
 EXIT_LOCKED = 75
@@ -54,6 +58,17 @@ class RunLocked(Exception):
     """Another run of the same job and config holds the lock."""
 
     exit_code = EXIT_LOCKED
+
+
+class LockRefused(InputError):
+    """The lock path is a symlink or not a regular file (exit 2, nothing touched)."""
+
+
+def _holder_text(raw: bytes) -> str:
+    """What a lock's holder wrote (``pid N since STAMP``), or '' for anything else: nothing
+    else read from a lock file ever reaches a message or an output."""
+    m = re.match(rb"pid (\d{1,10}) since ([0-9T:+\-]{10,40})\n?", raw)
+    return f"pid {m.group(1).decode()} since {m.group(2).decode()}" if m else ""
 
 
 class RunLock:
@@ -82,11 +97,11 @@ class RunLock:
     def acquire(self) -> "RunLock":
         self.job_dir.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                holder = _holder_text(os.pread(fd, 200, 0))
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise
@@ -104,12 +119,27 @@ class RunLock:
             os.close(fd)
         # Text left by a holder that died without releasing (SIGKILL, OOM): the kernel
         # dropped its flock, the file stayed. Kept for the run's notes.
-        self.previous_holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or None
+        self.previous_holder = _holder_text(os.pread(fd, 200, 0)) or None
         os.ftruncate(fd, 0)
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         os.pwrite(fd, f"pid {os.getpid()} since {stamp}\n".encode(), 0)
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        """The lock file, opened without following a symlink and refused unless it is a
+        regular file (a planted link could otherwise make the run truncate its target)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LockRefused(f"{self.path} is a symbolic link; a lock file must be a "
+                                  "regular file (remove it to run)") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LockRefused(f"{self.path} is not a regular file; remove it to run")
+        return fd
 
     def release(self) -> None:
         """Drop the lock and its file (unlinked while still held, so no one races us)."""
@@ -196,9 +226,11 @@ def _pid_alive(pid: int) -> bool:
 def _lock_is_free(path: Path) -> bool:
     """Whether nobody holds the flock on ``path`` (a missing file counts as free)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return True
+    except OSError:          # a symlink (ELOOP): never ours to judge or to remove
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -245,9 +277,10 @@ def clean_stale(job_dir: str | Path, *, own_lock: "RunLock | None" = None) -> Cl
             out.died.add(chash)
             out.notes.append(f"removed {path.name}: left by run pid {pid} (started "
                              f"{m.group('stamp')}), which is gone")
-        elif path.name.startswith(".lock-") and path != own and path.is_file():
+        elif (path.name.startswith(".lock-") and path != own and not path.is_symlink()
+              and path.is_file()):
             try:
-                holder = path.read_text(errors="replace").strip()
+                holder = _holder_text(path.read_bytes()[:200])
             except OSError:
                 continue
             pid = _holder_pid(holder)
@@ -275,7 +308,45 @@ def estimate_run_bytes(job_dir: str | Path, extra: int = 0) -> int:
     return max(MIN_FREE_BYTES, int(1.5 * last) + int(extra))
 
 
-def check_free_space(folder: str | Path, needed: int) -> int:
+def estimate_checkpoint_bytes(job_dir: str | Path) -> int:
+    """What the next run's checkpoints will about take: 1.5 x what the workers reported
+    writing in the job's newest finished run (its manifest's ``checkpoints.bytes_written``);
+    0 when no run has recorded it."""
+    import json
+
+    for run in reversed(finished_runs(job_dir)):
+        try:
+            manifest = json.loads((run / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        written = (manifest.get("checkpoints") or {}).get("bytes_written")
+        if isinstance(written, (int, float)) and written > 0:
+            return int(1.5 * written)
+        return 0
+    return 0
+
+
+def _device(path: Path) -> int:
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return os.stat(probe).st_dev
+
+
+def check_run_space(job_dir: str | Path, store_folder: str | Path | None) -> None:
+    """The up-front free-space check of a run: outputs in ``job_dir`` and, for a local
+    checkpoint store, its checkpoints in ``store_folder`` (one sum where they share a disk)."""
+    outputs = estimate_run_bytes(job_dir)
+    checkpoints = estimate_checkpoint_bytes(job_dir) if store_folder is not None else 0
+    if checkpoints and _device(Path(store_folder)) != _device(Path(job_dir)):
+        check_free_space(job_dir, outputs)
+        check_free_space(store_folder, checkpoints, what="the run's checkpoints")
+    else:
+        check_free_space(job_dir, outputs + checkpoints,
+                         what="the run's outputs and checkpoints" if checkpoints else None)
+
+
+def check_free_space(folder: str | Path, needed: int, what: str | None = None) -> int:
     """Raise :class:`riskdask.errors.OutputError` unless ``folder`` has ``needed`` bytes free.
 
     ``folder`` may not exist yet; its nearest existing parent is asked. Returns the free bytes.
@@ -288,7 +359,8 @@ def check_free_space(folder: str | Path, needed: int) -> int:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise OutputError(f"not enough free space for the run's outputs in {folder}: "
+        what = what or "the run's outputs"
+        raise OutputError(f"not enough free space for {what} in {folder}: "
                           f"{_size(free)} free, about {_size(needed)} needed (estimated from "
                           "the job's last run); free some space or give another --out")
     return free

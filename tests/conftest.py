@@ -57,6 +57,49 @@ def local_client():
         cluster.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _checkpoint_key_of_the_session(tmp_path_factory):
+    """The checkpoint key (riskdask.checkpoint.checkpoint_key) in a folder of the test
+    session, not the developer's ~/.config; CLI subprocesses inherit it."""
+    path = tmp_path_factory.mktemp("riskdask-config") / "checkpoint.key"
+    old = os.environ.get("RISKDASK_CHECKPOINT_KEY_FILE")
+    os.environ["RISKDASK_CHECKPOINT_KEY_FILE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("RISKDASK_CHECKPOINT_KEY_FILE", None)
+    else:
+        os.environ["RISKDASK_CHECKPOINT_KEY_FILE"] = old
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """Factory: ``default_run(job)`` -> the JobResult of the job's embedded default config,
+    run once per session through ``run_job`` on a 2-worker LocalCluster of processes (the
+    pinned-numbers and the history tests share it)."""
+    from distributed import Client, LocalCluster
+
+    from riskdask import run_job
+
+    runs: dict = {}
+    state: dict = {}
+
+    def get(job: str):
+        if job not in runs:
+            if "client" not in state:
+                state["cluster"] = LocalCluster(n_workers=2, threads_per_worker=1,
+                                                processes=True, dashboard_address=":0",
+                                                memory_limit="4GiB")
+                state["client"] = Client(state["cluster"])
+            runs[job] = run_job(job, client=state["client"],
+                                out=tmp_path_factory.mktemp(f"default-{job}"))
+        return runs[job]
+
+    yield get
+    if "client" in state:
+        state["client"].close()
+        state["cluster"].close()
+
+
 # -- a cluster started with the `dask` command line ----------------------------------------
 @dataclass
 class CliCluster:

@@ -58,7 +58,8 @@ def diff(expected: dict, got: dict) -> list[str]:
     for name in sorted(set(expected["tables"]) | set(got["tables"])):
         a, b = expected["tables"].get(name), got["tables"].get(name)
         if a != b:
-            out.append(f"table {name}: {'missing' if b is None else 'new' if a is None else 'differs'}")
+            what = "missing" if b is None else "new" if a is None else "differs"
+            out.append(f"table {name}: {what}")
     return out
 
 
@@ -68,11 +69,11 @@ def main(argv: list[str]) -> int:
     elif argv[:1] == ["--update"]:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from riskdask import run_job
-        from riskdask.registry import MAIN_JOBS
+        from riskdask.registry import main_jobs
 
         import tempfile
         out = Path(tempfile.mkdtemp())
-        dirs = [run_job(job, out=out, n_workers=2).run_dir for job in argv[1:] or MAIN_JOBS]
+        dirs = [run_job(job, out=out, n_workers=2).run_dir for job in argv[1:] or main_jobs()]
     else:
         print(__doc__)
         return 2

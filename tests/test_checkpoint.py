@@ -132,4 +132,30 @@ def test_full_config_hash_extends_the_run_hash():
 
     cfg = Config(n_samples=1000)
     assert full_config_hash("selfcheck", cfg).startswith(config_hash("selfcheck", cfg))
-    assert full_config_hash("selfcheck", cfg) != full_config_hash("selfcheck", Config(n_samples=999))
+    other = Config(n_samples=999)
+    assert full_config_hash("selfcheck", cfg) != full_config_hash("selfcheck", other)
+
+
+def test_stores_of_configs_not_run_for_n_days_are_pruned(tmp_path, cli):
+    import os
+    import time
+
+    from riskdask.checkpoint import prune_stores
+
+    url = str(tmp_path / "ckpt")
+    old = CheckpointStore(url, job="credit", config_hash="1" * 64)
+    new = CheckpointStore(url, job="credit", config_hash="2" * 64)
+    kept = CheckpointStore(url, job="coup", config_hash="3" * 64)
+    for store in (old, new, kept):
+        store.write_meta(status="failed")
+        store.plan("p", "0" * 32).save("b0", 0, 1)
+    week_ago = time.time() - 8 * 86400
+    for store in (old, kept):
+        for path in Path(store.root).rglob("*"):
+            os.utime(path, (week_ago, week_ago))
+    assert prune_stores(url, older_than_days=7, keep=[kept.config_hash]) == [
+        f"credit/{'1' * 64}"]
+    assert not old.exists() and new.exists() and kept.exists()
+    r = cli("checkpoints", "prune", "--checkpoint", url, "--older-than", "7")
+    assert r.code == 0 and f"coup/{'3' * 64}" in r.out and "1 store(s)" in r.out
+    assert not kept.exists() and new.exists()

@@ -46,8 +46,9 @@ def test_synthetic_panel_documented_properties(panel):
     assert props["success_share"][0] <= share <= props["success_share"][1]
     assert (panel["pt_suc"] <= panel["pt_attempt"]).all()          # a success is an attempt
     first = panel[["year", "month"]].min(axis=0)
-    assert (panel["year"].min(), panel.loc[panel["year"] == panel["year"].min(), "month"].min()) \
-        == props["first_month"]
+    first_year = panel["year"].min()
+    assert (first_year, panel.loc[panel["year"] == first_year, "month"].min()) == (
+        props["first_month"])
     last = panel.loc[panel["year"] == panel["year"].max(), "month"].max()
     assert (panel["year"].max(), last) == props["last_month"]
     assert first["month"] == 1

@@ -108,8 +108,8 @@ def test_outputs_are_complete_and_consistent(small_runs):
     assert conv["test_brier"].iloc[-1] == pytest.approx(s["test_brier"], abs=1e-15)
     assert conv["oob_r2"].iloc[-1] == pytest.approx(s["oob_score"], abs=1e-15)
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
-    assert any(e["source"] == "oob" for e in manifest["exclusions"]) == \
-        (s["oob_rows_without_trees"] > 0)
+    assert (any(e["source"] == "oob" for e in manifest["exclusions"])
+            == (s["oob_rows_without_trees"] > 0))
 
 
 def test_worker_killed_mid_run_gives_identical_results(cli_cluster, local_client, tmp_path):
@@ -221,7 +221,8 @@ def test_bad_no_positive_rows_in_training_set(cli, tmp_path, base_frame):
     path = _bad_file(tmp_path, frame)
     _expect_bad_input(cli, tmp_path, path, "column 'pt_attempt'", "no positive rows",
                       "training set",
-                      extra=("--set", "split.kind=temporal", "--set", "split.train_until_year=1990"))
+                      extra=("--set", "split.kind=temporal",
+                             "--set", "split.train_until_year=1990"))
 
 
 # ----------------------------------------------------------------------------- other paths
@@ -396,7 +397,8 @@ def test_split_seed_moves_the_split_only(local_client, tmp_path):
     a = run_job("coup", overrides=base, client=local_client(2), out=tmp_path / "a")
     b = run_job("coup", overrides=base + [f"split.seed={a.summary['split_seed']}"],
                  client=local_client(2), out=tmp_path / "b")
-    c = run_job("coup", overrides=base + ["split.seed=1"], client=local_client(2), out=tmp_path / "c")
+    c = run_job("coup", overrides=base + ["split.seed=1"], client=local_client(2),
+                out=tmp_path / "c")
     assert a.summary["split_seed"] == 2019
     pa, pb, pc = (r.table("predictions") for r in (a, b, c))
     pd.testing.assert_frame_equal(pa, pb)

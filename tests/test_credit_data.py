@@ -8,17 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import jobs.credit as jc
 from riskdask.config import load_config
+from riskdask.credit.config import Config
 from riskdask.credit.data import load_matrix
-from riskdask.credit.synthetic import DATA_DIR, illustrative_curves, synthetic_portfolio, \
-    write_curves_csv
+from riskdask.credit.pipeline import analytics, load_inputs
+from riskdask.credit.synthetic import (DATA_DIR, illustrative_curves, synthetic_portfolio,
+                                       write_curves_csv)
 from riskdask.errors import InputError
 
 
 def _inputs(*overrides):
-    cfg = load_config("credit", jc.Config, None, list(overrides)).config
-    return cfg, jc.load_inputs(cfg, None)
+    cfg = load_config("credit", Config, None, list(overrides)).config
+    return cfg, load_inputs(cfg)
 
 
 def test_embedded_matrix_is_the_published_table_with_its_citation():
@@ -73,9 +74,9 @@ def test_user_files_reproduce_the_embedded_run_inputs(tmp_path):
     fcsv = tmp_path / "cf.csv"
     flows.to_csv(fcsv, index=False)
     _, from_cf = _inputs(f"portfolio.path={csv}", f"portfolio.cashflows={fcsv}")
-    a1 = jc._analytics(cfg, None, from_csv)
-    a2 = jc._analytics(cfg, None, from_pq)
-    a3 = jc._analytics(cfg, None, from_cf)
+    a1 = analytics(cfg, from_csv)
+    a2 = analytics(cfg, from_pq)
+    a3 = analytics(cfg, from_cf)
     np.testing.assert_allclose(a2.cfv, a1.cfv, rtol=1e-15)
     np.testing.assert_allclose(a3.cfv, a1.cfv, rtol=1e-12)
     # a loadings file with the sector/country rule, and an identity factor correlation
@@ -92,7 +93,7 @@ def test_user_files_reproduce_the_embedded_run_inputs(tmp_path):
     _, from_file = _inputs(f"portfolio.path={csv}", f"correlation.loadings={lpath}",
                            f"correlation.factor_correlation={fpath}")
     np.testing.assert_array_equal(from_file.loadings, from_csv.loadings)
-    assert jc._analytics(cfg, None, from_file).ul == a1.ul
+    assert analytics(cfg, from_file).ul == a1.ul
 
 
 def test_correlated_factors_change_the_pair_correlations(tmp_path):

@@ -44,23 +44,24 @@ def test_bit_identical_on_1_and_2_workers(small_runs):
 
 
 def test_cluster_result_equals_single_process_run_of_the_same_chunks(small_runs):
-    import jobs.credit as jc
     from riskdask.config import load_config
+    from riskdask.credit.config import Config
+    from riskdask.credit.pipeline import analytics, load_inputs, scenario_model
     from riskdask.credit.simulation import simulate_local, simulation_statistics
     from riskdask.engine import plan_chunks
 
     run, _ = small_runs
-    cfg = load_config("credit", jc.Config, None, SMALL).config
-    inputs = jc.load_inputs(cfg, None)
-    an = jc._analytics(cfg, None, inputs)
-    model = jc._model(cfg, inputs, an, shift=None)
+    cfg = load_config("credit", Config, None, SMALL).config
+    inputs = load_inputs(cfg)
+    an = analytics(cfg, inputs)
+    model = scenario_model(cfg, inputs, an)
     chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size, cfg.seed)
     local = simulation_statistics(simulate_local(model, chunks), model, an.fv_portfolio)
     assert run.summary["el_simulated"] == local.el
     assert run.summary["ul_simulated"] == local.ul
     for lv, ref in zip(run.summary["levels"], local.levels):
-        assert (lv["var"], lv["es"], lv["var_se"], lv["es_se"]) == \
-            (ref.var, ref.es, ref.var_se, ref.es_se)
+        assert ((lv["var"], lv["es"], lv["var_se"], lv["es_se"])
+                == (ref.var, ref.es, ref.var_se, ref.es_se))
 
 
 def _sector_country_correlation(obligors: pd.DataFrame) -> np.ndarray:
@@ -133,12 +134,14 @@ def test_full_matrix_tiles_equal_collapsed_path_and_importance_sampling(local_cl
     base = [f"portfolio.path={path}", "simulation.n_scenarios=40000",
             "simulation.chunk_size=2500", "simulation.confidence=[0.99, 0.999]"]
     client = local_client(2)
-    uniform = run_job("credit", overrides=base + ["correlation.kind=uniform", f"correlation.rho={rho}"],
-                         client=client, out=tmp_path / "u")
-    full = run_job("credit", overrides=base + ["correlation.kind=matrix", f"correlation.matrix={cpath}",
-                                        "correlation.tile_obligors=16",
-                                        "importance_sampling.enabled=true"],
-                      client=client, out=tmp_path / "m")
+    uniform = run_job("credit", overrides=base + ["correlation.kind=uniform",
+                                                  f"correlation.rho={rho}"],
+                      client=client, out=tmp_path / "u")
+    full = run_job("credit", overrides=base + ["correlation.kind=matrix",
+                                               f"correlation.matrix={cpath}",
+                                               "correlation.tile_obligors=16",
+                                               "importance_sampling.enabled=true"],
+                   client=client, out=tmp_path / "m")
     assert full.summary["ul_analytic"] == pytest.approx(uniform.summary["ul_analytic"], rel=1e-9)
     assert full.summary["el_analytic"] == uniform.summary["el_analytic"]
     assert abs(full.summary["el_z"]) < 3 and abs(full.summary["ul_z"]) < 3

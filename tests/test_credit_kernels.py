@@ -329,8 +329,8 @@ def test_vasicek_limiting_loss_quantiles():
         q = level.confidence
         vasicek = ndtr((ndtri(pd_) + np.sqrt(rho) * ndtri(q)) / np.sqrt(1 - rho))
         simulated = level.var + stats.el          # the loss quantile SFV_(a)
-        assert abs(simulated - vasicek) < 3 * level.var_se + 1.0 / n_names, \
-            (q, simulated, vasicek, level.var_se)
+        assert abs(simulated - vasicek) < 3 * level.var_se + 1.0 / n_names, (
+            q, simulated, vasicek, level.var_se)
 
 
 def test_importance_sampling_agrees_and_cuts_variance_at_least_5x(capsys):
@@ -362,8 +362,8 @@ def test_importance_sampling_agrees_and_cuts_variance_at_least_5x(capsys):
         print(f"\n99.9% ES variance reduction by importance sampling: {reduction:.1f}x")
     assert reduction >= 5.0, reduction
     # with IS, VaR/ES are measured from the exact analytic mean (the weighted mean is noisy)
-    assert out["is"].mean_reference == "analytic" and out["plain"].mean_reference == \
-        "simulated"
+    assert (out["is"].mean_reference == "analytic"
+            and out["plain"].mean_reference == "simulated")
 
 
 def test_chunk_results_do_not_depend_on_grouping_or_order():

@@ -128,7 +128,7 @@ def test_adaptive_stopping_reaches_the_target_or_stops_at_the_cap():
     # the stopped run is exactly the run of its chunks (same summary as a fresh run)
     again = run_in_waves(chunks, 2, lambda cs: simulate_local(model, cs), combine_summaries,
                          lambda s: simulation_statistics(s, model, 200.0), 0.02)
-    assert again.waves_run == easy.waves_run and again.stats.levels[-1].es == \
-        easy.stats.levels[-1].es
+    assert (again.waves_run == easy.waves_run
+            and again.stats.levels[-1].es == easy.stats.levels[-1].es)
     assert not hard.reached and hard.waves_run == hard.waves_planned
     assert hard.stats.n_scenarios == n_sim

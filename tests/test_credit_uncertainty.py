@@ -45,8 +45,8 @@ def _bond_model(bonds, rho, n_sim, chunk, *, importance=False, confidence=(0.99,
     lbs = (an.fv[:, None] - cfv)[:, ::-1]
     thr = obligor_bounds(icr, MATRIX.probabilities)[:, 1:-1]
     loadings = np.full((len(bonds), 1), np.sqrt(rho))
-    shift = importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999) \
-        if importance else None
+    shift = (importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999)
+             if importance else None)
     model = build_factor_model(lbs, 7 - icr, thr, loadings, confidence=confidence,
                                n_scenarios=n_sim, hist_edges=np.linspace(0, 1, 3),
                                shift=shift, expected_loss=an.fv - an.efv,
@@ -96,9 +96,11 @@ def test_discrete_portfolios_with_and_without_is_agree_and_no_se_is_zero(case):
     for j in range(2):
         p, q = out[False].levels[j], out[True].levels[j]
         for key in ("var", "es"):
-            assert getattr(p, f"{key}_se") > 0 and getattr(q, f"{key}_se") > 0, (case, j, key, p, q)
-            err = np.hypot(getattr(p, f"{key}_se"), getattr(q, f"{key}_se"))
-            assert abs(getattr(p, key) - getattr(q, key)) <= 3.5 * err + 1e-9 * abs(getattr(p, key)), (case, key, p, q)
+            se_p, se_q = getattr(p, f"{key}_se"), getattr(q, f"{key}_se")
+            assert se_p > 0 and se_q > 0, (case, j, key, p, q)
+            err = np.hypot(se_p, se_q)
+            diff = abs(getattr(p, key) - getattr(q, key))
+            assert diff <= 3.5 * err + 1e-9 * abs(getattr(p, key)), (case, key, p, q)
         vr = variance_reduction(p.es_se_fixed_mean, q.es_se, p.es_var_rel_fixed_mean,
                                 q.es_var_rel)
         assert vr["reason"] is None and vr["value"] > 0
@@ -114,8 +116,8 @@ def test_identical_default_only_names_with_and_without_is():
     loadings = np.full((n, 1), np.sqrt(0.25))
     out = {}
     for importance in (False, True):
-        shift = importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999) \
-            if importance else None
+        shift = (importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999)
+                 if importance else None)
         model = build_factor_model(lbs, np.ones(n, int), thr, loadings,
                                    confidence=(0.99, 0.999), n_scenarios=n_sim,
                                    hist_edges=np.linspace(0, 30, 11), shift=shift,
@@ -125,11 +127,12 @@ def test_identical_default_only_names_with_and_without_is():
     for j in range(2):
         p, q = out[False].levels[j], out[True].levels[j]
         for key in ("var", "es"):
-            assert getattr(p, f"{key}_se") > 0 and getattr(q, f"{key}_se") > 0
-            assert abs(getattr(p, key) - getattr(q, key)) < 3.5 * np.hypot(getattr(p, f"{key}_se"), getattr(q, f"{key}_se"))
+            se_p, se_q = getattr(p, f"{key}_se"), getattr(q, f"{key}_se")
+            assert se_p > 0 and se_q > 0
+            assert abs(getattr(p, key) - getattr(q, key)) < 3.5 * np.hypot(se_p, se_q)
         # VaR sits on the lattice of 0.6 multiples (minus the mean)
-        assert (p.var + out[False].reference_mean_loss) / 0.6 == \
-            pytest.approx(round((p.var + out[False].reference_mean_loss) / 0.6))
+        lattice = (p.var + out[False].reference_mean_loss) / 0.6
+        assert lattice == pytest.approx(round(lattice))
         assert p.var_ci_low <= p.var <= p.var_ci_high
 
 
@@ -165,8 +168,8 @@ def _default_only(n_names, pd_, rho, n_sim, chunk, importance):
     lbs[:, 0] = 1.0
     thr = np.full((n_names, 1), ndtri(pd_))
     loadings = np.full((n_names, 1), np.sqrt(rho))
-    shift = importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999) \
-        if importance else None
+    shift = (importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999)
+             if importance else None)
     return build_factor_model(lbs, np.ones(n_names, int), thr, loadings,
                               confidence=(0.99, 0.999), n_scenarios=n_sim,
                               hist_edges=np.linspace(0, n_names, 11), shift=shift,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from riskdask.engine import map_branches, map_chunks, map_reduce, plan_chunks, plan_tiles, \
-    tree_reduce
+from riskdask.engine import (map_branches, map_chunks, map_reduce, plan_chunks, plan_tiles,
+                             tree_reduce)
 from riskdask.selfcheck import merge_summaries, normal_chunk, tail_merge
 
 # Functions of this test module travel to the workers by value.
@@ -36,8 +36,9 @@ def sequential_tree(parts, combine):
 
 
 def same(a, b) -> bool:
-    return (a.n, a.index_sum, a.exceed) == (b.n, b.index_sum, b.exceed) and \
-        a.total == b.total and a.total_sq == b.total_sq and np.array_equal(a.top, b.top)
+    return ((a.n, a.index_sum, a.exceed) == (b.n, b.index_sum, b.exceed)
+            and a.total == b.total and a.total_sq == b.total_sq
+            and np.array_equal(a.top, b.top))
 
 
 def test_plan_depends_only_on_its_arguments():
@@ -232,13 +233,16 @@ def test_map_branches_reduces_every_branch_like_map_reduce(local_client):
 
 def test_random_streams_are_keyed_by_purpose():
     """No two purposes of one run share a stream (a root or any of its first children), the
-    primary purpose keeps SeedSequence(seed), and a plan's streams never depend on how often
-    the root was used before."""
-    from riskdask.engine import PURPOSES, spawn_streams, stream_seed
+    primary purpose keeps SeedSequence(seed), a plan's streams never depend on how often
+    the root was used before, and a job draws only the purposes it declared."""
+    from riskdask.engine import spawn_streams, stream_seed
+    from riskdask.streams import Streams
 
     seed = 2019
+    purposes = ("forest", "permutation", "split", "bootstrap", "backtest", "synthetic",
+                "subsample", "tail_fit", "model_comparison", "scenarios", "main")
     states = {}
-    for purpose in PURPOSES:
+    for purpose in purposes:
         root = stream_seed(seed, purpose, primary="forest")
         states[(purpose, "root")] = tuple(root.generate_state(4))
         for i, child in enumerate(spawn_streams(root, 64)):
@@ -248,7 +252,13 @@ def test_random_streams_are_keyed_by_purpose():
     assert primary.entropy == seed and primary.spawn_key == ()
     again = stream_seed(seed, "permutation", primary="forest")
     again.spawn(5)  # a used root ...
-    assert [c.seed.generate_state(1)[0] for c in plan_chunks(10, 2, again)] == \
-        [c.seed.generate_state(1)[0] for c in plan_chunks(10, 2, stream_seed(seed, "permutation"))]
-    with pytest.raises(ValueError, match="unknown random-stream purpose"):
-        stream_seed(seed, "no-such-purpose")
+    fresh = stream_seed(seed, "permutation", primary="forest")
+    assert ([c.seed.generate_state(1)[0] for c in plan_chunks(10, 2, again)]
+            == [c.seed.generate_state(1)[0] for c in plan_chunks(10, 2, fresh)])
+    streams = Streams(seed, ("forest", "permutation"))
+    assert streams.seed("forest").entropy == seed
+    assert streams.seed("permutation").entropy == fresh.entropy
+    with pytest.raises(ValueError, match="not declared by the job"):
+        streams.seed("bootstrap")
+    with pytest.raises(ValueError, match="declared twice"):
+        Streams(seed, ("a", "a"))

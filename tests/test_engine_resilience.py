@@ -16,6 +16,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from distributed import Client, LocalCluster
 
 from riskdask.engine import map_reduce, plan_chunks
@@ -56,3 +57,17 @@ def test_losing_the_last_copy_of_the_scattered_input_is_survived():
         killer.join(timeout=30)
     assert seen.get("replicas") == 1          # the scenario happened: one copy left, killed
     np.testing.assert_array_equal(result, np.full(3, sum(range(10)) + 10.0))
+
+
+def test_a_plan_on_a_cluster_without_workers_is_cluster_lost():
+    """A plan that starts after every worker is gone: its scatter used to raise a bare
+    ``TimeoutError: No valid workers found``; now ClusterLost after the grace time."""
+    from riskdask.engine import ClusterLost, Engine
+
+    with (LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cluster,
+          Client(cluster) as client):
+        t0 = time.monotonic()
+        with pytest.raises(ClusterLost, match="before 'nobody' could start"):
+            map_reduce(_kernel, plan_chunks(4, 1, 0), _slow_combine, shared=np.ones(3),
+                       engine=Engine(client, worker_grace=2.0), label="nobody")
+        assert time.monotonic() - t0 < 30

@@ -6,7 +6,9 @@ Each test asserts the exit code (or exception), the message and a time bound.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -342,7 +344,7 @@ def test_losing_every_worker_during_the_final_reduce_is_cluster_lost(cli_cluster
     """Every leaf is done, the last combine steps run: the workers die with the partials.
     The scheduler would recompute them once a worker comes back, so a plain gather of the
     roots waited for ever; the plan must stop with ClusterLost after the grace time."""
-    from riskdask.engine import ClusterLost, map_reduce, plan_chunks, worker_grace
+    from riskdask.engine import ClusterLost, Engine, map_reduce, plan_chunks
     from riskdask.selfcheck import merge_summaries, normal_chunk
 
     def slow_merge(a, b):  # a closure: pickled by value for the workers
@@ -355,9 +357,8 @@ def test_losing_every_worker_during_the_final_reduce_is_cluster_lost(cli_cluster
     with cli_cluster.client() as client:
         def plan():
             try:
-                with worker_grace(1.5):
-                    map_reduce(normal_chunk, plan_chunks(4, 1, 0), slow_merge, client=client,
-                               label="lastreduce")
+                map_reduce(normal_chunk, plan_chunks(4, 1, 0), slow_merge,
+                           engine=Engine(client, worker_grace=1.5), label="lastreduce")
             except BaseException as exc:  # noqa: BLE001 - looked at below
                 outcome["exc"] = exc
 
@@ -398,3 +399,79 @@ def test_quiet_hides_the_dashboard_port_warning(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "already in use" not in r.stderr
     assert r.stderr.strip() == "", r.stderr
+
+
+def test_disk_full_with_checkpoints_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    """A 34 MiB tmpfs (needs root) passes the up-front check (32 MiB), then fills with the
+    checkpoints of 60 chunks of 800 kB each: exit 1, one line naming the checkpoint file,
+    no ``*.tmp-*`` file in the store, no run directory."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=34m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = subprocess.run([sys.executable, "-m", "riskdask", "run", "selfcheck", "--out",
+                            str(mnt / "runs"), "--workers", "2", "--quiet",
+                            "--set", "n_samples=12000000", "--set", "chunk_size=200000",
+                            "--set", "top_k=100000"],
+                           capture_output=True, text=True, cwd=REPO, timeout=600)
+        assert r.returncode == 1, r.stderr[-3000:]
+        line = _one_error_line(r.stderr)
+        assert "cannot write checkpoint" in line and "No space left on device" in line
+        assert str(mnt / "runs" / ".checkpoints") in line
+        assert [p for p in mnt.rglob("*") if ".tmp-" in p.name] == []
+        assert run_dirs(mnt / "runs", "selfcheck") == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_the_free_space_check_counts_the_checkpoints(tmp_path):
+    """The last run's checkpoints (its manifest's bytes_written) are counted up front: 1.5x
+    of them, with the outputs where the store shares their disk."""
+    from riskdask.schedule import check_run_space, estimate_checkpoint_bytes
+
+    job_dir = tmp_path / "runs" / "credit"
+    run = job_dir / "20260101T000000Z-0123456789"
+    run.mkdir(parents=True)
+    free = shutil.disk_usage(tmp_path).free
+    (run / "manifest.json").write_text(json.dumps({"checkpoints": {"bytes_written": free}}))
+    assert estimate_checkpoint_bytes(job_dir) == int(1.5 * free)
+    check_run_space(job_dir, None)                      # no checkpoints: fits
+    with pytest.raises(OutputError, match="outputs and checkpoints"):
+        check_run_space(job_dir, tmp_path / "runs" / ".checkpoints")
+
+
+def test_a_relative_out_folder_with_a_colon(tmp_path, cli, monkeypatch):
+    """``--out a:b/runs`` is a folder, not a URL: the run writes its tables and history."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("run", "selfcheck", "--out", "a:b/runs", "--workers", "1", "--quiet",
+            "--set", "n_samples=100000", "--set", "chunk_size=50000")
+    assert r.code == 0, r.err
+    assert len(run_dirs(tmp_path / "a:b" / "runs", "selfcheck")) == 1
+    r = cli("history", "selfcheck", "--out", "a:b/runs")
+    assert r.code == 0 and len(r.out.strip().splitlines()) == 2, r.err
+
+
+def test_an_http_server_at_scheduler_is_named_as_such(tmp_path, cli):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        r = cli("run", "selfcheck", "--scheduler", f"tcp://127.0.0.1:{port}",
+                "--connect-timeout", "1", "--out", tmp_path / "runs")
+        assert r.code == 2
+        assert "HTTP server, not as a Dask scheduler" in _one_error_line(r.err)
+    finally:
+        server.kill()
+        server.wait()

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, assert_runs_identical, leftovers, read_summary, run_dirs
 from riskdask import run_job
+from riskdask.history import HISTORY_FILE, META_COLUMNS
 from riskdask.hazard.panel import Period, build_panel, read_panel_file
 from riskdask.hazard.synthetic import generate_panel
 
@@ -41,7 +42,8 @@ def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
     assert surface.dev_mean.notna().all()
     # outputs HAZARD.md asks for
     figs = {p.name for p in (one.run_dir / "figures").glob("*.png")}
-    assert {"fig1_hazard_vs_time_at_risk.png", "fig2_dev_vs_k1.png", "dev_surface_heatmap.png"} <= figs
+    assert {"fig1_hazard_vs_time_at_risk.png", "fig2_dev_vs_k1.png",
+            "dev_surface_heatmap.png"} <= figs
     assert (one.run_dir / "report.html").stat().st_size > 10_000
     # next-year probabilities: never an exact 0 for an active NPO here (closures exist), and
     # the flagged rows are those whose next-year T passes the last failure time of the full sample
@@ -85,7 +87,8 @@ def test_worker_killed_mid_grid_search_gives_identical_result(cli_cluster, local
            "--out", str(out), "--quiet"]
     for a in KILL:
         cmd += ["--set", a]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     cli_cluster.wait_until("hazard-grid-", at_least=3)  # 3 of 205 tiles done
     done_at_kill = cli_cluster.tasks_in_memory("hazard-grid-")
     cli_cluster.kill_worker("worker-2")
@@ -165,14 +168,16 @@ def test_closure_year_before_the_period(cli, tmp_path, panel_frame):
     first_npo = bad.npo_id == bad.npo_id.iloc[0]
     bad.loc[first_npo, "closed_year"] = 1995
     cfg, data = _write_config(tmp_path, bad)
-    _expect_bad(cli, tmp_path, cfg, str(data), "row 1", "column 'closed_year'", "before the study period")
+    _expect_bad(cli, tmp_path, cfg, str(data), "row 1", "column 'closed_year'",
+                "before the study period")
 
 
 def test_year_outside_the_period_is_an_error_when_switched(cli, tmp_path, panel_frame):
     bad = panel_frame.copy()
     bad.loc[30, "year"] = 2009
     cfg, data = _write_config(tmp_path, bad, '[data.rules]\nrows_outside_period = "error"\n')
-    _expect_bad(cli, tmp_path, cfg, str(data), "row 31", "column 'year'", "outside the study period")
+    _expect_bad(cli, tmp_path, cfg, str(data), "row 31", "column 'year'",
+                "outside the study period")
 
 
 def test_missing_column(cli, tmp_path, panel_frame):
@@ -259,11 +264,13 @@ def test_unusable_splits_excluded_counted_or_exit_2(cli, tmp_path, panel_frame, 
     panel = build_panel(frame, Period())
     npos = panel.npos
     strata = stratum_codes(npos.field, npos.function,
-                           age_band((npos.first_break_year - npos.founded_year).to_numpy(), [0, 5, 15, 30]))
-    from riskdask.engine import stream_seed
+                           age_band((npos.first_break_year - npos.founded_year).to_numpy(),
+                                    [0, 5, 15, 30]))
+    from riskdask.hazard.pipeline import PURPOSES
+    from riskdask.streams import Streams
 
-    # the run's split stream (riskdask.engine.stream_seed), first draws only
-    c = split_counts(balanced_splits(strata, stream_seed(2018, "split", primary="synthetic"), 8),
+    # the run's split stream (the job's declared purposes), first draws only
+    c = split_counts(balanced_splits(strata, Streams(2018, PURPOSES).seed("split"), 8),
                      panel.event)
     bad = int(((c.closures_sample1 == 0) | (c.closures_sample2 == 0)).sum())
     assert 0 < bad < 8
@@ -283,7 +290,8 @@ def test_unusable_splits_excluded_counted_or_exit_2(cli, tmp_path, panel_frame, 
     # the same with every split required: exit 2 with the counts
     cfg2, _ = _write_config(tmp_path, frame, rules.replace("min_usable = 1", "min_usable = 8"))
     (tmp_path / "again").mkdir()
-    _expect_bad(cli, tmp_path / "again", cfg2, f"only {8 - bad} of 8", "split.min_usable", "no closure")
+    _expect_bad(cli, tmp_path / "again", cfg2, f"only {8 - bad} of 8", "split.min_usable",
+                "no closure")
 
 
 def test_fixed_definitions_report_no_optimum(local_client, tmp_path):
@@ -293,10 +301,13 @@ def test_fixed_definitions_report_no_optimum(local_client, tmp_path):
     assert "optimum" not in s and s["fixed"]["searched"] is False
     assert s["fixed"]["weights"] == {"N0": 1.0, "N1": 0.0, "X": 0.0, "Z": 0.0}
     assert s["coefficients_searched"] == [] and s["n_grid_points"] == 1
-    from jobs.hazard import headline
-
-    text = dict(headline(s))
+    text = dict(res.headline)
     assert "nothing searched" in text["coefficients"] and "optimum direction" not in text
+    # nothing searched: the history follows the fixed definition's Dev, and no optimum
+    row = _history_row(res)
+    assert row["Dev (fixed definition)"] == s["fixed"]["dev_mean"]
+    assert row["Dev (fixed definition) [lo]"] <= row["Dev (fixed definition) [hi]"]
+    assert not any(c.startswith(("optimum", "Dev at")) for c in row.index)
     t3 = run_job("hazard", client=local_client(1), out=tmp_path / "t3",
                  overrides=["definition=T3", "split.n_splits=2", "bootstrap.n_boot=0"])
     ranked = t3.table("closure_next_year")
@@ -306,7 +317,8 @@ def test_fixed_definitions_report_no_optimum(local_client, tmp_path):
 
 
 def test_panel_rules_counted_in_manifest_and_summary(cli, tmp_path, panel_frame, local_client):
-    extra = pd.DataFrame({"npo_id": "LATE", "year": np.arange(1995, 2009), "grant": [1] * 4 + [0] + [1] * 9,
+    extra = pd.DataFrame({"npo_id": "LATE", "year": np.arange(1995, 2009),
+                          "grant": [1] * 4 + [0] + [1] * 9,
                           "field": "culture", "function": "services", "founded_year": 1980,
                           "closed_year": pd.array([2010] * 14, dtype="Int64")})
     frame = pd.concat([panel_frame, extra], ignore_index=True)
@@ -317,8 +329,10 @@ def test_panel_rules_counted_in_manifest_and_summary(cli, tmp_path, panel_frame,
     [ex] = [e for e in manifest["exclusions"] if "outside the study period" in e["reason"]]
     assert ex["count"] == 3
     (tmp_path / "again").mkdir()
-    cfg2, data2 = _write_config(tmp_path / "again", frame, '[data.rules]\nclosure_after_period = "error"\n')
-    _expect_bad(cli, tmp_path / "again", cfg2, str(data2), "column 'closed_year'", "after the study period")
+    cfg2, data2 = _write_config(tmp_path / "again", frame,
+                                '[data.rules]\nclosure_after_period = "error"\n')
+    _expect_bad(cli, tmp_path / "again", cfg2, str(data2), "column 'closed_year'",
+                "after the study period")
 
 
 def test_cv_bandwidth_and_boundary_recorded(local_client, tmp_path):
@@ -333,3 +347,27 @@ def test_cv_bandwidth_and_boundary_recorded(local_client, tmp_path):
     assert sens.bandwidth_fraction.tolist() == [0.05, 0.1, 0.2]
     assert (res.run_dir / "figures" / "cv_bandwidth.png").exists()
     assert (res.run_dir / "figures" / "optimum_theta_per_split.png").exists()
+
+
+def _history_row(res) -> pd.Series:
+    return pd.read_parquet(res.run_dir.parent / HISTORY_FILE).iloc[-1]
+
+
+def test_history_follows_the_optimum_with_its_spread_over_splits(default_run):
+    """The default run's history row (``metrics``): the interior optimum direction with the
+    quartiles of the per-split optima, k2/k1 and Dev at the optimum -- every one non-null
+    (the history used to read keys the hazard summary never had, and recorded none)."""
+    res = default_run("hazard")
+    row = _history_row(res)
+    o = res.summary["optimum"]["interior"]
+    per = res.table("optimum_per_split")
+    assert row["optimum theta (deg)"] == o["theta_deg"]
+    q25, q75 = np.quantile(per.theta_deg, [0.25, 0.75])
+    assert (row["optimum theta (deg) [lo]"], row["optimum theta (deg) [hi]"]) == (q25, q75)
+    assert row["optimum k2/k1"] == o["ratio_k2_k1"]
+    assert row["optimum k2/k1 [lo]"] == np.quantile(per.ratio_k2_k1, 0.25)
+    assert row["Dev at optimum"] == o["dev_mean"]
+    assert row["Dev at optimum [lo]"] < o["dev_mean"] < row["Dev at optimum [hi]"]
+    assert row["optimum identified"] == ("yes" if res.summary["optimum"]["identified"] else "no")
+    metrics = row.drop(list(META_COLUMNS))
+    assert len(metrics) == 10 and metrics.notna().all(), metrics

@@ -17,7 +17,8 @@ from riskdask.hazard.estimators import (GridRule, breslow_increments, cumulative
                                         deviation, gaussian_kernel, smooth_hazard)
 from riskdask.hazard.gridsearch import (coefficient_matrix, compress, evaluate_points,
                                         make_grid_points, sample_weights)
-from riskdask.hazard.split import age_band, balance_table, balanced_split, balanced_splits, stratum_codes
+from riskdask.hazard.split import (age_band, balance_table, balanced_split, balanced_splits,
+                                   stratum_codes)
 from riskdask.hazard.timeatrisk import spell_features, time_at_risk, y_weighted
 
 _ = -1  # not alive that year
@@ -221,8 +222,8 @@ def test_split_balanced_and_reproducible():
 
 
 def test_age_band_labels():
-    assert age_band(np.array([0, 4, 5, 14, 15, 29, 30, 80]), [0, 5, 15, 30]).tolist() == \
-        ["0-4", "0-4", "5-14", "5-14", "15-29", "15-29", "30+", "30+"]
+    assert age_band(np.array([0, 4, 5, 14, 15, 29, 30, 80]), [0, 5, 15, 30]).tolist() == [
+        "0-4", "0-4", "5-14", "5-14", "15-29", "15-29", "30+", "30+"]
 
 
 def _reference_dev(t, event, sample, rule):
@@ -236,7 +237,8 @@ def _reference_dev(t, event, sample, rule):
         H = naf.cumulative_hazard_.iloc[:, 0].to_numpy()
         dH = np.diff(np.r_[0.0, H])
         keep = dH > 0
-        curves.append(smooth_hazard(grid, naf.cumulative_hazard_.index.to_numpy()[keep], dH[keep], bw))
+        curves.append(smooth_hazard(grid, naf.cumulative_hazard_.index.to_numpy()[keep], dH[keep],
+                                    bw))
     return deviation(curves[0], curves[1])
 
 
@@ -314,7 +316,8 @@ def test_next_year_probability_matches_lifelines_survival():
     t_next = t_now + 0.4
     H = lambda x: naf.cumulative_hazard_at_times(x).to_numpy()  # noqa: E731
     want = 1.0 - np.exp(-H(t_next)) / np.exp(-H(t_now))
-    np.testing.assert_allclose(next_year_probability(times, inc, t_now, t_next), want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(next_year_probability(times, inc, t_now, t_next), want,
+                               rtol=1e-12, atol=1e-14)
 
 
 def test_bootstrap_kernel_reproducible_and_resamples_n():
@@ -365,7 +368,8 @@ def test_sample_one_names_the_standard_curve():
     d2 = evaluate_points(table.features, W2, D2, C, rule)[0, 0]
     t = time_at_risk(F, "T", 0.8, 0.3)
     grid, bw = rule.grid_and_bandwidth(float(np.round(t, 9).max()))
-    h = [smooth_hazard(grid, *breslow_increments(t[split == s], event[split == s]), bw) for s in (1, 2)]
+    h = [smooth_hazard(grid, *breslow_increments(t[split == s], event[split == s]), bw)
+         for s in (1, 2)]
     assert d1 == pytest.approx(deviation(h[0], h[1]), rel=1e-10)
     assert d2 == pytest.approx(deviation(h[1], h[0]), rel=1e-10)
     assert abs(d1 - d2) > 1e-6

@@ -116,7 +116,8 @@ def test_messages_print_plain_numbers(frame):
     bad.loc[4, "founded_year"] = np.nan
     with pytest.raises(InputError) as err:
         build_panel(bad, PERIOD)
-    assert "empty cell" in str(err.value) and "np." not in str(err.value) and "row 5" in str(err.value)
+    msg = str(err.value)
+    assert "empty cell" in msg and "np." not in msg and "row 5" in msg
 
 
 def test_rows_after_ignored_ones_keep_their_file_row_numbers(frame):
@@ -184,7 +185,8 @@ def test_unusable_splits_excluded_and_counted_min_usable_enforced():
     with pytest.raises(InputError) as err:
         usable_splits(strata, event, 11, 12, policy="exclude", min_usable=12, source="p.csv")
     msg = str(err.value)
-    assert f"only {12 - int(bad.sum())} of 12" in msg and "split.min_usable" in msg and "p.csv" in msg
+    assert f"only {12 - int(bad.sum())} of 12" in msg
+    assert "split.min_usable" in msg and "p.csv" in msg
 
 
 def test_a_single_split_without_closures_in_sample_one_is_exit_2():
@@ -219,7 +221,8 @@ def test_no_exact_zero_probability_and_flag_equals_beyond_last_failure(big_panel
     F = big_panel.features.matrix()
     t = np.round(F @ coef, 9)
     active = ~big_panel.event
-    t_next = extend_one_year(big_panel.grants[active], big_panel.features.end_index[active], 0).matrix() @ coef
+    t_next = extend_one_year(big_panel.grants[active], big_panel.features.end_index[active],
+                             0).matrix() @ coef
     times, inc = breslow_increments(t, big_panel.event)
     p, beyond = closure_probability(times, inc, t[active], t_next, 0.1 * t.max())
     assert (p > 0).all() and (p < 1).all()
@@ -246,7 +249,8 @@ def test_integrated_hazard_matches_quadrature_and_carries_the_last_hazard_forwar
     for boundary in ("none", "reflect"):
         h = lambda u: smooth_hazard([u], times, inc, b, boundary)[0]  # noqa: E731
         for x in (0.4, 2.5, times.max()):
-            assert integrated_hazard(x, times, inc, b, boundary) == pytest.approx(quad(h, 0, x)[0], rel=1e-9)
+            assert integrated_hazard(x, times, inc, b, boundary) == pytest.approx(
+                quad(h, 0, x)[0], rel=1e-9)
         far = times.max() + 3.0
         want = quad(h, 0, times.max())[0] + 3.0 * h(times.max())
         assert integrated_hazard(far, times, inc, b, boundary) == pytest.approx(want, rel=1e-9)
@@ -269,7 +273,8 @@ def test_if_grant_probability_defined_per_definition(big_panel):
         act = ~big_panel.event
         G, end = big_panel.grants[act], big_panel.features.end_index[act]
         c = coefficients(d)
-        assert np.array_equal(extend_one_year(G, end, 1).matrix() @ c, big_panel.features.matrix()[act] @ c)
+        assert np.array_equal(extend_one_year(G, end, 1).matrix() @ c,
+                              big_panel.features.matrix()[act] @ c)
     assert not if_grant_status(coefficients("T", 0.0, 1.0))[0]
     assert if_grant_status(coefficients("T", 0.5, 1.0))[0]
     # T0: a year with or without a grant both add 1 to N0: equal probabilities
@@ -301,7 +306,8 @@ def _dev(setup, points, rule=None):
     from riskdask.hazard.gridsearch import coefficient_matrix, evaluate_points
 
     table, W, D = setup
-    return evaluate_points(table.features, W, D, coefficient_matrix("T", points), rule or GridRule())
+    return evaluate_points(table.features, W, D, coefficient_matrix("T", points),
+                           rule or GridRule())
 
 
 def test_grid_and_direction_modes_report_the_same_optimum(split_setup):
@@ -323,7 +329,8 @@ def test_grid_and_direction_modes_report_the_same_optimum(split_setup):
     for axis in ("k2 = 0 (theta = 0)", "k1 = 0 (theta = 90)"):
         assert a.axes[axis].dev_mean == pytest.approx(b.axes[axis].dev_mean, rel=1e-9)
     assert a.headline == b.headline
-    assert a.comparison.win_fraction_held_out.tolist() == b.comparison.win_fraction_held_out.tolist()
+    assert (a.comparison.win_fraction_held_out.tolist()
+            == b.comparison.win_fraction_held_out.tolist())
 
 
 def test_optimum_report_against_direct_numpy(split_setup):
@@ -426,7 +433,8 @@ def test_cv_bandwidth_within_factor_two_of_the_ise_optimum():
     fr = np.geomspace(0.01, 0.5, 18)
     got = cv_bandwidth(times, inc, scale, tau, "reflect", fractions=fr)
     grid = np.linspace(0, tau, 512)
-    ise = [np.trapezoid((smooth_hazard(grid, times, inc, f * scale, "reflect") - h_true(grid)) ** 2, grid)
+    ise = [np.trapezoid((smooth_hazard(grid, times, inc, f * scale, "reflect")
+                         - h_true(grid)) ** 2, grid)
            for f in fr]
     b_ise = fr[int(np.argmin(ise))] * scale
     assert not got["at_edge"]
@@ -471,7 +479,8 @@ def test_next_year_table_ranks_with_flags(big_panel):
     assert table.p_close_next_year.is_monotonic_decreasing and (table.p_close_next_year > 0).all()
     assert table.p_close_next_year_if_grant.notna().all() and info["if_grant_defined"]
     row = table.iloc[7]
-    p, _ = closure_probability(times, inc, [row.time_at_risk], [row.time_at_risk_next], 0.1 * t.max())
+    p, _ = closure_probability(times, inc, [row.time_at_risk], [row.time_at_risk_next],
+                               0.1 * t.max())
     assert row.p_close_next_year == p[0]
     t3, info3 = next_year_table(big_panel.npos, big_panel.grants, big_panel.features.end_index, F,
                                 big_panel.event, coefficients("T3"), *breslow_increments(
@@ -484,6 +493,7 @@ def test_report_section_and_summary_are_complete_and_plain(split_setup):
     import json
 
     from riskdask.hazard import reporting
+    from riskdask.hazard.outputs import optimum_summary
     from riskdask.hazard.gridsearch import direction_points
     from riskdask.hazard.uncertainty import REFERENCE_DIRECTIONS, optimum_report, reference_points
 
@@ -495,7 +505,7 @@ def test_report_section_and_summary_are_complete_and_plain(split_setup):
     assert rep.headline.text.split(";")[0] in text and "Paired comparison" in text
     for name in REFERENCE_DIRECTIONS:
         assert name in text
-    summ = reporting.optimum_summary(rep)
+    summ = optimum_summary(rep)
     dumped = json.dumps(summ)  # plain values only (json refuses numpy scalars)
     assert "np." not in dumped and summ["interior"]["theta_deg"] == rep.interior.theta_deg
     one = optimum_report(pts, _dev(split_setup, pts)[:, :1], ref, _dev(split_setup, ref)[:, :1])

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from riskdask import run_job
-from riskdask.history import HISTORY_FILE, fmt_pm, history_table
+from riskdask.formatting import estimate
+from riskdask.history import HISTORY_FILE, history_figure, history_table, metric_names
+from riskdask.registry import get_job, main_jobs
 
 SMALL = ["portfolio.synthetic_obligors=60", "simulation.n_scenarios=20000",
          "simulation.chunk_size=10000", "simulation.contribution_rows=2000"]
@@ -44,7 +46,7 @@ def test_three_runs_with_a_config_change(local_client, tmp_path, cli):
     assert t.loc[2, "Δ EL"] != 0
     # the report of the third run shows the history: section and figure
     page = runs[2].report.read_text()
-    assert "<h2>Run history</h2>" in page and "id='fig-history'" in page
+    assert "<h2>Run history</h2>" in page and 'id="fig-history"' in page
     assert (runs[2].run_dir / "figures" / "history.png").stat().st_size > 5000
     assert page.count(runs[0].run_dir.name) >= 1          # earlier runs listed by name
     # the command line prints the same rows
@@ -61,11 +63,42 @@ def test_three_runs_with_a_config_change(local_client, tmp_path, cli):
     (1234.5678, 1234.5678 - 12.3, 1234.5678 + 12.3, "1,235 ± 12"),
     (0.012341, 0.012341 - 0.00021, 0.012341 + 0.00021, "0.01234 ± 0.00021"),
     (10.0, 8.0, 13.0, "10.0 [8.0, 13.0]"),
-    (5.0, None, None, "5"),
+    (5.0, None, None, "5.000 ± n/a"),
 ])
 def test_digits_follow_the_interval(value, lo, hi, text):
-    assert fmt_pm(value, lo, hi) == text
-    assert fmt_pm(math.nan) == "n/a"
+    assert estimate(value, lo=lo, hi=hi) == text
+    assert estimate(math.nan) == "n/a"
+
+
+@pytest.mark.parametrize("job", main_jobs())
+def test_every_declared_metric_is_in_the_history_and_its_figure(job, default_run):
+    """Each job's default run: every metric its ``metrics(result)`` declares has a value in the
+    history row (hazard's Dev and the θ quartiles over splits included: the old hard-coded
+    keys recorded none), the interval columns are there where the job gives one, and the
+    report's history figure has one panel per metric, titled by its name."""
+    res = default_run(job)
+    declared = get_job(job).metrics(res.result)
+    assert declared, f"{job} declares no history metrics"
+    table = pd.read_parquet(res.run_dir.parent / HISTORY_FILE)
+    row = table.iloc[-1]
+    assert row["run"] == res.run_dir.name
+    for name, metric in declared.items():
+        assert name in row.index and not pd.isna(row[name]), f"{job}: {name} is null"
+        if getattr(metric, "lo", None) is not None:
+            assert row[f"{name} [lo]"] <= row[name] <= row[f"{name} [hi]"], name
+    numeric = [n for n, m in declared.items() if not isinstance(m, str)]
+    assert metric_names(table) == numeric
+    fig = history_figure(table)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == numeric
+    page = res.report.read_text()
+    assert "<h2>Run history</h2>" in page and 'id="fig-history"' in page
+    for name in declared:
+        assert name.replace("&", "&amp;") in page          # a column of the history table
+    if job == "hazard":
+        assert any("Dev" in n for n in numeric)
+        assert any(getattr(m, "lo", None) is not None and "θ" in n or "theta" in n
+                   for n, m in declared.items())
 
 
 def test_profile_writes_the_performance_report(tmp_path):
@@ -88,7 +121,7 @@ def test_profile_writes_the_performance_report(tmp_path):
     assert not any("profiler" in n for n in res.manifest["notes"])
     assert res.manifest["profile"] == "dask-performance.html"
     page = res.report.read_text()
-    assert "href='dask-performance.html'" in page
+    assert 'href="dask-performance.html"' in page
     assert "<h3>Stages and workers</h3>" in page and "time: compute" in page
     assert page.count("<td>worker</td>") == res.manifest["cluster"]["n_workers"] == 2
 

@@ -154,8 +154,9 @@ def test_scheduler_and_workers_in_separate_namespaces_over_tls(local_client, tmp
                 r = subprocess.run([IP, "netns", "exec", client_ns, *cmd], capture_output=True,
                                    text=True, cwd=REPO, timeout=300,
                                    env={**os.environ, "PYTHONPATH": str(REPO)})
-                if r.returncode == 0 or time.monotonic() > deadline or \
-                        "cannot reach the scheduler" not in r.stderr or procs[0].poll() is not None:
+                if (r.returncode == 0 or time.monotonic() > deadline
+                        or "cannot reach the scheduler" not in r.stderr
+                        or procs[0].poll() is not None):
                     break
                 time.sleep(1)
             logs = {p.name: p.read_text(errors="replace")[-1500:]

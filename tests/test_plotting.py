@@ -16,7 +16,8 @@ from riskdask.plotting import _plain_power, log_scale, pyplot
     (r"$\mathdefault{-10^{-7}}$", "-10⁻⁷"),
     ("", ""),
     ("0.5", "0.5"),
-    (r"$\mathdefault{1.5\times10^{2.5}}$", r"$\mathdefault{1.5\times10^{2.5}}$"),  # not a power: kept
+    # not a power: kept
+    (r"$\mathdefault{1.5\times10^{2.5}}$", r"$\mathdefault{1.5\times10^{2.5}}$"),
 ])
 def test_plain_power(mathtext, plain):
     assert _plain_power(mathtext) == plain

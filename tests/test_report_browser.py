@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from riskdask.registry import EXTRA_JOBS, MAIN_JOBS
+from riskdask.registry import available_jobs, main_jobs
 from riskdask import run_job
 from riskdask.api import validate_job
 
@@ -47,7 +47,7 @@ SMALL = {
              "importance.permutation_repeats=2", "backtest.first_test_year=2017",
              "backtest.n_trees=4", "backtest.trees_per_task=2"],
 }
-JOBS = sorted(MAIN_JOBS) + list(EXTRA_JOBS)
+JOBS = sorted(main_jobs()) + [j for j in available_jobs() if j not in main_jobs()]
 
 # Runs in the page once it has loaded: what the browser itself decoded and laid out.
 PROBE = """<script>
@@ -162,3 +162,100 @@ def test_reads_headline_then_figures_then_tables(report_run, probed):
     if report_run.tables():
         tables_at = order.index("h2:Tables")
         assert last_figure < tables_at and order[tables_at + 1] == "table"
+
+
+# Runs once the performance report has had time to render: is BokehJS there, did it build
+# the document, and how many canvases did it draw (inside Bokeh's shadow roots too)?
+BOKEH_PROBE = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const acc = {canvas: 0};
+  const walk = (root) => root.querySelectorAll('*').forEach(e => {
+    if (e.tagName === 'CANVAS' && e.width > 0) acc.canvas++;
+    if (e.shadowRoot) walk(e.shadowRoot);
+  });
+  walk(document);
+  const bokeh = typeof Bokeh !== 'undefined';
+  const pre = document.createElement('pre');
+  pre.id = 'bokeh-probe';
+  pre.textContent = JSON.stringify({bokeh, documents: bokeh ? Bokeh.documents.length : 0,
+                                    canvas: acc.canvas,
+                                    scripts: [...document.scripts].map(s => s.src)
+                                                                  .filter(Boolean)});
+  document.body.appendChild(pre);
+}, 3000));
+</script>"""
+
+
+def test_the_performance_report_renders_offline(tmp_path):
+    """``--profile``'s dask-performance.html has BokehJS inlined: with every network request
+    refused, Chromium still builds the Bokeh document and draws the task stream."""
+    import dask.config
+
+    with dask.config.set({"distributed.worker.profile.cycle": "100ms"}):
+        res = run_job("selfcheck", overrides=["n_samples=1000000", "chunk_size=250000",
+                                              "jitter_ms=200"],
+                      n_workers=1, out=tmp_path / "runs", profile=True)
+    report = res.run_dir / "dask-performance.html"
+    page = report.read_text(encoding="utf-8", errors="replace")
+    copy = tmp_path / "perf.html"
+    end = page.rindex("</body>")       # the last one: BokehJS itself holds the string
+    copy.write_text(page[:end] + BOKEH_PROBE + page[end:], encoding="utf-8")
+    proc = _chromium("--virtual-time-budget=20000", "--dump-dom",
+                     "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
+                     copy.as_uri(), profile=tmp_path / "profile")
+    match = re.search(r'<pre id="bokeh-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"no probe output from chromium:\n{proc.stderr[-2000:]}"
+    seen = json.loads(html.unescape(match.group(1)))
+    assert seen["scripts"] == [], f"the report loads scripts from the network: {seen['scripts']}"
+    assert seen["bokeh"] and seen["documents"] >= 1, seen
+    assert seen["canvas"] >= 1, seen
+    mode = report.stat().st_mode & 0o777
+    assert mode == (res.run_dir / "summary.json").stat().st_mode & 0o777
+
+
+INDEX_PROBE = """<script>
+window.addEventListener('load', () => {
+  const jobs = [...document.querySelectorAll('h2')].map(e => e.textContent.trim());
+  const rows = [...document.querySelectorAll('table.runs tr')].slice(1).map(tr =>
+      [...tr.children].map(td => td.textContent.trim()));
+  const links = [...document.querySelectorAll('table.runs a')].map(a => a.href);
+  const warn = [...document.querySelectorAll('.warn')].map(e => e.textContent.trim());
+  const pre = document.createElement('pre');
+  pre.id = 'index-probe';
+  pre.textContent = JSON.stringify({jobs, rows, links, warn});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def test_the_runs_index_lists_every_run_with_its_figures(local_client, tmp_path):
+    """``<out>/index.html`` after three scheduled runs (the third with a new seed) and a run
+    that was killed: a row per run, newest first, its figures with their errors, the config
+    change marked, a link to each report that opens, and the killed attempt named."""
+    out = tmp_path / "runs"
+    sets = ["n_samples=200000", "chunk_size=100000"]
+    runs = [run_job("selfcheck", overrides=sets, client=local_client(1), out=out),
+            run_job("selfcheck", overrides=sets, client=local_client(1), out=out),
+            run_job("selfcheck", overrides=[*sets, "seed=5"], client=local_client(1),
+                    out=out)]
+    (out / "selfcheck" / ".tmp-20990101T000000Z-0123456789-999999").mkdir()
+    from riskdask.runs_index import write_index
+
+    page = write_index(out).read_text(encoding="utf-8")
+    end = page.rindex("</body>")
+    copy = out / "probe-index.html"             # beside it: the relative links still work
+    copy.write_text(page[:end] + INDEX_PROBE + page[end:], encoding="utf-8")
+    proc = _chromium("--virtual-time-budget=5000", "--dump-dom", copy.as_uri(),
+                     profile=tmp_path / "profile")
+    match = re.search(r'<pre id="index-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match, proc.stderr[-2000:]
+    seen = json.loads(html.unescape(match.group(1)))
+    assert seen["jobs"] == ["selfcheck"]
+    assert [r[0] for r in seen["rows"]] == [r.run_dir.name for r in reversed(runs)]
+    assert [r[2] for r in seen["rows"]] == ["ok"] * 3
+    assert seen["rows"][0][3].startswith("config") and seen["rows"][1][3] == "-"
+    assert all("±" in r[4] for r in seen["rows"])              # the mean with its error
+    assert len(seen["links"]) == 3
+    for link in seen["links"]:
+        assert Path(link.removeprefix("file://")).is_file(), link
+    assert any("pid 999999" in w for w in seen["warn"])

@@ -42,7 +42,7 @@ def test_run_directory_is_complete(local_client, tmp_path):
     assert figures
     for fig in figures:
         assert (run / fig).stat().st_size > 1000
-        assert f"data-file='{fig}'" in report and "data:image/png;base64," in report
+        assert f'data-file="{fig}"' in report and "data:image/png;base64," in report
     assert not [p for p in (tmp_path / "selfcheck").iterdir() if p.name.startswith(".")]
 
 

@@ -17,9 +17,9 @@ All folds and models form **one plan** of tasks: a random-forest fold is split i
 sub-forests (each task fits ``trees_per_task`` trees with its own stream of the chunk plan and
 returns the sum of its trees' predictions), the gradient-boosting and logistic models are one
 task per fold. Every task returns a :class:`PooledSums` over its fold's pooled rows, and the
-engine adds them in its fixed tree, so the pooled predictions are the same on any number of workers;
-tasks of different years run concurrently, so no year waits for the previous one's tail. Each
-task also records the last month it trained on for every row it predicted
+engine adds them in its fixed tree, so the pooled predictions are the same on any number of
+workers; tasks of different years run concurrently, so no year waits for the previous one's
+tail. Each task also records the last month it trained on for every row it predicted
 (``train_last_month``, reduced by maximum): the evidence that no model saw its test year.
 """
 
@@ -31,10 +31,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..engine import map_reduce, plan_chunks
+from .evaluate import binary_scores
+from .forest import as_float32, chunk_random_state, fit_subforest
+
 __all__ = ["MODELS", "MODEL_LABELS", "Fold", "BacktestTask", "PooledSums", "training_rows",
            "year_folds", "month_fold", "pooled_layout", "backtest_tasks", "combine_pooled",
            "empty_pooled", "backtest_kernel", "fit_predict", "pooled_table", "per_year_table",
-           "binary_scores", "run_backtest", "comparison_table"]
+           "run_backtest", "comparison_table"]
 
 #: Models the backtest can train per fold (the seed's is ``forest``).
 MODELS = ("forest", "hgb", "logistic")
@@ -211,8 +215,6 @@ def fit_predict(model: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     if model == "forest":
         # n_jobs=1 trees use neither BLAS nor OpenMP: no thread limit needed (threadpoolctl
         # scans the loaded libraries on every call, ~5% of a 3-tree task)
-        from .forest import fit_subforest
-
         forest = fit_subforest(X_train, y_train, n_trees, random_state, params)
         out = np.zeros(X_test.shape[0])
         for tree in forest.estimators_:
@@ -245,8 +247,6 @@ def backtest_kernel(chunk, shared: Mapping[str, Any], tasks: Sequence[BacktestTa
     ``shared`` (scattered once): ``X`` (float32, all rows), ``y``, ``month_idx``,
     ``lead_months``, ``pooled_rows``, ``offsets``, ``cutoffs`` (per fold).
     """
-    from .forest import chunk_random_state
-
     task = tasks[chunk.index]
     m = list(models).index(task.model)
     offsets = shared["offsets"]
@@ -302,21 +302,6 @@ def pooled_table(panel: pd.DataFrame, y: np.ndarray, folds: Sequence[Fold],
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
-    """ROC-AUC, PR-AUC (average precision), Brier (scikit-learn); None where undefined.
-
-    ROC-AUC and PR-AUC need both classes; the Brier score needs rows. Scores are clipped to
-    [0, 1] for the Brier score only (a regressor on a 0/1 target already stays inside).
-    """
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-
-    y, p = np.asarray(y), np.asarray(p)
-    both = 0 < np.sum(y == 1) < len(y)
-    return {"roc_auc": float(roc_auc_score(y, p)) if both else None,
-            "pr_auc": float(average_precision_score(y, p)) if both else None,
-            "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))) if len(y) else None}
-
-
 def per_year_table(pooled: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per test year (and model): rows, attempts, scores, and the counts at ``threshold``.
 
@@ -338,20 +323,18 @@ def per_year_table(pooled: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def run_backtest(client, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
+def run_backtest(engine, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
                  folds: Sequence[Fold], *, lead_months: int, n_trees: int,
                  trees_per_task: int, seed: int, params: Mapping[str, Any] | None = None,
                  label: str = "backtest") -> tuple[list[str], PooledSums]:
-    """All folds and models as one plan on the cluster (:func:`riskdask.engine.map_reduce`).
+    """All folds and models as one plan on ``engine`` (:func:`riskdask.engine.map_reduce`).
 
+    ``engine``: the run's :class:`riskdask.engine.Engine` (outside a run, ``Engine(client)``).
     The inputs are scattered once; task ``i`` is :func:`backtest_tasks` entry ``i`` on chunk
     ``i`` of ``plan_chunks(n_tasks, 1, seed)``; the partials are added in the engine's fixed
     tree, so the result is bit-identical on any number of workers. Returns the models in the
     order of ``PooledSums``' rows and the reduced sums.
     """
-    from ..engine import map_reduce, plan_chunks
-    from .forest import as_float32
-
     models = [m for m in MODELS if any(m in f.models for f in folds)]
     tasks = backtest_tasks(folds, n_trees, trees_per_task)
     rows, offsets = pooled_layout(folds)
@@ -360,7 +343,7 @@ def run_backtest(client, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
               "pooled_rows": rows, "offsets": offsets,
               "cutoffs": np.array([f.cutoff for f in folds], dtype=np.int64)}
     chunks = plan_chunks(len(tasks), 1, seed)
-    sums = map_reduce(backtest_kernel, chunks, combine_pooled, client=client, shared=shared,
+    sums = map_reduce(backtest_kernel, chunks, combine_pooled, engine=engine, shared=shared,
                       kernel_kwargs={"tasks": tasks, "models": models,
                                      "params": dict(params or {})}, label=label,
                       finalize=PooledSums.dense)

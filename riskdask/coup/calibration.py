@@ -93,7 +93,8 @@ def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.959963984540054
     centre = (ph + z * z / (2 * safe)) / (1 + z * z / safe)
     half = z * np.sqrt(ph * (1 - ph) / safe + z * z / (4 * safe * safe)) / (1 + z * z / safe)
     # rounding can put a bound a hair past the estimate when k = 0 or k = n: clamp
-    lo, hi = np.clip(np.minimum(centre - half, ph), 0, 1), np.clip(np.maximum(centre + half, ph), 0, 1)
+    lo = np.clip(np.minimum(centre - half, ph), 0, 1)
+    hi = np.clip(np.maximum(centre + half, ph), 0, 1)
     return np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 1.0)
 
 

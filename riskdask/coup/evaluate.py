@@ -3,7 +3,9 @@
 Seed, "Building the Model" and "Analyzing the Results": the out-of-bag estimate (the seed
 relies on it instead of cross-validation), then, beyond the seed, test R², ROC-AUC, PR-AUC
 (average precision) and the Brier score -- all from scikit-learn -- and the league table of the
-latest month with honest (out-of-bag or out-of-sample) scores.
+latest month with honest (out-of-bag or out-of-sample) scores. :func:`binary_scores` is the
+one definition of ROC-AUC, PR-AUC and Brier that the forest, its convergence table and the
+backtest share (this module imports no other module of the package).
 """
 
 from __future__ import annotations
@@ -14,18 +16,24 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import r2_score
+from sklearn.metrics import average_precision_score, brier_score_loss, r2_score, roc_auc_score
 
-__all__ = ["ForestScores", "forest_scores", "permutation_importance_table", "honest_scores", "league_table",
-           "latest_month_rows", "importance_table", "stratified_rows", "bootstrap_intervals",
-           "format_estimate"]
+__all__ = ["binary_scores", "ForestScores", "forest_scores", "permutation_importance_table",
+           "honest_scores", "league_table", "latest_month_rows", "importance_table",
+           "stratified_rows", "bootstrap_intervals"]
 
 
-def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
-    """ROC-AUC, PR-AUC and Brier; None where a metric is undefined (one class only)."""
-    from .backtest import binary_scores
+def binary_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    """ROC-AUC, PR-AUC (average precision), Brier (scikit-learn); None where undefined.
 
-    return binary_scores(y, p)
+    ROC-AUC and PR-AUC need both classes; the Brier score needs rows. Scores are clipped to
+    [0, 1] for the Brier score only (a regressor on a 0/1 target already stays inside).
+    """
+    y, p = np.asarray(y), np.asarray(p)
+    both = 0 < np.sum(y == 1) < len(y)
+    return {"roc_auc": float(roc_auc_score(y, p)) if both else None,
+            "pr_auc": float(average_precision_score(y, p)) if both else None,
+            "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))) if len(y) else None}
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,8 @@ def forest_scores(y_train: np.ndarray, oob_prediction: np.ndarray, y_test: np.nd
     ``oob_rows_without_trees`` (sklearn would score them as a prediction of 0).
     """
     has = ~np.isnan(oob_prediction)
-    test = _binary_scores(y_test, test_prediction)
-    oob = _binary_scores(y_train[has], oob_prediction[has])
+    test = binary_scores(y_test, test_prediction)
+    oob = binary_scores(y_train[has], oob_prediction[has])
     return ForestScores(
         oob_score=float(r2_score(y_train[has], oob_prediction[has])) if has.sum() > 1 else None,
         oob_rows_without_trees=int((~has).sum()),
@@ -220,8 +228,8 @@ class _SortedScores:
         if tps[-1] <= 0 or fps[-1] <= 0:
             return None, None
         tpr, fpr = np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]
-        auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else \
-            float(np.trapz(tpr, fpr))
+        trapezoid = np.trapezoid if hasattr(np, "trapezoid") else np.trapz  # numpy < 2
+        auc = float(trapezoid(tpr, fpr))
         precision = tps / np.maximum(tps + fps, np.finfo(float).tiny)
         recall = tps / tps[-1]
         ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
@@ -258,17 +266,3 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot
     return {k: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) >= 20
             else None for k, v in draws.items()}
 
-
-def format_estimate(value: float | None, interval: tuple[float, float] | None) -> str:
-    """``value [lo, hi]`` with as many decimals as the interval's width supports.
-
-    The first significant digit of the half-width fixes the last decimal shown (so 0.7312
-    with [0.69, 0.77] prints as ``0.73 [0.69, 0.77]``).
-    """
-    if value is None:
-        return "n/a"
-    if interval is None:
-        return f"{value:.2g} (no interval)"
-    half = (interval[1] - interval[0]) / 2
-    digits = 3 if half <= 0 else max(0, int(-np.floor(np.log10(half))))
-    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"

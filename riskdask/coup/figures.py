@@ -7,7 +7,7 @@ import pandas as pd
 
 from riskdask.plotting import log_scale
 
-__all__ = ["prf_vs_threshold", "pr_curve", "importances_top", "league_top", "backtest_figure",
+__all__ = ["prf_vs_threshold", "pr_curve", "importances_top", "league_top",
            "pooled_backtest_figure", "reliability_figure", "model_pr_figure",
            "convergence_figure", "permutation_figure"]
 
@@ -72,17 +72,6 @@ def league_top(table: pd.DataFrame, threshold: float, n: int = 20):
     ax.set_yticks(np.arange(len(top)), top["country"], fontsize=7)
     ax.axvline(threshold, color="grey", lw=0.8, ls="--", label=f"F1 threshold {threshold:.4f}")
     ax.set_xlabel("predicted probability of a coup attempt (honest score)")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def backtest_figure(table: pd.DataFrame):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for col, style in (("roc_auc", "o-"), ("pr_auc", "s-"), ("f1_at_train_f1_threshold", "^-")):
-        if col in table:
-            ax.plot(table["test_year"], table[col], style, label=col)
-    ax.set_xlabel("test year (model trained on all earlier years)")
     ax.legend(fontsize=8)
     return fig
 

@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
+from ..engine import spawn_streams
+
 if TYPE_CHECKING:  # pandas only for the annotation: worker tasks import this module
     import pandas as pd
 
-__all__ = ["SubForestAggregate", "ForestResult", "tree_checkpoints", "convergence_table", "chunk_random_state", "fit_subforest",
-           "subforest_aggregate", "combine_aggregates", "finalize_aggregate",
+__all__ = ["SubForestAggregate", "ForestResult", "tree_checkpoints", "convergence_table",
+           "chunk_random_state", "fit_subforest", "subforest_aggregate", "combine_aggregates",
+           "finalize_aggregate",
            "permutation_plan", "permutation_blocks", "permuted_matrix", "permutation_sums",
            "as_float32"]
 
@@ -202,10 +205,11 @@ def convergence_table(agg: SubForestAggregate, y_train: np.ndarray, y_test: np.n
     level's own out-of-bag or test predictions (sums divided by that level's tree counts); the
     last level is the whole forest, equal to the job's headline scores.
     """
+    # pandas (through .evaluate) only here: worker tasks import this module
     import pandas as pd
     from sklearn.metrics import r2_score
 
-    from .backtest import binary_scores
+    from .evaluate import binary_scores
 
     rows = []
     for lvl, n in enumerate(agg.level_trees):
@@ -228,11 +232,9 @@ def permutation_plan(n_features: int, n_repeats: int, seed
     """The permuted copies for permutation importance: ``(feature, repeat, random seed)``.
 
     Planned over features x repeats; each pair gets its own stream, a child of ``seed``
-    (the run's ``permutation`` stream, :func:`riskdask.engine.stream_seed`), so the
+    (the run's ``permutation`` stream, ``ctx.streams.seed("permutation")``), so the
     permutations depend on the config only and share no stream with the forest.
     """
-    from ..engine import spawn_streams
-
     seeds = spawn_streams(seed, n_features * n_repeats)
     return [(f, r, chunk_random_state(seeds[f * n_repeats + r]))
             for f in range(n_features) for r in range(n_repeats)]

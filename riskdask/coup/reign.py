@@ -166,7 +166,8 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(f"missing required column{'s' if len(missing) > 1 else ''}: "
-                         f"{', '.join(missing)} (the file has: {', '.join(map(str, frame.columns))})",
+                         f"{', '.join(missing)} "
+                         f"(the file has: {', '.join(map(str, frame.columns))})",
                          file=source, column=missing[0])
     if n_read == 0:
         raise InputError("the file has no data rows", file=source)

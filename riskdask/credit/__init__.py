@@ -1,4 +1,5 @@
-"""CreditMetrics portfolio credit risk (seed 004, sections 3.2-3.3): pure kernels.
+"""CreditMetrics portfolio credit risk (seed 004, sections 3.2-3.3): pure kernels, and the
+job's config, pipeline and outputs.
 
 Modules
 -------
@@ -11,4 +12,12 @@ summary     mergeable loss summaries, VaR/ES definitions, batch-means errors
 data        loaders of user files and of the embedded default data
 synthetic   deterministic central-bank-style portfolio and the embedded data generator
 figures     loss distribution with VaR/ES markers, top ES contributors
+model       the model assembled from its parts: analytics, simulation model, IS shift, levels
+adaptive    adaptive stopping: chunks in waves until the ES error is small enough
+tail        Step 7 tail fits (Vasicek, GPD) and their QQ check
+uncertainty Monte Carlo errors of VaR / ES, variance reduction
+migration   compiled Step 3 kernels
+config      the job's pydantic config models (never imported by a kernel module)
+pipeline    load_inputs and compute of the job: the stages on the engine, CreditResult
+outputs     present (summary, tables, figures, report, headline) and the history metrics
 """

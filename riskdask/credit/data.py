@@ -57,7 +57,8 @@ __all__ = [
 
 # ------------------------------------------------------------------------------ generic
 def read_table(path, *, required=(), what="file") -> pd.DataFrame:
-    """A CSV (``#`` comments, every cell as text) or Parquet input (:func:`riskdask.io.read_table`)."""
+    """A CSV (``#`` comments, every cell as text) or Parquet input
+    (:func:`riskdask.io.read_table`)."""
     return io.read_table(path, what=what, required=required, text=True, comment="#")
 
 
@@ -170,8 +171,8 @@ def load_curves(path) -> RatingCurves:
         raise InputError("tenors must be strictly increasing", file=path, row=int(dec[0]) + 2,
                          column="tenor")
     ratings = tuple(c for c in df.columns if c != "tenor")
-    rates = np.vstack([numeric_column(df, c, path) for c in ratings]) if ratings else \
-        np.empty((0, tenors.size))
+    rates = (np.vstack([numeric_column(df, c, path) for c in ratings]) if ratings
+             else np.empty((0, tenors.size)))
     out = np.argwhere(np.abs(rates) > 1.0)
     if out.size:
         c, r = out[0]
@@ -237,8 +238,8 @@ def validate_portfolio(df: pd.DataFrame, path, matrix: MigrationMatrix, *,
     unknown = ~out["rating"].isin(known).to_numpy()
     if unknown.any():
         r = int(np.flatnonzero(unknown)[0])
-        extra = " (a defaulted position has no credit risk left to model)" \
-            if out["rating"][r] == matrix.default_rating else ""
+        extra = (" (a defaulted position has no credit risk left to model)"
+                 if out["rating"][r] == matrix.default_rating else "")
         raise InputError(f"unknown rating {out['rating'][r]!r}{extra}; the migration matrix "
                          f"has {', '.join(matrix.initial_ratings)}", file=path, row=r + 1,
                          column="rating")
@@ -369,8 +370,8 @@ def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
     recovery_value = np.bincount(codes, weights=positions["nominal"] * positions["recovery_rate"],
                                  minlength=n)
     nominal = np.bincount(codes, weights=positions["nominal"], minlength=n)
-    sd_p = positions["recovery_sd"].to_numpy(dtype=float) if "recovery_sd" in positions \
-        else np.zeros(len(positions))
+    sd_p = (positions["recovery_sd"].to_numpy(dtype=float) if "recovery_sd" in positions
+            else np.zeros(len(positions)))
     abs_nom = np.abs(positions["nominal"].to_numpy(dtype=float))
     abs_total = np.bincount(codes, weights=abs_nom, minlength=n)
     # One recovery draw per obligor (its positions default together): sd weighted by size.
@@ -402,8 +403,8 @@ def build_portfolio(positions: pd.DataFrame, matrix: MigrationMatrix,
     else:
         index = pd.Series(np.arange(len(positions)), index=positions["position_id"])
         pos = index.loc[cashflows["position_id"]].to_numpy()
-        cf_obligor, time, amount = codes[pos], cashflows["time"].to_numpy(), \
-            cashflows["amount"].to_numpy()
+        cf_obligor, time, amount = (codes[pos], cashflows["time"].to_numpy(),
+                                    cashflows["amount"].to_numpy())
     return Portfolio(positions=positions, obligors=obligors, initial_index=initial_index,
                      cf_obligor=np.asarray(cf_obligor), cf_time=np.asarray(time, dtype=float),
                      cf_amount=np.asarray(amount, dtype=float))

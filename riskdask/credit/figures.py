@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from riskdask.formatting import sig
 from riskdask.plotting import log_scale, pyplot
 
 plt = pyplot()
-import numpy as np  # noqa: E402
 
 __all__ = ["loss_distribution", "top_contributors", "tail_fits", "money_scale"]
 
@@ -18,12 +20,6 @@ def money_scale(amount: float):
         if a >= 10 * div:
             return div, label
     return 1.0, "EUR"
-
-
-def _fmt(x: float) -> str:
-    from .display import sig
-
-    return sig(x, 4)
 
 
 def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
@@ -43,9 +39,9 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
             continue
         tag = f"{100 * lv.confidence:g}%"
         ax.axvline((mean + lv.var) / scale, color=color, ls="--", lw=1.2,
-                   label=f"VaR {tag}: {_fmt(lv.var / scale)}")
+                   label=f"VaR {tag}: {sig(lv.var / scale)}")
         ax.axvline((mean + lv.es) / scale, color=color, ls="-", lw=1.2,
-                   label=f"ES {tag}: {_fmt(lv.es / scale)}")
+                   label=f"ES {tag}: {sig(lv.es / scale)}")
     styles = {"vasicek": "#2a9d8f", "gpd": "#6a4c93"}
     for fit in fits:
         if not fit.ok:
@@ -54,12 +50,12 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
             ax.axvline((mean + lv["var"]) / scale, color=styles.get(fit.name, "0.4"), ls=":",
                        lw=1.2, label=f"{fit.name} fit VaR {100 * lv['confidence']:g}%")
     ax.axvline(mean / scale, color="k", lw=0.8,
-               label=f"EL ({stats.mean_reference}): {_fmt(mean / scale)}")
+               label=f"EL ({stats.mean_reference}): {sig(mean / scale)}")
     log_scale(ax, "y")
     ax.set_xlabel(f"loss FV_P − SFV ({unit}); VaR/ES are measured from the mean")
     ax.set_ylabel("probability per bin")
     fscale, funit = money_scale(fv_portfolio)
-    ax.set_title(f"One-year credit loss distribution (FV_P = {_fmt(fv_portfolio / fscale)} "
+    ax.set_title(f"One-year credit loss distribution (FV_P = {sig(fv_portfolio / fscale)} "
                  f"{funit})")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -77,7 +73,7 @@ def top_contributors(obligors, contributions, level, top: int):
     ax.set_yticks(np.arange(len(order))[::-1], labels, fontsize=7)
     ax.set_xlabel(f"contribution to ES ({unit}): tail expected loss − mean loss")
     ax.set_title(f"Top {len(order)} contributors to ES {100 * level.confidence:g}% "
-                 f"(ES = {_fmt(level.es / scale)} {unit})")
+                 f"(ES = {sig(level.es / scale)} {unit})")
     fig.tight_layout()
     return fig
 

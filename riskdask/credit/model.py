@@ -2,7 +2,7 @@
 importance-sampling shift and the reported risk levels (seed 004, sections 3.2-3.3).
 
 Everything here is a function of arrays and plain parameters (no config object, no Dask);
-``jobs/credit.py`` calls these and runs the heavy parts on the engine.
+:mod:`riskdask.credit.pipeline` calls these and runs the heavy parts on the engine.
 """
 
 from __future__ import annotations

@@ -658,7 +658,8 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     states = _states_for(rows[:n_states], size, np.concatenate(rec_s), np.concatenate(rec_i),
                          np.concatenate(rec_state), model.initial_state)
     t_loss, t_w, t_id = loss[rows], weight[rows], chunk.start + rows
-    t_batch = chunk.index * model.batches_per_chunk + local_batch(size, model.batches_per_chunk)[rows]
+    t_batch = (chunk.index * model.batches_per_chunk
+               + local_batch(size, model.batches_per_chunk)[rows])
 
     w_sum = exact_sum(weight)
     mean = exact_sum(weight * loss) / w_sum

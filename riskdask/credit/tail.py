@@ -227,7 +227,8 @@ def _weighted_gpd_mle(y, w):
         return -float(np.dot(wn, ll))
 
     best = None
-    for start in ((xi0, math.log(s0)), (0.1, math.log(max(m, 1e-300))), (-0.1, math.log(max(m, 1e-300)))):
+    log_m = math.log(max(m, 1e-300))
+    for start in ((xi0, math.log(s0)), (0.1, log_m), (-0.1, log_m)):
         res = optimize.minimize(nll, np.array(start), method="Nelder-Mead",
                                 options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
         if best is None or res.fun < best.fun:

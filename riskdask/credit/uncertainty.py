@@ -313,8 +313,8 @@ def variance_reduction(se_plain: float, se_is: float, rel_plain: float = float("
         return out
     vr = (se_plain / se_is) ** 2
     out["value"] = float(vr)
-    rel = math.hypot(rel_plain, rel_is) if np.isfinite(rel_plain) and np.isfinite(rel_is) \
-        else float("nan")
+    rel = (math.hypot(rel_plain, rel_is) if np.isfinite(rel_plain) and np.isfinite(rel_is)
+           else float("nan"))
     if np.isfinite(rel):
         from scipy.special import ndtri
 

@@ -12,8 +12,8 @@ import pandas as pd
 
 from .gridsearch import GridPoints
 
-__all__ = ["theta_deg", "ratio_k2_k1", "surface_frame", "optimum", "Optimum", "per_split_optima", "spread_summary", "bootstrap_band",
-           "between_fraction", "ray_points"]
+__all__ = ["theta_deg", "ratio_k2_k1", "surface_frame", "optimum", "Optimum", "per_split_optima",
+           "bootstrap_band", "between_fraction", "ray_points"]
 
 
 def theta_deg(k1, k2) -> np.ndarray:
@@ -47,7 +47,8 @@ def surface_frame(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:
     hi = np.where(valid.any(axis=1), np.where(valid, dev, -np.inf).max(axis=1), np.nan)
     return pd.DataFrame({
         "k0": points.k0, "k1": points.k1, "k2": points.k2,
-        "ratio_k2_k1": ratio_k2_k1(points.k1, points.k2), "theta_deg": theta_deg(points.k1, points.k2),
+        "ratio_k2_k1": ratio_k2_k1(points.k1, points.k2),
+        "theta_deg": theta_deg(points.k1, points.k2),
         "dev_mean": mean, "dev_sd": sd, "dev_min": lo, "dev_max": hi,
         "n_splits_valid": valid.sum(axis=1), "dev_split_0": dev[:, 0],
     })
@@ -78,7 +79,8 @@ def optimum(surface: pd.DataFrame, column: str = "dev_mean", rel_tol: float = 1e
     """
     values = surface[column].to_numpy()
     if not np.isfinite(values).any():
-        raise ValueError("Dev is undefined at every grid point (sample 1 has no closures on the grid)")
+        raise ValueError("Dev is undefined at every grid point (sample 1 has no closures on "
+                         "the grid)")
     i = int(np.nanargmin(values))
     best = float(values[i])
     near = np.isfinite(values) & (np.abs(values - best) <= rel_tol * abs(best))
@@ -86,7 +88,8 @@ def optimum(surface: pd.DataFrame, column: str = "dev_mean", rel_tol: float = 1e
     return Optimum(index=i, k0=float(row.k0), k1=float(row.k1), k2=float(row.k2),
                    ratio_k2_k1=float(row.ratio_k2_k1), theta_deg=float(row.theta_deg), dev=best,
                    n_points_on_min_ray=int(near.sum()),
-                   ratios_on_min_ray=sorted({round(float(r), 9) for r in surface.ratio_k2_k1[near]}))
+                   ratios_on_min_ray=sorted({round(float(r), 9)
+                                             for r in surface.ratio_k2_k1[near]}))
 
 
 def per_split_optima(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:
@@ -101,18 +104,6 @@ def per_split_optima(points: GridPoints, dev: np.ndarray) -> pd.DataFrame:
                      "ratio_k2_k1": float(ratio_k2_k1(points.k1[i], points.k2[i])),
                      "theta_deg": float(theta_deg(points.k1[i], points.k2[i])), "dev": col[i]})
     return pd.DataFrame(rows)
-
-
-def spread_summary(per_split: pd.DataFrame) -> dict:
-    """Median, quartiles and range of the per-split optimum direction (degrees and k2/k1)."""
-    th = per_split.theta_deg.to_numpy(float)
-    k0 = per_split.k0.to_numpy(float)
-    q = np.quantile(th, [0.0, 0.25, 0.5, 0.75, 1.0])
-    return {"n_splits": int(th.size), "theta_deg_min": q[0], "theta_deg_q25": q[1],
-            "theta_deg_median": q[2], "theta_deg_q75": q[3], "theta_deg_max": q[4],
-            "theta_deg_sd": float(th.std(ddof=1)) if th.size > 1 else 0.0,
-            "ratio_k2_k1_median": float(np.tan(np.radians(q[2]))),
-            "k0_values": sorted({float(v) for v in k0})}
 
 
 def bootstrap_band(curves: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +124,8 @@ def between_fraction(h_full, h1, h2, rel_tol: float = 1e-9) -> float:
     return float(np.mean((h_full >= lo - tol) & (h_full <= hi + tol)))
 
 
-def ray_points(ratio: float, k1_max: float, k2_max: float, n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def ray_points(ratio: float, k1_max: float, k2_max: float,
+               n: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Points of the ray ``k2 = ratio * k1`` inside the plotted box (for the heat map)."""
     if not np.isfinite(ratio):
         return np.zeros(n), np.linspace(0, k2_max, n)

@@ -105,7 +105,8 @@ def bandwidth_sensitivity(features, at_risk, deaths, coefs, theta_deg_values, ru
     a = (1.0 - level) / 2.0
     rows = []
     for f in fractions:
-        dev = evaluate_points(features, at_risk, deaths, coefs, replace(rule, bandwidth_fraction=float(f)))
+        dev = evaluate_points(features, at_risk, deaths, coefs,
+                              replace(rule, bandwidth_fraction=float(f)))
         ok = np.isfinite(dev).all(axis=1)
         mean = np.where(ok, np.where(np.isfinite(dev), dev, 0).mean(axis=1), np.inf)
         i = int(np.argmin(mean))

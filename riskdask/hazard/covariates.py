@@ -26,9 +26,11 @@ def design_matrix(npos: pd.DataFrame, covariates) -> pd.DataFrame:
     parts = []
     for name in covariates:
         if name == "age":
-            parts.append(pd.DataFrame({"age": (npos.first_break_year - npos.founded_year).to_numpy(float)}))
+            parts.append(pd.DataFrame(
+                {"age": (npos.first_break_year - npos.founded_year).to_numpy(float)}))
         else:
-            cat = pd.Categorical(npos[name].astype(str), categories=sorted(npos[name].astype(str).unique()))
+            cat = pd.Categorical(npos[name].astype(str),
+                                 categories=sorted(npos[name].astype(str).unique()))
             parts.append(pd.get_dummies(cat, prefix=name, drop_first=True, dtype=float))
     return pd.concat(parts, axis=1).reset_index(drop=True)
 

@@ -4,7 +4,8 @@
   (the baseline of a Cox model without covariates, seed Section 2.1, eqs. 2-3). With risk
   scores ``r_j = exp(x_j beta)`` the denominator is ``sum_{j at risk} r_j`` (Breslow's
   estimator of the Cox baseline). Reference implementations: lifelines
-  ``NelsonAalenFitter(nelson_aalen_smoothing=False)`` and ``CoxPHFitter().baseline_cumulative_hazard_``.
+  ``NelsonAalenFitter(nelson_aalen_smoothing=False)`` and
+  ``CoxPHFitter().baseline_cumulative_hazard_``.
 * Gaussian kernel smoothing (seed eq. 4): ``h(t) = (1/b) sum_i K((t - t_i)/b) dH(t_i)`` with
   ``K(u) = (2 pi)^(-1/2) exp(-u^2/2)``.
 * ``Dev = sqrt(S/101) / V``, ``S = sum_i (H1_i - H2_i)^2``, ``V = sum_i H1_i / 101``
@@ -77,7 +78,8 @@ def breslow_increments(durations, events, risk_score=None, weights=None):
     return times[keep], dH[keep, 0]
 
 
-def weighted_increments(t_rounded: np.ndarray, at_risk_weight: np.ndarray, death_weight: np.ndarray):
+def weighted_increments(t_rounded: np.ndarray, at_risk_weight: np.ndarray,
+                        death_weight: np.ndarray):
     """Increments ``d/n`` at every distinct time, for several weight columns at once.
 
     The workhorse of the grid search: one sort of the (rounded) times serves every column
@@ -157,9 +159,11 @@ def smooth_hazard(grid, times, increments, bandwidth: float, boundary: str = "no
     """
     if boundary == "none":  # the hot path of the grid search: no extra temporaries
         grid = np.asarray(grid, dtype=np.float64)
-        kmat = gaussian_kernel((grid[:, None] - np.asarray(times, dtype=np.float64)[None, :]) / bandwidth)
+        kmat = gaussian_kernel((grid[:, None] - np.asarray(times, dtype=np.float64)[None, :])
+                               / bandwidth)
         return (kmat @ np.asarray(increments, dtype=np.float64)) / bandwidth
-    return kernel_matrix(grid, times, bandwidth, boundary) @ np.asarray(increments, dtype=np.float64)
+    return (kernel_matrix(grid, times, bandwidth, boundary)
+            @ np.asarray(increments, dtype=np.float64))
 
 
 def deviation(H1, H2) -> float:
@@ -226,7 +230,8 @@ class GridRule:
     def describe(self) -> str:
         edge = "" if self.boundary == "none" else f", boundary correction at T=0: {self.boundary}"
         if self.mode == "relative":
-            return (f"relative: grid 0..{self.grid_max_fraction:g}*max(T) ({self.n_points} points), "
-                    f"bandwidth {self.bandwidth_fraction:g}*max(T), max(T) over the pooled sample{edge}")
+            return (f"relative: grid 0..{self.grid_max_fraction:g}*max(T) "
+                    f"({self.n_points} points), bandwidth {self.bandwidth_fraction:g}*max(T), "
+                    f"max(T) over the pooled sample{edge}")
         return (f"absolute: grid {self.grid_min:g}..{self.grid_max:g} ({self.n_points} points), "
                 f"bandwidth {self.bandwidth:g} (units of T){edge}")

@@ -9,8 +9,8 @@ from riskdask.plotting import log_scale
 
 from .analysis import ray_points
 
-__all__ = ["hazard_curves_figure", "dev_vs_k1_figure", "surface_heatmap", "dev_vs_theta_figure",
-           "dev_vs_k0_figure", "theta_histogram_figure", "dev_theta_band_figure", "cv_bandwidth_figure"]
+__all__ = ["hazard_curves_figure", "dev_vs_k1_figure", "surface_heatmap", "dev_vs_k0_figure",
+           "theta_histogram_figure", "dev_theta_band_figure", "cv_bandwidth_figure"]
 
 
 def _plt():
@@ -43,7 +43,8 @@ def dev_vs_k1_figure(surface: pd.DataFrame, k0: float, n_curves: int = 6):
     plt = _plt()
     s = surface[surface.k0 == k0]
     k2_all = np.unique(s.k2)
-    picks = k2_all[np.unique(np.linspace(0, k2_all.size - 1, min(n_curves, k2_all.size)).round().astype(int))]
+    picks = k2_all[np.unique(np.linspace(0, k2_all.size - 1, min(n_curves, k2_all.size))
+                             .round().astype(int))]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for k2 in picks:
         part = s[s.k2 == k2].sort_values("k1")
@@ -63,7 +64,8 @@ def surface_heatmap(surface: pd.DataFrame, k0: float, best_ratio: float, split_r
     s = surface[surface.k0 == k0]
     k1 = np.unique(s.k1)
     k2 = np.unique(s.k2)
-    Z = s.pivot_table(index="k2", columns="k1", values="dev_mean", dropna=False).reindex(index=k2, columns=k1)
+    Z = (s.pivot_table(index="k2", columns="k1", values="dev_mean", dropna=False)
+         .reindex(index=k2, columns=k1))
     fig, ax = plt.subplots(figsize=(6.0, 5.0))
     vals = Z.to_numpy()
     finite = vals[np.isfinite(vals) & (vals > 0)]
@@ -81,19 +83,6 @@ def surface_heatmap(surface: pd.DataFrame, k0: float, best_ratio: float, split_r
     ax.set_ylabel("k2")
     ax.set_title(f"Deviation surface (k0 = {k0:g}); thin lines: optimum of each split", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
-    return fig
-
-
-def dev_vs_theta_figure(surface: pd.DataFrame):
-    """The 1-D direction search: Dev vs the angle of (k1, k2), one line per k0."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for k0, part in surface.groupby("k0"):
-        part = part.sort_values("theta_deg")
-        ax.plot(part.theta_deg, part.dev_mean, label=f"k0 = {k0:g}")
-    ax.set_xlabel("direction theta = atan2(k2, k1) (degrees)")
-    ax.set_ylabel("Dev (mean over splits)")
-    ax.legend(fontsize=8)
     return fig
 
 
@@ -135,12 +124,13 @@ def dev_theta_band_figure(curve: pd.DataFrame, level: float):
         inner = part[~part.on_axis].sort_values("theta_deg")
         lab = f" (k0 = {k0:g})" if curve.k0.nunique() > 1 else ""
         line, = ax.plot(inner.theta_deg, inner.dev_mean, lw=1.5, label=f"mean Dev over splits{lab}")
-        ax.fill_between(inner.theta_deg, inner.dev_lo, inner.dev_hi, color=line.get_color(), alpha=0.2,
-                        label=f"{100 * level:.0f}% range over splits{lab}")
+        ax.fill_between(inner.theta_deg, inner.dev_lo, inner.dev_hi, color=line.get_color(),
+                        alpha=0.2, label=f"{100 * level:.0f}% range over splits{lab}")
         axes = part[part.on_axis]
         ax.errorbar(axes.theta_deg, axes.dev_mean,
                     yerr=[axes.dev_mean - axes.dev_lo, axes.dev_hi - axes.dev_mean],
-                    fmt="s", color=line.get_color(), ms=5, capsize=3, label=f"axes (separate models){lab}")
+                    fmt="s", color=line.get_color(), ms=5, capsize=3,
+                    label=f"axes (separate models){lab}")
     ax.set_xlim(-2, 92)
     ax.set_xlabel("direction theta = atan2(k2, k1) (degrees)")
     ax.set_ylabel("Dev")
@@ -154,7 +144,8 @@ def cv_bandwidth_figure(candidates: pd.DataFrame, chosen_fraction: float):
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     ax.plot(candidates.fraction, candidates.cv, marker=".")
     log_scale(ax, "x")
-    ax.axvline(chosen_fraction, color="red", ls="--", label=f"chosen {chosen_fraction:.3g} x max(T)")
+    ax.axvline(chosen_fraction, color="red", ls="--",
+               label=f"chosen {chosen_fraction:.3g} x max(T)")
     ax.set_xlabel("bandwidth / max(T)")
     ax.set_ylabel("LSCV score")
     ax.legend(fontsize=8)

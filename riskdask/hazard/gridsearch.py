@@ -28,9 +28,9 @@ from .estimators import (GridRule, cumulative_hazard_at, deviation_columns, roun
 from .timeatrisk import coefficients
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
-           "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for", "Curves",
-           "bootstrap_curves", "time_at_risk_range", "coefficient_matrix", "next_year_probability",
-           "concat_points"]
+           "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for",
+           "Curves", "bootstrap_curves", "time_at_risk_range", "coefficient_matrix",
+           "next_year_probability", "concat_points"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class PatternTable:
 
 def compress(features: np.ndarray, event: np.ndarray) -> PatternTable:
     """Group NPOs with equal features and event status (lexicographic order, deterministic)."""
-    key = np.column_stack([np.asarray(features, dtype=np.float64), np.asarray(event, dtype=np.float64)])
+    key = np.column_stack([np.asarray(features, dtype=np.float64),
+                           np.asarray(event, dtype=np.float64)])
     uniq, inverse = np.unique(key, axis=0, return_inverse=True)
     return PatternTable(features=uniq[:, :4].copy(), event=uniq[:, 4] > 0, inverse=inverse.ravel())
 
@@ -114,7 +115,8 @@ def make_grid_points(k1_values, k2_values, k0_values=(0.0,)) -> GridPoints:
 
 def direction_points(theta_values, k0_values=(0.0,)) -> GridPoints:
     """The 1-D direction search: ``k1 = cos(theta)``, ``k2 = sin(theta)`` (relative mode only)."""
-    k0g, thg = np.meshgrid(np.asarray(k0_values, float), np.asarray(theta_values, float), indexing="ij")
+    k0g, thg = np.meshgrid(np.asarray(k0_values, float), np.asarray(theta_values, float),
+                           indexing="ij")
     # cos(pi/2) is 6e-17, not 0: snap so that theta = 90 deg is exactly the axis k1 = 0
     k1 = np.cos(thg).ravel()
     k2 = np.sin(thg).ravel()
@@ -123,7 +125,8 @@ def direction_points(theta_values, k0_values=(0.0,)) -> GridPoints:
     return GridPoints(k1=k1, k2=k2, k0=k0g.ravel(), shape=thg.shape, theta=thg.ravel())
 
 
-def coefficient_matrix(definition: str, points: GridPoints, start: int = 0, stop: int | None = None):
+def coefficient_matrix(definition: str, points: GridPoints, start: int = 0,
+                       stop: int | None = None):
     """Feature weights for points ``[start, stop)``, shape (m, 4)."""
     stop = points.size if stop is None else stop
     return np.stack([coefficients(definition, points.k1[i], points.k2[i], points.k0[i])
@@ -235,7 +238,8 @@ class Curves:
         return self.times[keep], self.increments[keep, column]
 
 
-def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray, rule: GridRule) -> Curves:
+def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray,
+               rule: GridRule) -> Curves:
     """Smoothed hazard and Breslow cumulative hazard for weight columns at one point.
 
     Parameters
@@ -281,7 +285,8 @@ def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
 
 
 def next_year_probability(times, increments, t_now, t_next) -> np.ndarray:
-    """``P(close in (t_now, t_next]) = 1 - S(t_next)/S(t_now) = 1 - exp(-(H(t_next) - H(t_now)))``."""
+    """``P(close in (t_now, t_next]) = 1 - S(t_next)/S(t_now)
+    = 1 - exp(-(H(t_next) - H(t_now)))``."""
     H_now = cumulative_hazard_at(times, increments, t_now)
     H_next = cumulative_hazard_at(times, increments, t_next)
     return -np.expm1(-(H_next - H_now))

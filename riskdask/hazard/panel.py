@@ -138,13 +138,15 @@ def _integer_column(frame: pd.DataFrame, col: str, source: str, *, allow_missing
 RULE_SENTENCES = {
     "rows_outside_period": "panel rows outside the study period, ignored",
     "closure_after_period": "NPOs closed after the study period, censored at its end (active)",
-    "missing_closure_year_row": "NPOs without a row for their closure year, read as no grant that year",
+    "missing_closure_year_row": "NPOs without a row for their closure year, read as no grant "
+                                "that year",
 }
 
 
 @dataclass(frozen=True)
 class PanelRules:
-    """How :func:`build_panel` treats common shapes of real panels (each counted; each can be an error).
+    """How :func:`build_panel` treats common shapes of real panels (each counted; each can be
+    an error).
 
     Parameters
     ----------
@@ -190,7 +192,8 @@ def exclusion_sentence(reason: str, period: Period) -> str:
     text = EXCLUSION_SENTENCES.get(reason, reason)
     if reason == "closed before closures are counted":
         text = text.replace("the first year in which closures are counted",
-                            f"{period.first_closure_year}, the first year in which closures are counted")
+                            f"{period.first_closure_year}, the first year in which closures "
+                            f"are counted")
     return text
 
 
@@ -220,7 +223,8 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
     """
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise InputError(f"missing column (need {', '.join(COLUMNS)})", file=source, column=missing[0])
+        raise InputError(f"missing column (need {', '.join(COLUMNS)})", file=source,
+                         column=missing[0])
     if len(frame) == 0:
         raise InputError("the panel has no rows", file=source)
     frame = frame.reset_index(drop=True)
@@ -235,13 +239,14 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
         if rules.rows_outside_period == "error":
             i = int(np.argmax(outside))
             raise InputError(f"year {int(year_all[i])} is outside the study period "
-                             f"{period.start}-{period.end} (data.rules.rows_outside_period = 'ignore' "
-                             f"leaves such rows out)", file=source, row=i + 1, column="year")
+                             f"{period.start}-{period.end} (data.rules.rows_outside_period = "
+                             f"'ignore' leaves such rows out)", file=source, row=i + 1,
+                             column="year")
         rule_counts["rows_outside_period"] = int(np.count_nonzero(outside))
         rule_ids["rows_outside_period"] = (np.flatnonzero(outside) + 1).tolist()  # 1-based rows
         if outside.all():
-            raise InputError(f"no row of the panel is inside the study period {period.start}-{period.end}",
-                             file=source, column="year")
+            raise InputError(f"no row of the panel is inside the study period "
+                             f"{period.start}-{period.end}", file=source, column="year")
     orig = np.flatnonzero(~outside)  # 0-based file row of every kept row
     frame = frame.loc[~outside].reset_index(drop=True)
     year = year_all[~outside]
@@ -252,7 +257,8 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
 
     ids = frame["npo_id"]
     if ids.isna().any():
-        raise InputError("empty npo_id", file=source, row=where(ids.isna().to_numpy()), column="npo_id")
+        raise InputError("empty npo_id", file=source, row=where(ids.isna().to_numpy()),
+                         column="npo_id")
     ids = ids.astype(str).to_numpy()
 
     grant_num = pd.to_numeric(frame["grant"], errors="coerce").to_numpy(dtype=np.float64)
@@ -268,15 +274,16 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
     if early.any():
         i = int(np.argmax(early))
         raise InputError(f"closure year {int(closed[i])} is before the study period "
-                         f"{period.start}-{period.end} (NPOs closed before the period are not in the sample)",
-                         file=source, row=where(early), column="closed_year")
+                         f"{period.start}-{period.end} (NPOs closed before the period are not "
+                         f"in the sample)", file=source, row=where(early), column="closed_year")
     late_close = ~np.isnan(closed) & (closed > period.end)
     if late_close.any():
         i = int(np.argmax(late_close))
         if rules.closure_after_period == "error":
-            raise InputError(f"closure year {int(closed[i])} is after the study period (leave it empty "
-                             f"for NPOs active at {period.end}, or set data.rules.closure_after_period "
-                             f"= 'censor')", file=source, row=where(late_close), column="closed_year")
+            raise InputError(f"closure year {int(closed[i])} is after the study period (leave "
+                             f"it empty for NPOs active at {period.end}, or set "
+                             f"data.rules.closure_after_period = 'censor')", file=source,
+                             row=where(late_close), column="closed_year")
         late_ids = np.unique(ids[late_close])
         rule_counts["closure_after_period"] = int(late_ids.size)
         rule_ids["closure_after_period"] = late_ids.tolist()
@@ -289,8 +296,9 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
     before_founding = year < founded
     if before_founding.any():
         i = int(np.argmax(before_founding))
-        raise InputError(f"row for {int(year[i])} is before the NPO was founded in {int(founded[i])}",
-                         file=source, row=where(before_founding), column="year")
+        raise InputError(f"row for {int(year[i])} is before the NPO was founded in "
+                         f"{int(founded[i])}", file=source, row=where(before_founding),
+                         column="year")
 
     dup = pd.Series(list(zip(ids, year))).duplicated().to_numpy()
     if dup.any():
@@ -325,7 +333,8 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
     founded_npo = founded[first_row]
     closed_npo = closed[first_row]
     alive_from = np.maximum(founded_npo, period.start).astype(np.int64)
-    alive_to = np.where(np.isnan(closed_npo), period.end, np.nan_to_num(closed_npo)).astype(np.int64)
+    alive_to = np.where(np.isnan(closed_npo), period.end,
+                        np.nan_to_num(closed_npo)).astype(np.int64)
     cols = years[None, :]
     should_have = (cols >= alive_from[:, None]) & (cols <= alive_to[:, None])
     gap = should_have & (G == NOT_ALIVE)
@@ -368,7 +377,8 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
                     "no break in grants (never at risk)": npo_codes[no_break].tolist()}
     keep = ~(no_grant | early | no_break)
     if not keep.any():
-        raise InputError("no NPO is at risk (none had a grant followed by a break in grants)", file=source)
+        raise InputError("no NPO is at risk (none had a grant followed by a break in grants)",
+                         file=source)
 
     kept = np.flatnonzero(keep)
     f = spell_features(G[kept], end_index[kept])
@@ -377,7 +387,8 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
         "field": attrs["field"].to_numpy()[first_row[kept]],
         "function": attrs["function"].to_numpy()[first_row[kept]],
         "founded_year": founded_npo[kept].astype(np.int64),
-        "closed_year": pd.array(np.where(closed_flag[kept], closed_npo[kept], np.nan), dtype="Int64"),
+        "closed_year": pd.array(np.where(closed_flag[kept], closed_npo[kept], np.nan),
+                                dtype="Int64"),
         "first_break_year": period.start + f.break_index,
         "end_year": period.start + f.end_index,
         "closed": closed_flag[kept],

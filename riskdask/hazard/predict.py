@@ -66,7 +66,8 @@ def integrated_hazard(t, times, increments, bandwidth: float, boundary: str = "n
     t : array_like
         Times-at-risk (``>= 0``).
     times, increments : ndarray, shape (g,)
-        Failure times and Breslow increments (:func:`~riskdask.hazard.estimators.breslow_increments`).
+        Failure times and Breslow increments
+        (:func:`~riskdask.hazard.estimators.breslow_increments`).
     bandwidth : float
     boundary : {"none", "reflect"}
 
@@ -111,8 +112,8 @@ def closure_probability(times, increments, t_now, t_next, bandwidth: float,
     t_now = np.asarray(t_now, dtype=np.float64)
     t_next = np.asarray(t_next, dtype=np.float64)
     times = np.asarray(times, dtype=np.float64)
-    dH = integrated_hazard(t_next, times, increments, bandwidth, boundary) - \
-        integrated_hazard(t_now, times, increments, bandwidth, boundary)
+    dH = (integrated_hazard(t_next, times, increments, bandwidth, boundary)
+          - integrated_hazard(t_now, times, increments, bandwidth, boundary))
     p = -np.expm1(-np.maximum(dH, 0.0))
     t_last = float(times.max()) if times.size else -np.inf
     return p, t_next > t_last

@@ -35,7 +35,8 @@ def age_band(age: np.ndarray, edges) -> np.ndarray:
     """
     edges = list(edges)
     labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
-    idx = np.clip(np.searchsorted(np.asarray(edges), np.asarray(age), side="right") - 1, 0, len(edges) - 1)
+    idx = np.clip(np.searchsorted(np.asarray(edges), np.asarray(age), side="right") - 1, 0,
+                  len(edges) - 1)
     return np.asarray(labels, dtype=object)[idx]
 
 
@@ -207,7 +208,8 @@ def usable_splits(strata: np.ndarray, event: np.ndarray, seed, n_splits: int, *,
     for r in range(n_splits):
         tries = max_redraws + 1 if policy == "redraw" else 1
         for attempt in range(tries):
-            s = balanced_split(strata, np.random.Generator(np.random.PCG64(_split_stream(seed, r, attempt))))
+            s = balanced_split(strata, np.random.Generator(
+                np.random.PCG64(_split_stream(seed, r, attempt))))
             row = split_counts(s[None, :], event).iloc[0].to_dict()
             why = _unusable_reason(row)
             rows.append({"split": r, "attempt": attempt, **row, "usable": why is None,
@@ -236,7 +238,8 @@ def usable_splits(strata: np.ndarray, event: np.ndarray, seed, n_splits: int, *,
     return result
 
 
-def balance_table(sample: np.ndarray, columns: dict[str, np.ndarray], event: np.ndarray) -> pd.DataFrame:
+def balance_table(sample: np.ndarray, columns: dict[str, np.ndarray],
+                  event: np.ndarray) -> pd.DataFrame:
     """Counts and shares of each level of each balancing variable in samples 1 and 2.
 
     Also a row per sample for the number of closures, so a reader sees the two samples face

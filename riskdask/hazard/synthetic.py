@@ -80,7 +80,8 @@ def generate_panel(n_npos: int = 2660, period: Period = Period(), seed: int = 20
     parts = []
     have = 0
     while have < n_npos:
-        batch = _draw_batch(rng, max(2 * (n_npos - have), 64), period, p_initial_grant, p_keep, p_regain)
+        batch = _draw_batch(rng, max(2 * (n_npos - have), 64), period, p_initial_grant, p_keep,
+                            p_regain)
         G = batch[3]
         prior_grant = np.zeros_like(G, dtype=bool)
         prior_grant[:, 1:] = np.cumsum(G == 1, axis=1)[:, :-1] > 0

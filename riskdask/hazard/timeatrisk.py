@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFINITIONS", "SCALABLE_DEFINITIONS", "FEATURES", "SpellFeatures", "spell_features",
-           "y_weighted", "time_at_risk", "coefficients", "extend_one_year"]
+__all__ = ["DEFINITIONS", "SCALABLE_DEFINITIONS", "USES", "FEATURES", "SpellFeatures",
+           "spell_features", "y_weighted", "time_at_risk", "coefficients", "extend_one_year"]
 
 #: The feature columns every time-at-risk definition is a linear combination of.
 FEATURES = ("N0", "N1", "X", "Z")
@@ -51,6 +51,8 @@ FEATURES = ("N0", "N1", "X", "Z")
 DEFINITIONS = ("T", "T0", "T1", "T2", "T3")
 #: Definitions in which (k1, k2) scale T, so Dev(c*k1, c*k2) = Dev(k1, k2) in relative mode.
 SCALABLE_DEFINITIONS = ("T", "T1")
+#: Which coefficients each definition uses (seed eqs. 5, 9-14).
+USES = {"T": ("k1", "k2"), "T0": (), "T1": ("k1", "k2", "k0"), "T2": ("k0",), "T3": ()}
 
 NOT_ALIVE = -1
 
@@ -121,7 +123,8 @@ def spell_features(grants: np.ndarray, end_index: np.ndarray | None = None) -> S
     at_risk = is_break.any(axis=1)
     break_index = np.where(at_risk, np.argmax(is_break, axis=1), -1)
 
-    window = at_risk[:, None] & (cols[None, :] >= break_index[:, None]) & (cols[None, :] <= end_index[:, None])
+    window = (at_risk[:, None] & (cols[None, :] >= break_index[:, None])
+              & (cols[None, :] <= end_index[:, None]))
     no_grant = window & (g == 0)
 
     # run position of every no-grant year inside its spell (1 = first year of the spell)
@@ -164,7 +167,8 @@ def coefficients(definition: str, k1: float = 1.0, k2: float = 1.0, k0: float = 
     elif definition == "T":
         c = (k1, k2, 0.0, 0.0)
     else:
-        raise ValueError(f"unknown time-at-risk definition {definition!r}; use one of {DEFINITIONS}")
+        raise ValueError(f"unknown time-at-risk definition {definition!r}; use one of "
+                         f"{DEFINITIONS}")
     return np.asarray(c, dtype=np.float64)
 
 

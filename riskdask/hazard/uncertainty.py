@@ -48,9 +48,10 @@ import pandas as pd
 from .analysis import ratio_k2_k1, theta_deg
 from .gridsearch import GridPoints
 
-__all__ = ["theta_deg", "sensitivity_directions", "REFERENCE_DIRECTIONS", "reference_points", "dev_by_direction",
-           "round_to_interval", "optimum_report", "identification", "fixed_report", "Direction",
-           "AxisResult", "ThetaInterval", "Headline", "OptimumReport", "FixedDefinition"]
+__all__ = ["theta_deg", "sensitivity_directions", "REFERENCE_DIRECTIONS", "reference_points",
+           "dev_by_direction", "round_to_interval", "optimum_report", "identification",
+           "fixed_report", "Direction", "AxisResult", "ThetaInterval", "Headline",
+           "OptimumReport", "FixedDefinition"]
 
 #: Fixed choices every optimum is compared with: name -> (k1, k2) (relative mode: direction).
 REFERENCE_DIRECTIONS = {
@@ -167,11 +168,13 @@ def identification(interval_width_deg: float, theta_range_deg: float, loo_win_fr
     losing = [name for name, f in loo_win_fraction.items() if not (np.isfinite(f) and f > 0.5)]
     if losing:
         reasons.append("chosen on the other splits, the optimum does not beat "
-                       + "; ".join(f"{n} ({100 * loo_win_fraction[n]:.0f}% of splits)" for n in losing)
+                       + "; ".join(f"{n} ({100 * loo_win_fraction[n]:.0f}% of splits)"
+                                   for n in losing)
                        + " on most held-out splits")
     if reasons:
         return False, "the data do not identify an optimum direction: " + "; and ".join(reasons)
-    return True, "the optimum direction is identified (narrow across splits, beats every fixed choice held out)"
+    return True, ("the optimum direction is identified (narrow across splits, beats every fixed "
+                  "choice held out)")
 
 
 @dataclass(frozen=True)
@@ -323,8 +326,10 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
         a = np.where(np.isfinite(all_dev[:, r]), all_dev[:, r], np.inf)
         jall = int(np.argmin(a))
         rows.append({"split": r, "k0": float(points.k0[j]), "k1": float(points.k1[j]),
-                     "k2": float(points.k2[j]), "theta_deg": float(theta_deg(points.k1[j], points.k2[j])),
-                     "ratio_k2_k1": float(ratio_k2_k1(points.k1[j], points.k2[j])), "dev": float(col[j]),
+                     "k2": float(points.k2[j]),
+                     "theta_deg": float(theta_deg(points.k1[j], points.k2[j])),
+                     "ratio_k2_k1": float(ratio_k2_k1(points.k1[j], points.k2[j])),
+                     "dev": float(col[j]),
                      "best_overall_on_axis": bool(all_k1[jall] == 0 or all_k2[jall] == 0),
                      "best_overall_theta_deg": float(th_all[jall])})
     per_split = pd.DataFrame(rows)
@@ -349,7 +354,8 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
         d_ref = ref_dev[j]
         diff = dev[i] - d_ref
         tie = TIE_RTOL * np.abs(d_ref)
-        row = {"fixed_choice": name, "k1": rk1, "k2": rk2, "dev_fixed_mean": float(np.nanmean(d_ref)),
+        row = {"fixed_choice": name, "k1": rk1, "k2": rk2,
+               "dev_fixed_mean": float(np.nanmean(d_ref)),
                "dev_optimum_mean": ib.dev_mean, "mean_difference": float(np.nanmean(diff)),
                "sd_difference": float(np.nanstd(diff, ddof=1)) if R > 1 else math.nan,
                "win_fraction_in_sample": float(np.mean(diff < -tie))}
@@ -370,13 +376,16 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
     ratio_r, ratio_dec = round_to_interval(ib.ratio_k2_k1, rlo, min(rhi, 1e12))
     theta_range = float(th_search.max() - th_search.min()) if th_search.size else 90.0
     ok, why = identification(hi - lo, max(theta_range, 1e-9), loo_win, R)
-    span = f"{lo:.{theta_dec}f} .. {hi:.{theta_dec}f} deg ({100 * level:.0f}% range of {R} per-split optima)"
+    span = (f"{lo:.{theta_dec}f} .. {hi:.{theta_dec}f} deg ({100 * level:.0f}% range of {R} "
+            f"per-split optima)")
     if ok:
-        text = f"theta = {theta_r:.{theta_dec}f} deg (k2/k1 = {ratio_r:.{ratio_dec}f}); across splits {span}"
+        text = (f"theta = {theta_r:.{theta_dec}f} deg (k2/k1 = {ratio_r:.{ratio_dec}f}); "
+                f"across splits {span}")
     else:  # no rounded point estimate pretends to a precision the spread does not have
-        text = (f"no optimum direction identified; per-split interior optima {lo:.2g} .. {hi:.2g} deg "
-                f"({100 * level:.0f}% range of {R}); the mean Dev is smallest at theta = "
-                f"{ib.theta_deg:.2g} deg" + (" (the edge of the searched directions)" if at_edge else ""))
+        text = (f"no optimum direction identified; per-split interior optima {lo:.2g} .. "
+                f"{hi:.2g} deg ({100 * level:.0f}% range of {R}); the mean Dev is smallest at "
+                f"theta = {ib.theta_deg:.2g} deg"
+                + (" (the edge of the searched directions)" if at_edge else ""))
     headline = Headline(text=text, theta_deg=theta_r if ok else None,
                         ratio_k2_k1=ratio_r if ok else None, theta_decimals=theta_dec,
                         ratio_decimals=ratio_dec)
