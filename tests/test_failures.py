@@ -6,6 +6,7 @@ Each test asserts the exit code (or exception), the message and a time bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -280,18 +281,28 @@ def test_locked_single_job_is_one_line(cli, tmp_path):
     assert f"pid {holder.pid}" in line
 
 
+@contextlib.contextmanager
+def _small_disk(tmp_path, size: str):
+    """A real, small file system: a tmpfs of ``size`` (needs root; skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                       str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
 def test_disk_full_names_the_file(tmp_path, local_client):
     """A real full file system (a 64 KiB tmpfs; needs root): the run fails with exit code 1 and
     the message names the file being written; nothing is left half-written."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
     from riskdask import run_job
 
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _small_disk(tmp_path, "64k") as mnt:
         # pass the up-front estimate (MIN_FREE_BYTES is 32 MiB) only to hit the real limit
         import riskdask.schedule as sched
 
@@ -311,8 +322,6 @@ def test_disk_full_names_the_file(tmp_path, local_client):
         with pytest.raises(OutputError, match="not enough free space"):
             run_job("selfcheck", overrides=["n_samples=200000", "chunk_size=100000"],
                     client=local_client(2), out=mnt / "runs", checkpoint=False)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])
 
 
 def test_losing_every_worker_mid_run_exit_1_checkpoints_kept(cli_cluster, tmp_path):
@@ -405,13 +414,7 @@ def test_disk_full_with_checkpoints_is_one_line_and_leaves_no_temporary_file(tmp
     """A 34 MiB tmpfs (needs root) passes the up-front check (32 MiB), then fills with the
     checkpoints of 60 chunks of 800 kB each: exit 1, one line naming the checkpoint file,
     no ``*.tmp-*`` file in the store, no run directory."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=34m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _small_disk(tmp_path, "34m") as mnt:
         r = subprocess.run([sys.executable, "-m", "riskdask", "run", "selfcheck", "--out",
                             str(mnt / "runs"), "--workers", "2", "--quiet",
                             "--set", "n_samples=12000000", "--set", "chunk_size=200000",
@@ -423,8 +426,6 @@ def test_disk_full_with_checkpoints_is_one_line_and_leaves_no_temporary_file(tmp
         assert str(mnt / "runs" / ".checkpoints") in line
         assert [p for p in mnt.rglob("*") if ".tmp-" in p.name] == []
         assert run_dirs(mnt / "runs", "selfcheck") == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])
 
 
 def test_the_free_space_check_counts_the_checkpoints(tmp_path):
