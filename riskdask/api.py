@@ -94,10 +94,6 @@ class ClientProvider:
             self._client = self._stack.enter_context(connect(**self._kw))
         return self._client
 
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
     def close(self) -> None:
         self._stack.close()
 

@@ -417,12 +417,6 @@ class PlanCheckpoint:
                 except (OSError, FileNotFoundError):
                     pass
 
-    def verified(self, parts: Sequence[str], indices: Iterable[int]) -> set[int]:
-        """The subset of ``indices`` whose files all authenticate (used with ``done``)."""
-        indices = list(indices)
-        bad = self.damaged(parts, indices)
-        return {i for i in indices if i not in bad}
-
 
 def _mac(key: bytes, fields: dict, pieces) -> str:
     """HMAC-SHA256 of a checkpoint's header fields (canonical JSON) and its pieces."""

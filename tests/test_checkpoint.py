@@ -63,7 +63,7 @@ def test_other_config_never_used(tmp_path):
     Path(dst).write_bytes(Path(src).read_bytes())
     with pytest.raises(ValueError, match="another config_hash"):
         other.plan("forest", "t" * 32).load("b0", 0)
-    assert other.plan("forest", "t" * 32).verified(["b0"], {0}) == set()
+    assert set(other.plan("forest", "t" * 32).damaged(["b0"], {0})) == {0}
 
 
 def test_corrupt_or_truncated_file_is_not_used(tmp_path):
@@ -73,7 +73,7 @@ def test_corrupt_or_truncated_file_is_not_used(tmp_path):
     path = Path(plan.file("b0", 1))
     path.write_bytes(path.read_bytes()[:-10])
     assert plan.done(["b0"]) == {0, 1}                 # listed ...
-    assert plan.verified(["b0"], {0, 1}) == {0}        # ... but only the intact one loads
+    assert set(plan.damaged(["b0"], {0, 1})) == {1}    # ... but only the intact one loads
     with pytest.raises(ValueError, match="corrupt"):
         plan.load("b0", 1)
 
@@ -98,7 +98,7 @@ def test_arrays_come_back_exact_aligned_and_writable(tmp_path):
     path.write_bytes(b"RDCKPT1\n" + path.read_bytes()[len(b"RDCKPT2\n"):])
     with pytest.raises(ValueError, match="older riskdask checkpoint"):
         plan.load("b0", 0)
-    assert plan.verified(["b0"], {0}) == set()
+    assert set(plan.damaged(["b0"], {0})) == {0}
 
 
 def test_unwritable_store_names_the_file(tmp_path):

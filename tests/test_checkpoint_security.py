@@ -54,7 +54,7 @@ def test_a_forged_checkpoint_is_refused_before_unpickling(tmp_path):
     with pytest.raises(ValueError, match="fails authentication"):
         plan.load("b0", 0)
     assert not target.exists()
-    assert plan.damaged(["b0"], [0]) and plan.verified(["b0"], [0]) == set()
+    assert set(plan.damaged(["b0"], [0])) == {0}
     # the right fields under another key are refused the same way
     other = CheckpointStore(str(tmp_path / "ckpt"), job="selfcheck", config_hash="c" * 64,
                             key=b"another key")
