@@ -451,7 +451,7 @@ def _atomic_write(fs, path: str, pieces) -> None:
         # No fsync: a killed process cannot tear a renamed file (the page cache outlives it);
         # only a machine crash could leave it short, and then its checksum fails on load.
         try:
-            with open(tmp, "wb") as fh:
+            with open(tmp, "xb") as fh:       # O_EXCL: never through a planted file
                 fh.writelines(pieces)
             os.replace(tmp, path)
         except BaseException:      # a full disk, an interrupt: no partial file left behind

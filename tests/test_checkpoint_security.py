@@ -141,3 +141,20 @@ def test_key_file_is_not_created_world_readable(tmp_path, monkeypatch):
     finally:
         os.umask(old)
     assert (tmp_path / "k" / "key").stat().st_mode & 0o077 == 0
+
+
+def test_the_resume_note_says_found_and_when_none_matched(local_client, tmp_path):
+    """Checkpoints of a plan this run does not have (edited code gives another plan token):
+    the note says how many were *found*, and the manifest that none was reused."""
+    out = tmp_path / "runs"
+    run_job("selfcheck", overrides=SELFCHECK, client=local_client(2), out=out,
+            keep_checkpoint=True)
+    [plan_dir] = [p for p in (out / ".checkpoints").rglob("selfcheck-*") if p.is_dir()]
+    plan_dir.rename(plan_dir.with_name("selfcheck-0000000000edited0000"))
+    meta = next((out / ".checkpoints").rglob("meta.json"))
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "status": "failed"}))
+    res = run_job("selfcheck", overrides=SELFCHECK, client=local_client(2), out=out)
+    notes = res.manifest["notes"]
+    assert any("found 8 checkpointed partial(s)" in n for n in notes), notes
+    assert any("no checkpointed partial matched" in n for n in notes), notes
+    assert res.manifest["checkpoints"]["reused"] == 0
