@@ -21,7 +21,8 @@ from riskdask.hazard.synthetic import generate_panel
 
 SMALL = ["grid.k1.num=9", "grid.k2.num=9", "grid.tile_size=10", "split.n_splits=3",
          "bootstrap.n_boot=24", "bootstrap.chunk_size=5"]
-TABLES = ("deviation_surface", "hazard_curves", "closure_next_year", "optimum_per_split", "balance")
+TABLES = ("deviation_surface", "hazard_curves", "closure_next_year", "optimum_per_split", "balance",
+          "likelihood_profile", "holdout_scores", "holdout_reliability")
 
 
 def _same_run(a, b):
@@ -45,14 +46,20 @@ def test_bit_identical_on_one_and_two_workers(local_client, tmp_path):
     assert {"fig1_hazard_vs_time_at_risk.png", "fig2_dev_vs_k1.png",
             "dev_surface_heatmap.png"} <= figs
     assert (one.run_dir / "report.html").stat().st_size > 10_000
-    # next-year probabilities: never an exact 0 for an active NPO here (closures exist), and
-    # the flagged rows are those whose next-year T passes the last failure time of the full sample
+    # next-year probabilities from the person-year model at the likelihood direction (the
+    # default): never an exact 0 for an active NPO here (closures exist), and the flagged rows
+    # are those whose next-year T passes the largest T of the person-years
     ranked = one.table("closure_next_year")
-    breslow = one.table("breslow_increments")
-    last = breslow.time_at_risk[breslow.dH_full > 0].max()
+    pred, lik = one.summary["prediction"], one.summary["likelihood"]
+    assert pred["direction"]["theta_deg"] == lik["theta_deg"]
+    assert lik["ci95_deg"][0] <= lik["theta_deg"] <= lik["ci95_deg"][1]
+    assert set(lik["lr_tests"]) == {"theta = 0 (T0 = N0)", "theta = 45 (seed k1 = k2)",
+                                    "theta = 90 (k1 = 0)"}
+    assert "likelihood direction" in dict(one.headline)
     assert (ranked.p_close_next_year > 0).all()
-    assert ranked.beyond_data.tolist() == (ranked.time_at_risk_next > last).tolist()
-    assert one.summary["prediction"]["n_beyond_data"] == int(ranked.beyond_data.sum()) > 0
+    assert ranked.beyond_data.tolist() == (ranked.time_at_risk_next
+                                           > pred["largest_time_at_risk"]).tolist()
+    assert pred["n_beyond_data"] == int(ranked.beyond_data.sum()) > 0
     assert one.summary["max_stratum_count_difference"] <= 1
     assert abs(one.summary["sample_sizes"][0] - one.summary["sample_sizes"][1]) <= 1
 
@@ -321,13 +328,22 @@ def test_panel_rules_counted_in_manifest_and_summary(cli, tmp_path, panel_frame,
                           "grant": [1] * 4 + [0] + [1] * 9,
                           "field": "culture", "function": "services", "founded_year": 1980,
                           "closed_year": pd.array([2010] * 14, dtype="Int64")})
-    frame = pd.concat([panel_frame, extra], ignore_index=True)
+    old = pd.DataFrame({"npo_id": "OLD", "year": np.arange(1990, 1996), "grant": 1,
+                        "field": "culture", "function": "services", "founded_year": 1980,
+                        "closed_year": pd.array([pd.NA] * 6, dtype="Int64")})
+    frame = pd.concat([panel_frame, extra, old], ignore_index=True)
     cfg, data = _write_config(tmp_path, frame)
     summary, manifest = _run_ok(cli, cfg, tmp_path / "runs", local_client(1))
-    assert summary["panel_rules"] == {"rows_outside_period": 3, "closure_after_period": 1,
-                                      "missing_closure_year_row": 0}
-    [ex] = [e for e in manifest["exclusions"] if "outside the study period" in e["reason"]]
-    assert ex["count"] == 3
+    assert summary["panel_rules"] == {"rows_outside_period": 9, "closure_after_period": 1,
+                                      "missing_closure_year_row": 0,
+                                      "npos_wholly_outside_period": 1}
+    [ex] = [e for e in manifest["exclusions"] if "panel rows outside" in e["reason"]]
+    assert ex["count"] == 9
+    # every panel-rule count is in the manifest, the NPOs named
+    [late] = [e for e in manifest["exclusions"] if "closed after the study" in e["reason"]]
+    assert (late["count"], late["unit"], late["rows"]) == (1, "NPOs", ["LATE"])
+    [gone] = [e for e in manifest["exclusions"] if "all of whose rows" in e["reason"]]
+    assert (gone["count"], gone["rows"]) == (1, ["OLD"])
     (tmp_path / "again").mkdir()
     cfg2, data2 = _write_config(tmp_path / "again", frame,
                                 '[data.rules]\nclosure_after_period = "error"\n')
@@ -342,7 +358,7 @@ def test_cv_bandwidth_and_boundary_recorded(local_client, tmp_path):
     assert s["boundary"] == "reflect" and s["bandwidth_rule"] == "cv"
     frac = s["cv_bandwidth"]["fraction"]
     assert s["bandwidth"] == pytest.approx(frac * s["max_time_at_risk"])
-    assert "boundary correction at T=0: reflect" in s["grid_rule"]
+    assert "boundary correction at the support's start: reflect" in s["grid_rule"]
     sens = res.table("bandwidth_sensitivity")
     assert sens.bandwidth_fraction.tolist() == [0.05, 0.1, 0.2]
     assert (res.run_dir / "figures" / "cv_bandwidth.png").exists()
@@ -355,19 +371,31 @@ def _history_row(res) -> pd.Series:
 
 def test_history_follows_the_optimum_with_its_spread_over_splits(default_run):
     """The default run's history row (``metrics``): the interior optimum direction with the
-    quartiles of the per-split optima, k2/k1 and Dev at the optimum -- every one non-null
+    90 % range of the per-split optima, k2/k1 and Dev at the optimum -- every one non-null
     (the history used to read keys the hazard summary never had, and recorded none)."""
     res = default_run("hazard")
     row = _history_row(res)
     o = res.summary["optimum"]["interior"]
     per = res.table("optimum_per_split")
     assert row["optimum theta (deg)"] == o["theta_deg"]
-    q25, q75 = np.quantile(per.theta_deg, [0.25, 0.75])
-    assert (row["optimum theta (deg) [lo]"], row["optimum theta (deg) [hi]"]) == (q25, q75)
+    iv = res.summary["optimum"]["theta_interval"]  # the range the report shows
+    lo, hi = np.quantile(per.theta_deg, [0.05, 0.95])
+    assert (row["optimum theta (deg) [lo]"], row["optimum theta (deg) [hi]"]) == (
+        iv["lo"], iv["hi"]) == pytest.approx((lo, hi))
     assert row["optimum k2/k1"] == o["ratio_k2_k1"]
-    assert row["optimum k2/k1 [lo]"] == np.quantile(per.ratio_k2_k1, 0.25)
+    assert row["optimum k2/k1 [lo]"] == pytest.approx(np.tan(np.radians(iv["lo"])))
     assert row["Dev at optimum"] == o["dev_mean"]
     assert row["Dev at optimum [lo]"] < o["dev_mean"] < row["Dev at optimum [hi]"]
     assert row["optimum identified"] == ("yes" if res.summary["optimum"]["identified"] else "no")
+    lik = res.summary["likelihood"]
+    assert row["likelihood theta (deg)"] == lik["theta_deg"]
+    lo_hi = [row["likelihood theta (deg) [lo]"], row["likelihood theta (deg) [hi]"]]
+    assert lo_hi == lik["ci95_deg"]
+    assert row["LR theta = 0"] == lik["lr_tests"]["theta = 0 (T0 = N0)"]["lr_statistic"]
+    assert row["mean P(close next year)"] == res.summary["prediction"]["mean_p_close_next_year"]
     metrics = row.drop(list(META_COLUMNS))
-    assert len(metrics) == 10 and metrics.notna().all(), metrics
+    # the LR statistic and the mean probability are single figures: no interval columns
+    bare = [f"{m} [{e}]" for m in ("LR theta = 0", "mean P(close next year)")
+            for e in ("lo", "hi")]
+    assert len(metrics) == 22 and metrics[bare].isna().all(), metrics
+    assert metrics.drop(bare).notna().all(), metrics

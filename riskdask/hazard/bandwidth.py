@@ -91,13 +91,17 @@ def cv_bandwidth(times, increments, scale: float, tau: float | None = None, boun
 
 
 def bandwidth_sensitivity(features, at_risk, deaths, coefs, theta_deg_values, rule: GridRule,
-                          fractions=(0.05, 0.1, 0.2), level: float = 0.9) -> pd.DataFrame:
+                          fractions=(0.05, 0.1, 0.2), level: float = 0.9,
+                          tiebreak=None) -> pd.DataFrame:
     """The interior optimum direction at several relative bandwidth fractions.
 
     ``coefs`` are the feature weights of directions ``theta_deg_values`` (``0 < theta < 90``,
     the interior); per fraction the Dev of every split is evaluated there
     (:func:`~riskdask.hazard.gridsearch.evaluate_points`), and the optimum of the mean Dev and
-    the ``level`` range of the per-split optima are reported.
+    the ``level`` range of the per-split optima are reported. Given the run's own grid points
+    (in grid order, the run's optimum among them) and ``tiebreak``, the row at the run's
+    fraction reproduces the run's optimum exactly: the same Dev (same points, same tie rule),
+    and the argmin of a subset that holds the overall argmin is that argmin.
     """
     if rule.mode != "relative":
         raise ValueError("bandwidth fractions apply to the relative grid rule only")
@@ -106,7 +110,7 @@ def bandwidth_sensitivity(features, at_risk, deaths, coefs, theta_deg_values, ru
     rows = []
     for f in fractions:
         dev = evaluate_points(features, at_risk, deaths, coefs,
-                              replace(rule, bandwidth_fraction=float(f)))
+                              replace(rule, bandwidth_fraction=float(f)), tiebreak)
         ok = np.isfinite(dev).all(axis=1)
         mean = np.where(ok, np.where(np.isfinite(dev), dev, 0).mean(axis=1), np.inf)
         i = int(np.argmin(mean))

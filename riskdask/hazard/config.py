@@ -17,7 +17,7 @@ from .panel import PanelRules
 
 __all__ = ["Config", "PeriodConfig", "SyntheticConfig", "RulesConfig", "DataConfig", "Axis",
            "KAxis", "K0Axis", "ThetaAxis", "GridConfig", "SmoothingConfig", "SplitConfig",
-           "BootstrapConfig"]
+           "BootstrapConfig", "LikelihoodConfig", "PredictionConfig"]
 
 
 class _Section(BaseModel):
@@ -27,15 +27,22 @@ class _Section(BaseModel):
 class PeriodConfig(_Section):
     start: int = Field(1997, ge=1900, le=2100)
     end: int = Field(2007, ge=1900, le=2100)
-    first_closure_year: int = Field(
-        1998, ge=1900, le=2100,
-        description="closures before this year are not counted (seed: 1998)")
+    first_closure_year: int | None = Field(
+        None, ge=1900, le=2100,
+        description="closures before this year are not counted (default: the year after "
+                    "start, as the seed's 1998 for 1997; at most end)")
 
     @model_validator(mode="after")
     def _order(self):
-        if not self.start <= self.first_closure_year <= self.end:
+        if not self.start <= self.closures_from() <= self.end:
             raise ValueError("need start <= first_closure_year <= end")
         return self
+
+    def closures_from(self) -> int:
+        """``first_closure_year``, or (unset) the year after ``start`` (at most ``end``)."""
+        if self.first_closure_year is not None:
+            return self.first_closure_year
+        return min(self.start + 1, self.end)
 
 
 class SyntheticConfig(_Section):
@@ -47,6 +54,15 @@ class SyntheticConfig(_Section):
     peak_time: float = Field(5.0, gt=0)
     true_k1: float = Field(1.0, ge=0)
     true_k2: float = Field(1.0, ge=0)
+    shape: Literal["inverted_u", "linear", "constant"] = Field(
+        "inverted_u", description="true hazard of the generator (riskdask.hazard.synthetic."
+                                  "true_hazard); the true direction is atan2(true_k2, true_k1)")
+
+    @model_validator(mode="after")
+    def _direction(self):
+        if self.true_k1 == 0 and self.true_k2 == 0:
+            raise ValueError("true_k1 and true_k2 cannot both be 0")
+        return self
 
 
 class RulesConfig(_Section):
@@ -143,9 +159,22 @@ class SmoothingConfig(_Section):
         "fixed", description="relative mode: 'cv' replaces bandwidth_fraction by the "
                              "least-squares cross-validated one of the full-sample kernel "
                              "hazard at k1 = k2")
+    grid_start: Literal["support", "zero"] = Field(
+        "support", description="relative mode: the 101-point grid starts at the definition's "
+                               "smallest possible T (k1 + k2 for T and T1, 1 for T0, T2, T3), "
+                               "where the data start, or at 0")
     boundary: Literal["none", "reflect"] = Field(
-        "none", description="kernel boundary correction at T = 0: 'reflect' mirrors the failure "
-                            "times about 0 (the seed's formula as written: 'none')")
+        "none", description="kernel boundary correction where the data start (the "
+                            "definition's smallest possible T): 'reflect' mirrors the failure "
+                            "times about it (the seed's formula as written: 'none')")
+    ties: Literal["direction_limit", "data"] = Field(
+        "direction_limit",
+        description="the search's Dev where T values tie only because k2/k1 is a simple "
+                    "ratio (1/2, 1, 2, 3 ...): 'direction_limit' orders them as the directions "
+                    "just above do (Dev(theta) is the limit from above, no ray is special); "
+                    "'data' groups them (the per-split optima then pile on such rays). The "
+                    "axes and the fixed choices (T0, k1 = k2, k1 = 0) always keep the data's "
+                    "ties: they are models of their own")
     sensitivity_fractions: list[float] = Field(
         [0.05, 0.1, 0.2], description="relative mode: bandwidth fractions of the sensitivity "
                                       "table of the optimum ([] = none)")
@@ -169,7 +198,8 @@ class SmoothingConfig(_Section):
     def rule(self) -> GridRule:
         return GridRule(mode=self.mode, bandwidth_fraction=self.bandwidth_fraction,
                         grid_max_fraction=self.grid_max_fraction, bandwidth=self.bandwidth,
-                        grid_min=self.grid_min, grid_max=self.grid_max, boundary=self.boundary)
+                        grid_min=self.grid_min, grid_max=self.grid_max, boundary=self.boundary,
+                        ties=self.ties, grid_start=self.grid_start)
 
 
 class SplitConfig(_Section):
@@ -194,6 +224,9 @@ class SplitConfig(_Section):
     def _increasing(self):
         if any(b <= a for a, b in zip(self.age_bands, self.age_bands[1:])):
             raise ValueError("age_bands must be strictly increasing")
+        if self.min_usable is not None and self.min_usable > self.n_splits:
+            raise ValueError(f"min_usable = {self.min_usable} is more than n_splits = "
+                             f"{self.n_splits}: no run could have that many usable splits")
         return self
 
     def needed(self) -> int:
@@ -207,6 +240,43 @@ class BootstrapConfig(_Section):
     level: float = Field(0.95, gt=0, lt=1)
 
 
+class LikelihoodConfig(_Section):
+    """The profile likelihood of the direction (riskdask.hazard.likelihood)."""
+
+    df: int = Field(6, ge=1, le=20, description="B-spline degrees of freedom of the baseline "
+                                               "log-hazard in T (cubic; df - 4 interior knots)")
+    n_theta: int = Field(181, ge=3, le=100_000,
+                         description="profile grid: linspace(0, 90, n_theta) degrees, axes "
+                                     "included")
+    tile_size: int = Field(46, gt=0, description="directions per Dask task")
+    holdout: bool = Field(True, description="temporal holdout of the directions (fit on years "
+                                            "<= t, predict t + 1)")
+    holdout_min_train_years: int = Field(
+        5, ge=1, le=100, description="an origin t is scored only when the training years "
+                                     "first_closure_year..t number at least this many (with "
+                                     "fewer the direction is not estimable: N1 barely varies "
+                                     "in the first years)")
+    reliability_bins: int = Field(10, ge=2, le=100)
+
+
+class PredictionConfig(_Section):
+    """Next-year closure probabilities: from the person-year model at this direction."""
+
+    direction: Literal["likelihood", "dev", "T0"] | list[float] = Field(
+        "likelihood", description="'likelihood' (the profile maximum), 'dev' (the Dev "
+                                  "optimum), 'T0' (k2 = 0) or [k1, k2]; definitions T and T1 "
+                                  "only (T0, T2, T3 predict at their own fixed weights)")
+
+    @model_validator(mode="after")
+    def _pair(self):
+        d = self.direction
+        if isinstance(d, list):
+            if len(d) != 2 or min(d) < 0 or max(d) <= 0:
+                raise ValueError("prediction.direction = [k1, k2] needs two values >= 0, not "
+                                 "both 0")
+        return self
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(2018, ge=0)
@@ -218,6 +288,8 @@ class Config(BaseModel):
     smoothing: SmoothingConfig = SmoothingConfig()
     split: SplitConfig = SplitConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
+    likelihood: LikelihoodConfig = LikelihoodConfig()
+    prediction: PredictionConfig = PredictionConfig()
     top_n_report: int = Field(20, ge=0, description="NPOs shown in the report's ranked table")
     covariates: list[Literal["field", "function", "age"]] = Field(
         [], description="optional: also fit lifelines' CoxPHFitter at the optimum and report "

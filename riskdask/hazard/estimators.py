@@ -130,15 +130,19 @@ def gaussian_kernel(u):
 BOUNDARIES = ("none", "reflect")
 
 
-def kernel_matrix(grid, times, bandwidth: float, boundary: str = "none") -> np.ndarray:
+def kernel_matrix(grid, times, bandwidth: float, boundary: str = "none",
+                  origin: float = 0.0) -> np.ndarray:
     """``(1/b) K((t - t_i)/b)`` for every grid point ``t`` and failure time ``t_i``.
 
-    ``boundary = "reflect"`` adds the mirror image of every failure time at ``-t_i``
-    (reflection about ``T = 0``, Schuster 1985; the correction R ``muhaz``'s boundary kernels
-    also address): ``(1/b) [K((t - t_i)/b) + K((t + t_i)/b)]`` for ``t >= 0``. Time-at-risk is
-    never negative, so the plain Gaussian kernel puts the mass of failures near 0 partly below
-    0 and estimates only about half of a constant hazard at ``T = 0``; the reflected kernel
-    keeps it on ``T >= 0``.
+    ``boundary = "reflect"`` adds the mirror image of every failure time about ``origin``,
+    ``2 origin - t_i`` (reflection, Schuster 1985; the correction R ``muhaz``'s boundary
+    kernels also address): ``(1/b) [K((t - t_i)/b) + K((t - 2 origin + t_i)/b)]``. ``origin``
+    is where the data start: the definition's smallest possible time-at-risk
+    (:func:`~riskdask.hazard.timeatrisk.support_start`: ``k1 + k2`` for T and T1, 1 for T0, T2
+    and T3), not ``T = 0`` where no NPO can be. A failure exactly at ``origin`` is its own
+    mirror and is counted once. The plain Gaussian kernel puts the mass of failures near the
+    start partly below it and estimates only about half of a constant hazard there; the
+    reflected kernel keeps it on ``T >= origin``.
     """
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
@@ -146,23 +150,26 @@ def kernel_matrix(grid, times, bandwidth: float, boundary: str = "none") -> np.n
     t = np.asarray(times, dtype=np.float64)
     kmat = gaussian_kernel((grid[:, None] - t[None, :]) / bandwidth)
     if boundary == "reflect":
-        kmat = kmat + gaussian_kernel((grid[:, None] + t[None, :]) / bandwidth)
+        above = t > origin + 1e-9 * max(1.0, abs(origin))
+        mirror = gaussian_kernel((grid[:, None] - (2.0 * origin - t[None, :])) / bandwidth)
+        kmat = kmat + np.where(above[None, :], mirror, 0.0)
     return kmat / bandwidth
 
 
-def smooth_hazard(grid, times, increments, bandwidth: float, boundary: str = "none") -> np.ndarray:
+def smooth_hazard(grid, times, increments, bandwidth: float, boundary: str = "none",
+                  origin: float = 0.0) -> np.ndarray:
     """Kernel-smoothed hazard ``h(t) = (1/b) sum_i K((t - t_i)/b) dH(t_i)`` (seed eq. 4).
 
     ``increments`` may be 1-D (one curve) or 2-D ``(n_times, n_curves)``; the kernel sum is a
-    matrix product over the failure times. ``boundary`` as in :func:`kernel_matrix` (default
-    ``"none"``: the seed's formula as written).
+    matrix product over the failure times. ``boundary`` and ``origin`` as in
+    :func:`kernel_matrix` (default ``"none"``: the seed's formula as written).
     """
     if boundary == "none":  # the hot path of the grid search: no extra temporaries
         grid = np.asarray(grid, dtype=np.float64)
         kmat = gaussian_kernel((grid[:, None] - np.asarray(times, dtype=np.float64)[None, :])
                                / bandwidth)
         return (kmat @ np.asarray(increments, dtype=np.float64)) / bandwidth
-    return (kernel_matrix(grid, times, bandwidth, boundary)
+    return (kernel_matrix(grid, times, bandwidth, boundary, origin)
             @ np.asarray(increments, dtype=np.float64))
 
 
@@ -206,6 +213,17 @@ class GridRule:
         101 (seed).
     boundary : {"none", "reflect"}
         Boundary treatment near ``T = 0`` (:func:`kernel_matrix`).
+    grid_start : {"zero", "support"}
+        Relative mode: the grid runs from 0 (``"zero"``) or from the definition's smallest
+        possible T (``"support"``, :func:`~riskdask.hazard.timeatrisk.support_start`), where
+        the data start, to ``grid_max_fraction * s``; the 101 points are then all where NPOs
+        can be. Scale-invariant either way (the start scales with ``(k1, k2)``).
+    ties : {"data", "direction_limit"}
+        How the *search* treats time-at-risk values that tie only because the direction is a
+        rational ray (:func:`riskdask.hazard.gridsearch.evaluate_points`): ``"data"`` groups
+        them as one failure time (Breslow's ``d/n``); ``"direction_limit"`` orders them as the
+        neighbouring directions just above theta do, so Dev(theta) is the limit from above
+        and rational rays (k2/k1 = 1/2, 1, 2, 3 ...) are not special.
     """
 
     mode: str = "relative"
@@ -216,22 +234,33 @@ class GridRule:
     grid_max: float = 11.0
     n_points: int = N_GRID
     boundary: str = "none"
+    ties: str = "data"
+    grid_start: str = "zero"
 
-    def grid_and_bandwidth(self, scale: float) -> tuple[np.ndarray, float]:
-        """The grid and bandwidth for a pooled sample whose ``max T`` is ``scale``."""
+    def grid_and_bandwidth(self, scale: float, origin: float = 0.0) -> tuple[np.ndarray, float]:
+        """The grid and bandwidth for a pooled sample whose ``max T`` is ``scale`` (``origin``:
+        the definition's smallest possible T, where a ``"support"`` grid starts)."""
         if self.mode == "relative":
             top = self.grid_max_fraction * scale
-            grid = top * (np.arange(self.n_points, dtype=np.float64) / (self.n_points - 1))
+            lo = min(origin, top) if self.grid_start == "support" else 0.0
+            grid = lo + (top - lo) * (np.arange(self.n_points, dtype=np.float64)
+                                      / (self.n_points - 1))
             return grid, self.bandwidth_fraction * scale
         if self.mode == "absolute":
             return np.linspace(self.grid_min, self.grid_max, self.n_points), float(self.bandwidth)
         raise ValueError(f"unknown grid mode {self.mode!r}")
 
     def describe(self) -> str:
-        edge = "" if self.boundary == "none" else f", boundary correction at T=0: {self.boundary}"
+        edge = ("" if self.boundary == "none" else
+                f", boundary correction at the support's start: {self.boundary}")
+        if self.ties == "direction_limit":
+            edge += ", ties on rational rays broken by the direction's limit from above"
         if self.mode == "relative":
-            return (f"relative: grid 0..{self.grid_max_fraction:g}*max(T) "
+            start = "min(T)" if self.grid_start == "support" else "0"
+            where = (", min(T) the smallest possible T (k1 + k2 for T and T1, 1 for T0, T2, T3)"
+                     if self.grid_start == "support" else "")
+            return (f"relative: grid {start}..{self.grid_max_fraction:g}*max(T) "
                     f"({self.n_points} points), bandwidth {self.bandwidth_fraction:g}*max(T), "
-                    f"max(T) over the pooled sample{edge}")
+                    f"max(T) over the pooled sample{where}{edge}")
         return (f"absolute: grid {self.grid_min:g}..{self.grid_max:g} ({self.n_points} points), "
                 f"bandwidth {self.bandwidth:g} (units of T){edge}")

@@ -25,12 +25,12 @@ import numpy as np
 
 from .estimators import (GridRule, cumulative_hazard_at, deviation_columns, round_times,
                          smooth_hazard, weighted_increments)
-from .timeatrisk import coefficients
+from .timeatrisk import coefficients, support_start
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
            "direction_points", "evaluate_points", "evaluate_tile", "TileInput", "curves_for",
            "Curves", "bootstrap_curves", "time_at_risk_range", "coefficient_matrix",
-           "next_year_probability", "concat_points"]
+           "next_year_probability", "concat_points", "keyed_increments", "tiebreak_matrix"]
 
 
 @dataclass(frozen=True)
@@ -154,16 +154,54 @@ def time_at_risk_range(features: np.ndarray, definition: str, points: GridPoints
     return tmin, tmax, uniq[argmin_row]
 
 
-def _curves(t_rounded, at_risk, deaths, rule: GridRule, scale: float):
+def keyed_increments(t_rounded, secondary, at_risk_weight, death_weight):
+    """:func:`~riskdask.hazard.estimators.weighted_increments` with ties in ``t`` broken by
+    ``secondary`` (rounded), lexicographically: the order of ``t + eps * secondary`` as
+    ``eps -> 0+``. Rows equal in both stay one group. Times may repeat in the output."""
+    s = round_times(secondary)
+    order = np.lexsort((s, t_rounded))
+    ts, ss = t_rounded[order], s[order]
+    new = np.concatenate(([True], (ts[1:] != ts[:-1]) | (ss[1:] != ss[:-1])))
+    starts = np.flatnonzero(new)
+    n_group = np.add.reduceat(at_risk_weight[order], starts, axis=0)
+    d_group = np.add.reduceat(death_weight[order], starts, axis=0)
+    n_at_risk = np.cumsum(n_group[::-1], axis=0)[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inc = np.where(d_group > 0, d_group / np.where(n_at_risk > 0, n_at_risk, 1.0), 0.0)
+    return ts[starts], inc
+
+
+def tiebreak_matrix(definition: str, points: GridPoints, interior: np.ndarray) -> np.ndarray:
+    """``d coef / d theta`` (up to a positive factor) at the interior points, 0 elsewhere: the
+    direction in which ``T`` moves when theta grows, which breaks ties on rational rays."""
+    out = np.zeros((points.size, 4))
+    for i in np.flatnonzero(interior):
+        out[i] = coefficients(definition, -points.k2[i], points.k1[i], points.k0[i])
+    return out
+
+
+def _curves(t_rounded, at_risk, deaths, rule: GridRule, scale: float, secondary=None,
+            origin: float = 0.0):
     """Smoothed hazards (101 x c) of every weight column for one set of pattern times."""
-    times, inc = weighted_increments(t_rounded, at_risk, deaths)
+    if secondary is None:
+        times, inc = weighted_increments(t_rounded, at_risk, deaths)
+    else:
+        times, inc = keyed_increments(t_rounded, secondary, at_risk, deaths)
     failing = inc.any(axis=1)  # only failure times carry kernel mass
-    grid, bw = rule.grid_and_bandwidth(scale)
-    return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
+    grid, bw = rule.grid_and_bandwidth(scale, origin)
+    return grid, bw, smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary,
+                                   origin)
 
 
-def evaluate_points(features, at_risk, deaths, coefs, rule: GridRule) -> np.ndarray:
+def evaluate_points(features, at_risk, deaths, coefs, rule: GridRule,
+                    tiebreak=None) -> np.ndarray:
     """Dev of every split at every coefficient point.
+
+    Ties (``rule.ties = "direction_limit"``): where a row of ``tiebreak`` is nonzero (interior
+    directions, :func:`tiebreak_matrix`), pattern times equal at this point are ordered by
+    ``features @ tiebreak`` (:func:`keyed_increments`): Dev is then the limit of Dev at
+    directions just above theta, and a rational ray k2/k1 = p/q, where distinct patterns tie,
+    is not a point of its own. Rows of zeros (the axes, the fixed choices) keep the data's ties.
 
     Parameters
     ----------
@@ -174,6 +212,7 @@ def evaluate_points(features, at_risk, deaths, coefs, rule: GridRule) -> np.ndar
     coefs : ndarray, shape (m, 4)
         Feature weights of the points (:func:`coefficient_matrix`).
     rule : GridRule
+    tiebreak : ndarray, shape (m, 4), optional
 
     Returns
     -------
@@ -181,11 +220,16 @@ def evaluate_points(features, at_risk, deaths, coefs, rule: GridRule) -> np.ndar
         ``Dev`` (seed eqs. 6-8) per point and split; ``nan`` where sample 1 has no hazard mass
         on the grid.
     """
-    T_all = np.asarray(features, float) @ np.asarray(coefs, float).T  # (p, m)
+    features = np.asarray(features, float)
+    T_all = features @ np.asarray(coefs, float).T  # (p, m)
+    use = (tiebreak is not None and rule.ties == "direction_limit")
+    S_all = features @ np.asarray(tiebreak, float).T if use else None
     out = np.empty((coefs.shape[0], at_risk.shape[1] // 2))
     for i in range(coefs.shape[0]):
         t = round_times(T_all[:, i])
-        _, _, h = _curves(t, at_risk, deaths, rule, float(t.max()))
+        sec = S_all[:, i] if use and np.any(tiebreak[i]) else None
+        _, _, h = _curves(t, at_risk, deaths, rule, float(t.max()), sec,
+                          support_start(coefs[i]))
         out[i] = deviation_columns(h[:, 0::2], h[:, 1::2])
     return out
 
@@ -199,12 +243,14 @@ class TileInput:
     deaths: np.ndarray
     coefs: np.ndarray
     rule: GridRule
+    tiebreak: np.ndarray | None = None
 
 
 def evaluate_tile(chunk, shared: TileInput) -> np.ndarray:
     """Engine kernel: Dev (points x splits) for grid points ``[chunk.start, chunk.stop)``."""
+    tb = None if shared.tiebreak is None else shared.tiebreak[chunk.start:chunk.stop]
     return evaluate_points(shared.features, shared.at_risk, shared.deaths,
-                           shared.coefs[chunk.start:chunk.stop], shared.rule)
+                           shared.coefs[chunk.start:chunk.stop], shared.rule, tb)
 
 
 @dataclass(frozen=True)
@@ -223,6 +269,8 @@ class Curves:
         Breslow increments per column (0 where a column has no failure at a time).
     scale : float
         ``max T`` over the pooled sample (the relative rule's scale).
+    origin : float
+        The definition's smallest possible T (reflection point, a ``"support"`` grid's start).
     """
 
     grid: np.ndarray
@@ -231,6 +279,7 @@ class Curves:
     times: np.ndarray
     increments: np.ndarray
     scale: float
+    origin: float = 0.0
 
     def failures(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         """Failure times and increments of one column (where its increment is > 0)."""
@@ -257,11 +306,12 @@ def curves_for(table: PatternTable, weights: np.ndarray, coef: np.ndarray,
     t = round_times(table.features @ coef)
     deaths = weights * table.event[:, None]
     times, inc = weighted_increments(t, weights, deaths)
-    grid, bw = rule.grid_and_bandwidth(float(t.max()))
+    origin = support_start(coef)
+    grid, bw = rule.grid_and_bandwidth(float(t.max()), origin)
     failing = inc.any(axis=1)
-    h = smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary)
+    h = smooth_hazard(grid, times[failing], inc[failing], bw, rule.boundary, origin)
     return Curves(grid=grid, bandwidth=float(bw), hazard=h, times=times, increments=inc,
-                  scale=float(t.max()))
+                  scale=float(t.max()), origin=origin)
 
 
 def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
@@ -280,8 +330,10 @@ def bootstrap_curves(chunk, shared: dict) -> np.ndarray:
     t = round_times(table.features @ shared["coef"])
     times, inc = weighted_increments(t, W, W * table.event[:, None])
     failing = inc.any(axis=1)
-    grid, bw = shared["rule"].grid_and_bandwidth(shared["scale"])
-    return smooth_hazard(grid, times[failing], inc[failing], bw, shared["rule"].boundary).T
+    origin = support_start(shared["coef"])
+    grid, bw = shared["rule"].grid_and_bandwidth(shared["scale"], origin)
+    return smooth_hazard(grid, times[failing], inc[failing], bw, shared["rule"].boundary,
+                         origin).T
 
 
 def next_year_probability(times, increments, t_now, t_next) -> np.ndarray:

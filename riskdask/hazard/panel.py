@@ -140,6 +140,8 @@ RULE_SENTENCES = {
     "closure_after_period": "NPOs closed after the study period, censored at its end (active)",
     "missing_closure_year_row": "NPOs without a row for their closure year, read as no grant "
                                 "that year",
+    "npos_wholly_outside_period": "NPOs all of whose rows fall outside the study period (left "
+                                  "out with their rows, data.rules.rows_outside_period)",
 }
 
 
@@ -244,6 +246,10 @@ def build_panel(frame: pd.DataFrame, period: Period, *, source: str = "<panel>",
                              column="year")
         rule_counts["rows_outside_period"] = int(np.count_nonzero(outside))
         rule_ids["rows_outside_period"] = (np.flatnonzero(outside) + 1).tolist()  # 1-based rows
+        ids_all = frame["npo_id"].astype(str).to_numpy()
+        gone = np.setdiff1d(np.unique(ids_all[outside]), np.unique(ids_all[~outside]))
+        rule_counts["npos_wholly_outside_period"] = int(gone.size)
+        rule_ids["npos_wholly_outside_period"] = gone.tolist()
         if outside.all():
             raise InputError(f"no row of the panel is inside the study period "
                              f"{period.start}-{period.end}", file=source, column="year")

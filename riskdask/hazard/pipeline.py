@@ -31,10 +31,13 @@ from .estimators import GridRule, smooth_hazard
 from .gridsearch import (Curves, GridPoints, PatternTable, TileInput, bootstrap_curves,
                          coefficient_matrix, compress, concat_points, curves_for,
                          direction_points, evaluate_tile, make_grid_points, sample_weights,
-                         time_at_risk_range)
+                         tiebreak_matrix, time_at_risk_range)
 from .panel import (RULE_SENTENCES, NPOPanel, Period, build_panel, exclusion_sentence,
                     read_panel_file)
-from .predict import next_year_table
+from .holdout import HoldoutInput, HoldoutReport, holdout_report, holdout_tile
+from .likelihood import (PoissonFit, ProfileInput, ProfileReport, aggregate,
+                         direction_coef, fit_at, person_years, profile_report, profile_tile)
+from .predict import model_next_year_table
 from .split import (UsableSplits, age_band, balance_table, max_stratum_gap, stratum_codes,
                     usable_splits)
 from .synthetic import generate_panel
@@ -42,7 +45,8 @@ from .timeatrisk import USES, coefficients
 from .uncertainty import Direction, FixedDefinition, OptimumReport
 
 __all__ = ["HazardInputs", "HazardResult", "CoxBaseline", "PURPOSES", "grid_points",
-           "check_time_at_risk", "searches_direction", "load_inputs", "compute"]
+           "check_time_at_risk", "searches_direction", "load_inputs", "compute",
+           "likelihood_profile", "prediction_direction"]
 
 #: The random streams of a run. The first, SeedSequence(seed) itself, draws the synthetic
 #: panel (as in every earlier release); splits and bootstrap resamples have their own.
@@ -113,17 +117,20 @@ def load_inputs(cfg: Config, record, streams) -> HazardInputs:
 
     The synthetic panel is drawn from ``streams.seed("synthetic")`` (the primary stream).
     """
-    period = Period(cfg.period.start, cfg.period.end, cfg.period.first_closure_year)
+    period = Period(cfg.period.start, cfg.period.end, cfg.period.closures_from())
     if cfg.data.path is None:
         s = cfg.data.synthetic
         frame = generate_panel(s.n_npos, period, streams.seed("synthetic"),
                                p_initial_grant=s.p_initial_grant, p_keep=s.p_keep,
                                p_regain=s.p_regain, peak_hazard=s.peak_hazard,
-                               peak_time=s.peak_time, true_k1=s.true_k1, true_k2=s.true_k2)
+                               peak_time=s.peak_time, true_k1=s.true_k1, true_k2=s.true_k2,
+                               shape=s.shape)
         source, path, digest = "synthetic panel", None, _frame_digest(frame)
-        desc = (f"synthetic: {s.n_npos} at-risk NPOs, {period.start}-{period.end}, inverted-U "
-                f"hazard peaking at T={s.peak_time:g} (T = {s.true_k1:g}*N0 + "
-                f"{s.true_k2:g}*N1), seed {cfg.seed}")
+        shape = {"inverted_u": f"inverted-U hazard peaking at T={s.peak_time:g}",
+                 "linear": f"linear hazard ({s.peak_hazard:g} at T={s.peak_time:g})",
+                 "constant": f"constant hazard {s.peak_hazard:g}"}[s.shape]
+        desc = (f"synthetic: {s.n_npos} at-risk NPOs, {period.start}-{period.end}, {shape} "
+                f"(T = {s.true_k1:g}*N0 + {s.true_k2:g}*N1), seed {cfg.seed}")
     else:
         path = Path(cfg.data.path)
         frame = read_panel_file(path)
@@ -138,6 +145,12 @@ def load_inputs(cfg: Config, record, streams) -> HazardInputs:
                    + " (data.rules.rows_outside_period)",
                    panel.rule_counts.get("rows_outside_period", 0),
                    rows=panel.rule_ids.get("rows_outside_period"))
+    # every other panel-rule count, in NPOs (kept, except those wholly outside the period)
+    for rule in ("npos_wholly_outside_period", "closure_after_period",
+                 "missing_closure_year_row"):
+        key = "" if rule == "npos_wholly_outside_period" else f" (data.rules.{rule})"
+        record.exclude(source, RULE_SENTENCES[rule] + key, panel.rule_counts.get(rule, 0),
+                       rows=panel.rule_ids.get(rule), unit="NPOs")
     points = grid_points(cfg)
     check_time_at_risk(cfg, panel, points)
     npos = panel.npos
@@ -205,8 +218,16 @@ class HazardResult:
         Share of grid points where the full curve lies between the two halves.
     cox : CoxBaseline or None
     ranked : pandas.DataFrame
-        Active NPOs ranked by the probability of closure within the next year;
-        ``prediction`` what goes with it (counts beyond the data, the extrapolation rule).
+        Active NPOs ranked by the probability of closure within the next year, from the
+        person-year model at ``prediction.direction``; ``prediction`` what goes with it
+        (the direction, counts beyond the data, the extrapolation rule).
+    likelihood : ProfileReport or None
+        The profile likelihood of theta (T, T1; :mod:`riskdask.hazard.likelihood`).
+    model_fit : PoissonFit
+        The person-year model the predictions come from.
+    n_person_years : int
+    holdout : HoldoutReport or None
+        The temporal holdout of the directions (:mod:`riskdask.hazard.holdout`).
     """
 
     definition: str
@@ -234,6 +255,10 @@ class HazardResult:
     cox: CoxBaseline | None
     ranked: pd.DataFrame
     prediction: dict
+    likelihood: ProfileReport | None = None
+    model_fit: PoissonFit | None = None
+    n_person_years: int = 0
+    holdout: HoldoutReport | None = None
 
     @property
     def searched(self) -> bool:
@@ -309,8 +334,15 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> HazardResult:
     with ctx.stage("grid_search"):
         # the fixed choices (T0 = N0, k1 = k2, k1 = 0) ride along as extra points
         all_points = points if ref is None else concat_points(points, ref)
+        # interior searched points break ray ties by the direction's limit (rule.ties); the
+        # axes and the fixed choices keep the data's ties
+        n_ref = 0 if ref is None else ref.size
+        inner = np.concatenate([(points.k1 > 0) & (points.k2 > 0) & searched,
+                                np.zeros(n_ref, dtype=bool)])
+        tiebreak = tiebreak_matrix(cfg.definition, all_points, inner)
         shared = TileInput(features=table.features, at_risk=at_risk_w, deaths=death_w,
-                           coefs=coefficient_matrix(cfg.definition, all_points), rule=rule)
+                           coefs=coefficient_matrix(cfg.definition, all_points), rule=rule,
+                           tiebreak=tiebreak if rule.ties == "direction_limit" else None)
         tiles = plan_chunks(all_points.size, cfg.grid.tile_size)  # no randomness in a tile
         dev_all = np.concatenate(ctx.engine.map_chunks(evaluate_tile, tiles, shared=shared,
                                                        label="hazard-grid"), axis=0)
@@ -336,12 +368,16 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> HazardResult:
     if (rep is not None and cfg.smoothing.mode == "relative"
             and cfg.smoothing.sensitivity_fractions):
         with ctx.stage("bandwidth_sensitivity"):
-            th = uncertainty.sensitivity_directions(points, [best.theta_deg,
-                                                             *per_split.theta_deg])
-            dpts = direction_points(np.radians(th), [best.k0])
-            sens = bandwidth_sensitivity(table.features, at_risk_w, death_w,
-                                         coefficient_matrix(cfg.definition, dpts), th, rule,
-                                         cfg.smoothing.sensitivity_fractions, level)
+            # the run's own points and tie rule: the row at the run's fraction is the run
+            idx = uncertainty.sensitivity_points(points, [
+                (best.k1, best.k2, best.k0),
+                *per_split[["k1", "k2", "k0"]].itertuples(index=False, name=None)])
+            sub = GridPoints(k1=points.k1[idx], k2=points.k2[idx], k0=points.k0[idx],
+                             shape=(idx.size,))
+            sens = bandwidth_sensitivity(
+                table.features, at_risk_w, death_w, coefficient_matrix(cfg.definition, sub),
+                analysis.theta_deg(sub.k1, sub.k2), rule, cfg.smoothing.sensitivity_fractions,
+                level, tiebreak[:points.size][idx])
 
     with ctx.stage("curves"):
         first, second = (1, 2) if cfg.split.sample_one == 1 else (2, 1)
@@ -365,13 +401,28 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> HazardResult:
             cox = CoxBaseline(covariates=tuple(cfg.covariates), params=c_params,
                               concordance=c_index,
                               hazard=smooth_hazard(cur.grid, c_times, c_inc, cur.bandwidth,
-                                                   rule.boundary))
+                                                   rule.boundary, cur.origin))
+
+    with ctx.stage("likelihood"):
+        f = panel.features
+        py = person_years(panel.grants, f.break_index, f.end_index, event,
+                          panel.period.first_closure_year - panel.period.start)
+        agg = aggregate(py.features, py.event)
+        prof = None
+        if searched:
+            prof = likelihood_profile(cfg, agg, best.k0, ctx.engine, py.size,
+                                      int(py.event.sum()))
+
+    hold = None
+    if searched and cfg.likelihood.holdout:
+        with ctx.stage("holdout"):
+            hold = temporal_holdout(cfg, py, panel.period, best, ctx.engine)
 
     with ctx.stage("predict"):
-        f_times, f_inc = cur.failures(2)
-        ranked, pinfo = next_year_table(panel.npos, panel.grants, panel.features.end_index,
-                                        panel.features.matrix(), event, coef, f_times, f_inc,
-                                        cur.bandwidth, rule.boundary)
+        pcoef, pdir = prediction_direction(cfg, prof, best, coef)
+        mfit = fit_at(agg, pcoef, cfg.likelihood.df)
+        ranked, pinfo = model_next_year_table(panel.npos, panel.grants, f.end_index,
+                                              f.matrix(), event, mfit, pdir)
 
     return HazardResult(
         definition=cfg.definition, panel=panel, points=points, n_tiles=len(tiles), splits=us,
@@ -380,4 +431,62 @@ def compute(cfg: Config, inp: HazardInputs, ctx) -> HazardResult:
         stratum_gap=int(stratum_gap), balance=balance, dev=dev, rule=rule, cv=cv,
         optimum=rep, fixed=fixed, best=best, per_split=per_split,
         dev_at_best=np.asarray(dev_at_best, float), coef=coef, sensitivity=sens, curves=cur,
-        band=band, between=between, cox=cox, ranked=ranked, prediction=pinfo)
+        band=band, between=between, cox=cox, ranked=ranked, prediction=pinfo,
+        likelihood=prof, model_fit=mfit, n_person_years=int(py.size), holdout=hold)
+
+
+def temporal_holdout(cfg: Config, py, period: Period, best, engine) -> HoldoutReport | None:
+    """The holdout's folds as tasks on the engine, one per origin year (None: no origin)."""
+    first = period.first_closure_year - period.start
+    last = period.end - period.start
+    origins = np.arange(first + cfg.likelihood.holdout_min_train_years - 1, last)
+    origins = np.array([t for t in origins if py.event[py.year_index <= t].sum() > 0
+                        and (py.year_index == t + 1).any()], dtype=np.int64)
+    if origins.size == 0:
+        return None
+    shared = HoldoutInput(py=py, origins=origins, definition=cfg.definition, k0=float(best.k0),
+                          dev_theta_deg=float(best.theta_deg), df=cfg.likelihood.df)
+    folds = [f for part in engine.map_chunks(holdout_tile, plan_chunks(origins.size, 1),
+                                             shared=shared, label="hazard-holdout")
+             for f in part]
+    rep = holdout_report(py, folds, cfg.likelihood.reliability_bins)
+    years = rep.folds.origin_index + period.start
+    return replace(rep, folds=rep.folds.assign(origin_year=years.astype(np.int64)))
+
+
+def likelihood_profile(cfg: Config, agg, k0: float, engine, n_person_years: int = 0,
+                       n_closures: int = 0) -> ProfileReport:
+    """The profile likelihood of theta on ``linspace(0, 90, likelihood.n_theta)``, the grid's
+    fits as tasks on the engine (:func:`~riskdask.hazard.likelihood.profile_tile`), the
+    maximum and the interval refined on the client (the same pure fit)."""
+    df = cfg.likelihood.df
+    theta = np.linspace(0.0, 90.0, cfg.likelihood.n_theta)
+    coefs = np.stack([direction_coef(cfg.definition, t, k0) for t in theta])
+    tiles = plan_chunks(theta.size, cfg.likelihood.tile_size)
+    ll = np.concatenate(engine.map_chunks(profile_tile, tiles,
+                                          shared=ProfileInput(agg=agg, coefs=coefs, df=df),
+                                          label="hazard-likelihood"))
+    return profile_report(theta, ll,
+                          lambda t: fit_at(agg, direction_coef(cfg.definition, t, k0), df).loglik,
+                          n_person_years, n_closures, df)
+
+
+def prediction_direction(cfg: Config, prof: ProfileReport | None, best, dev_coef):
+    """Feature weights and description of ``prediction.direction`` (fixed definitions: their
+    own weights)."""
+    d = cfg.prediction.direction
+    if prof is None:
+        return dev_coef, {"source": "fixed definition", "requested": d,
+                          "weights": dict(zip(("N0", "N1", "X", "Z"), map(float, dev_coef)))}
+    if d == "likelihood":
+        theta, source = prof.theta_deg, "likelihood (profile maximum)"
+    elif d == "dev":
+        theta, source = float(best.theta_deg), "dev (interior optimum of the mean Dev)"
+    elif d == "T0":
+        theta, source = 0.0, "T0 (k2 = 0)"
+    else:
+        theta = float(np.degrees(np.arctan2(d[1], d[0])))
+        source = f"given: k1 = {d[0]:g}, k2 = {d[1]:g}"
+    coef = direction_coef(cfg.definition, theta, best.k0)
+    return coef, {"source": source, "theta_deg": theta, "k0": float(best.k0),
+                  "weights": dict(zip(("N0", "N1", "X", "Z"), map(float, coef)))}

@@ -48,7 +48,7 @@ from scipy.special import ndtr
 from .estimators import kernel_matrix
 
 __all__ = ["EXTRAPOLATION_RULE", "integrated_hazard", "closure_probability", "if_grant_status",
-           "next_year_table"]
+           "next_year_table", "MODEL_EXTRAPOLATION_RULE", "model_next_year_table"]
 
 EXTRAPOLATION_RULE = ("beyond the last observed failure time the smoothed hazard there is "
                       "carried forward as a constant")
@@ -192,4 +192,71 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
             "last_failure_time": float(np.max(times)) if len(times) else None,
             "extrapolation_rule": EXTRAPOLATION_RULE, "if_grant_defined": bool(defined),
             "if_grant_note": note}
+    return out.reset_index(drop=True), info
+
+
+#: How the person-year model's probabilities treat time-at-risk past the data.
+MODEL_EXTRAPOLATION_RULE = ("past the largest time-at-risk of the person-years the fitted "
+                            "annual hazard there is carried forward as a constant")
+
+
+def model_next_year_table(npos, grants, end_index, features, event, fit, direction: dict):
+    """Ranked next-year closure probabilities from the person-year model (calibrated).
+
+    The probability that an active NPO closes in the next calendar year is the fitted annual
+    closure probability at the time-at-risk it will have reached in that year,
+    ``p = min(mu(T_next), 1)`` (:func:`riskdask.hazard.likelihood.predict_probability`): the
+    Poisson mean of a 0/1 person-year outcome is the annual probability itself, so no
+    ``1 - exp(-H)`` conversion enters. ``T_next`` as in :func:`next_year_table` (no grant next
+    year; ``_if_grant``: a grant).
+
+    Parameters
+    ----------
+    npos, grants, end_index, features, event
+        As in :func:`next_year_table`.
+    fit : riskdask.hazard.likelihood.PoissonFit
+        The model at the prediction direction (``fit.coef`` the feature weights).
+    direction : dict
+        What the direction is (``source``, ``theta_deg``, ...), copied into ``info``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Columns of :func:`next_year_table`; ``beyond_data`` is ``T_next > fit.hi``.
+    info : dict
+        ``n_active, n_beyond_data, n_wholly_beyond_data, largest_time_at_risk,
+        extrapolation_rule, if_grant_defined, if_grant_note, direction, model,
+        mean_p_close_next_year``.
+    """
+    import pandas as pd
+
+    from .likelihood import predict_probability
+    from .timeatrisk import extend_one_year
+
+    coef = fit.coef
+    active = ~np.asarray(event, dtype=bool)
+    G = grants[active]
+    end = end_index[active]
+    now = features[active] @ coef
+    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
+    t_grant = extend_one_year(G, end, 1).matrix() @ coef
+    p0 = predict_probability(fit, t_nogrant)
+    defined, note = if_grant_status(coef)
+    p1 = predict_probability(fit, t_grant) if defined else np.full(now.shape, np.nan)
+    beyond = t_nogrant > fit.hi
+    sub = npos[active]
+    out = pd.DataFrame({"npo_id": sub.npo_id.to_numpy(), "field": sub.field.to_numpy(),
+                        "function": sub.function.to_numpy(), "time_at_risk": now,
+                        "time_at_risk_next": t_nogrant, "p_close_next_year": p0,
+                        "p_close_next_year_if_grant": p1, "beyond_data": beyond,
+                        "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
+    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    info = {"n_active": int(active.sum()), "n_beyond_data": int(beyond.sum()),
+            "n_wholly_beyond_data": int(np.count_nonzero(now >= fit.hi)),
+            "largest_time_at_risk": float(fit.hi),
+            "extrapolation_rule": MODEL_EXTRAPOLATION_RULE, "if_grant_defined": bool(defined),
+            "if_grant_note": note, "direction": direction,
+            "model": f"person-year Poisson, cubic B-spline log-hazard in T (df {fit.df})",
+            "mean_p_close_next_year": float(p0.mean()) if p0.size else None}
     return out.reset_index(drop=True), info

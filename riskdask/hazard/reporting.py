@@ -12,12 +12,12 @@ from numbers import Integral, Real
 import pandas as pd
 
 from .. import htmlkit as h
-from ..formatting import integer, sig
+from ..formatting import estimate, integer, sig
 from ..htmlkit import Markup
 
 __all__ = ["frame_table", "method_html", "optimum_html", "fixed_html", "splits_html",
            "panel_rules_html", "prediction_html", "sensitivity_html", "smoothing_html",
-           "ranked_html"]
+           "ranked_html", "likelihood_text", "likelihood_html", "holdout_html"]
 
 FORMULAS = {"T": "T = k1·N0 + k2·N1 (seed eq. 5)", "T0": "T0 = N0 (Appendix A, eq. 9)",
             "T1": "T1 = k1·N0 + k2·Y, Y = N1 + (1+k0)·N2 + (1+2k0)·N3 + … (eqs. 10, 12)",
@@ -58,8 +58,21 @@ def _weight(v: float) -> str:
     return integer(v) if float(v).is_integer() else sig(v, 4)
 
 
-def method_html(cfg, rule, best, n_splits: int, invariant: bool) -> Markup:
-    """Report section: how the time-at-risk, the hazard, Dev and the prediction are made."""
+def method_html(cfg, rule, best, n_splits: int, invariant: bool, weights=None) -> Markup:
+    """Report section: how the time-at-risk, the hazard, Dev and the prediction are made.
+
+    ``weights`` (feature -> weight) are shown for a definition without k1/k2 (T0, T2, T3):
+    its real weights, not the placeholder k1 = k2 = 1 the grid carries.
+    """
+    from .timeatrisk import USES
+
+    uses = USES[cfg.definition]
+    if "k1" in uses:
+        chosen = f"k1={sig(best.k1, 4)}, k2={sig(best.k2, 4)}" + (
+            f", k0={sig(best.k0, 4)}" if "k0" in uses else "")
+    else:
+        chosen = f"{cfg.definition} = {weights_text(weights or {})} (no k1, k2)" + (
+            f", k0={sig(best.k0, 4)}" if "k0" in uses else "")
     scale = ("In this mode Dev(c·k1, c·k2) = Dev(k1, k2): only the direction k2/k1 matters "
              "and the minimum is a ray, reported as k2/k1 and its angle. " if invariant else
              "In this mode the scale of the coefficients matters. ")
@@ -75,12 +88,12 @@ def method_html(cfg, rule, best, n_splits: int, invariant: bool) -> Markup:
             f"Dev = sqrt(S/101)/V with V from sample {cfg.split.sample_one} (the standard "
             f"curve), averaged over {integer(n_splits)} balanced splits (strata: field × "
             f"function × age band {cfg.split.age_bands})."),
-        h.p("Next-year closure probability: 1 − exp(−(H(T_next) − H(T_now))) with H the "
-            "integral of the full-sample smoothed hazard at the chosen coefficients "
-            f"(k1={sig(best.k1, 4)}, k2={sig(best.k2, 4)}, k0={sig(best.k0, 4)}); past the "
-            "last observed failure time the last smoothed hazard is carried forward (rows "
-            "flagged beyond_data). T_next is the time-at-risk after one more year without a "
-            "grant (ranking) or with one."),
+        h.p("Chosen coefficients (Dev): ", chosen, ". Next-year closure probability: the "
+            "annual closure probability of the person-year Poisson model (cubic B-spline "
+            "log-hazard in T) at the direction prediction.direction names, evaluated at the "
+            "time-at-risk the NPO reaches next year without a grant (ranking) or with one; "
+            "past the largest T of the data the fitted hazard there is carried forward (rows "
+            "flagged beyond_data)."),
     ])
 
 
@@ -142,12 +155,80 @@ def panel_rules_html(counts: dict, sentences: dict) -> Markup:
                    frame_table(rows)])
 
 
+def likelihood_text(rep) -> str:
+    """``theta = 64 deg (95% profile CI 52 .. 73), k2/k1 = 2.1; LR vs theta = 0: 27``."""
+    lo, hi = rep.ci95_deg
+    t0 = rep.lr_tests["theta = 0 (T0 = N0)"]
+    rlo, rhi = rep.ratio_ci95
+    if not math.isfinite(rep.k2_over_k1):
+        ratio = f"∞ [{sig(rlo, 3)}, ∞)"
+    elif not math.isfinite(rhi):
+        ratio = f"{sig(rep.k2_over_k1, 3)} [{sig(rlo, 2)}, ∞)"
+    else:
+        ratio = estimate(rep.k2_over_k1, lo=rlo, hi=rhi)
+    return (f"theta = {estimate(rep.theta_deg, lo=lo, hi=hi)}° (95% profile-likelihood "
+            f"interval), k2/k1 = {ratio}; LR vs theta = 0: {sig(t0['lr_statistic'], 3)} "
+            f"(p = {sig(t0['p_value'], 2)})")
+
+
+def likelihood_html(rep, optimum=None) -> Markup:
+    """Report section: the profile likelihood of theta beside the Dev optimum."""
+    tests = pd.DataFrame([{"null": k, "LR statistic": v["lr_statistic"],
+                           "p value": v["p_value"], "reference": v["reference"],
+                           "rejected at 5%": v["rejected_at_5pct"]}
+                          for k, v in rep.lr_tests.items()])
+    beside = ([] if optimum is None or optimum.interior is None else [h.p(
+        "Beside it, the seed's Dev criterion: ", optimum.headline.text, ". Dev compares the "
+        "shapes of two half-sample curves; the likelihood asks how well T explains who closed "
+        "when, and it is the one whose interval means what it says (on simulated panels with "
+        "a known direction it covers it; see benchmarks/hazard.py).")])
+    return h.join([
+        h.p(h.b("Likelihood direction: "), likelihood_text(rep), "."),
+        h.p(f"Discrete-time person-year Poisson model ({integer(rep.n_person_years)} "
+            f"NPO-years from the first year closures count, {integer(rep.n_closures)} "
+            f"closures), log-hazard a cubic B-spline in T_theta with {integer(rep.df)} degrees "
+            "of freedom, profiled over theta in [0°, 90°] (axes included); interval "
+            "{theta: 2 (l_max − l(theta)) ≤ 3.84}. At theta = 0 and 90 the test's null lies on "
+            "the boundary: p from 0.5 χ²₀ + 0.5 χ²₁."),
+        frame_table(tests), *beside])
+
+
+def holdout_html(rep) -> Markup:
+    """Report section: the temporal holdout of the directions (a ``HoldoutReport``)."""
+    years = rep.folds.origin_year.tolist() if "origin_year" in rep.folds else []
+    span = f" (origins {years[0]}–{years[-1]})" if years else ""
+    rel = rep.reliability.pivot_table(index="bin", columns="criterion",
+                                      values=["mean_predicted", "observed_rate"])
+    rel.columns = [f"{c} {v}" for v, c in rel.columns]
+    return h.join([
+        h.p(h.b("Which criterion predicts: "), rep.statement, "."),
+        h.p(f"Temporal holdout{span}: for each origin year t the person-year model is fitted "
+            "on the years up to t only and predicts the closures of year t + 1; the likelihood "
+            "direction is re-estimated in every fold, the Dev direction is the run's (chosen "
+            "on all years, so if anything favoured). Log score: mean of y log p + (1 − y) "
+            "log(1 − p), higher is better; Brier: mean (p − y)², lower is better."),
+        frame_table(rep.scores, 5),
+        h.p("Paired differences of the log score (best − other) per NPO-year, 95% interval "
+            "from the NPO-clustered standard error:"),
+        frame_table(rep.paired, 3),
+        h.p("Reliability (deciles of each criterion's predictions): mean predicted vs "
+            "observed closure rate."),
+        frame_table(rel.reset_index(), 3),
+        h.p("Directions used per fold:"), frame_table(rep.folds, 3)])
+
+
 def prediction_html(info: dict) -> Markup:
     grant = ("" if info["if_grant_defined"] else
              f" The “if granted” probability is {info['if_grant_note']}.")
-    return h.p(f"{integer(info['n_beyond_data'])} of {integer(info['n_active'])} active NPOs "
+    d = info.get("direction", {})
+    where = d.get("source", "")
+    if "theta_deg" in d:
+        where += f", theta = {sig(d['theta_deg'], 3)}°"
+    return h.p(f"Probabilities from the {info['model']} at the direction {where} "
+               "(config prediction.direction). "
+               f"{integer(info['n_beyond_data'])} of {integer(info['n_active'])} active NPOs "
                "are flagged ", h.code("beyond_data"), ": their next-year time-at-risk exceeds "
-               f"the last observed failure time ({sig(info['last_failure_time'], 4)}), "
+               f"the largest in the data ({sig(info['largest_time_at_risk'], 4)}), "
                f"{integer(info['n_wholly_beyond_data'])} of them already are at or past it "
                f"today; for them {info['extrapolation_rule']}.", grant)
 
@@ -162,10 +243,18 @@ def sensitivity_html(table: pd.DataFrame) -> Markup:
                        "(direction search on the same splits):"), frame_table(table)])
 
 
-def smoothing_html(cv: dict | None, boundary: str) -> Markup:
+def smoothing_html(cv: dict | None, boundary: str, origin: float = 0.0,
+                   ties: str = "data") -> Markup:
     edge = ("none (the seed's Gaussian kernel as written)" if boundary == "none" else
-            "reflection about T = 0")
-    parts = [h.p(f"Boundary correction at T = 0: {edge}.")]
+            f"reflection about the smallest possible T at the chosen coefficients, "
+            f"T = {sig(origin, 4)} (a failure exactly there is counted once)")
+    tie = ("Ties on rational rays (k2/k1 = 1/2, 1, 2 …, where distinct (N0, N1) give the same "
+           "T) are broken in the search as the directions just above them do, so Dev(theta) "
+           "has no special values there; the axes and the fixed choices keep the data's ties."
+           if ties == "direction_limit" else
+           "Ties on rational rays are grouped as in the data (Breslow d/n), so Dev jumps on "
+           "every simple-ratio ray.")
+    parts = [h.p(f"Boundary correction where the data start: {edge}."), h.p(tie)]
     if cv is not None:
         parts.append(h.p(
             "Bandwidth by least-squares cross-validation of the kernel hazard (full sample, "

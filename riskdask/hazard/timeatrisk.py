@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["DEFINITIONS", "SCALABLE_DEFINITIONS", "USES", "FEATURES", "SpellFeatures",
-           "spell_features", "y_weighted", "time_at_risk", "coefficients", "extend_one_year"]
+           "spell_features", "y_weighted", "time_at_risk", "coefficients", "extend_one_year",
+           "support_start"]
 
 #: The feature columns every time-at-risk definition is a linear combination of.
 FEATURES = ("N0", "N1", "X", "Z")
@@ -198,3 +199,15 @@ def extend_one_year(grants: np.ndarray, end_index: np.ndarray, grant_next: int) 
     end = np.asarray(end_index, dtype=np.int64) + 1
     ext[np.arange(g.shape[0]), end] = grant_next
     return spell_features(ext, end)
+
+
+def support_start(coef) -> float:
+    """The smallest time-at-risk an at-risk NPO can have under feature weights ``coef``.
+
+    Every at-risk NPO has ``N0 >= 1``, ``N1 >= 1`` and ``X >= 1`` (its first break year is a
+    no-grant year of the window) and ``Z >= 0``, and every weight is >= 0, so the minimum is
+    ``coef . (1, 1, 1, 0)``: ``k1 + k2`` for T (``T = k1 N0 + k2 N1``) and T1, and 1 for T0
+    (``N0``), T2 (``Y >= X >= 1``) and T3 (``X``). Kernel reflection and a ``"support"`` grid
+    start there.
+    """
+    return float(np.asarray(coef, dtype=np.float64) @ np.array([1.0, 1.0, 1.0, 0.0]))

@@ -48,7 +48,8 @@ import pandas as pd
 from .analysis import ratio_k2_k1, theta_deg
 from .gridsearch import GridPoints
 
-__all__ = ["theta_deg", "sensitivity_directions", "REFERENCE_DIRECTIONS", "reference_points",
+__all__ = ["theta_deg", "sensitivity_directions", "sensitivity_points", "REFERENCE_DIRECTIONS",
+           "reference_points",
            "dev_by_direction", "round_to_interval", "optimum_report", "identification",
            "fixed_report", "Direction", "AxisResult", "ThetaInterval", "Headline",
            "OptimumReport", "FixedDefinition"]
@@ -334,6 +335,11 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
                      "best_overall_theta_deg": float(th_all[jall])})
     per_split = pd.DataFrame(rows)
     lo, hi = _quantile_range(per_split.theta_deg.to_numpy(), level)
+    # a flat surface (every interior direction within TIE_RTOL of one Dev) prefers nothing:
+    # its "optimum" is the first grid point and a range of per-split optima would be noise
+    flat = bool(np.ptp(mean[cand]) <= TIE_RTOL * np.max(np.abs(mean[cand])))
+    if flat:
+        lo = hi = math.nan
     interval = ThetaInterval(level=float(level), lo=lo, hi=hi, min=float(per_split.theta_deg.min()),
                              max=float(per_split.theta_deg.max()),
                              median=float(per_split.theta_deg.median()),
@@ -375,12 +381,19 @@ def optimum_report(points: GridPoints, dev: np.ndarray, ref_points: GridPoints, 
     rlo, rhi = np.tan(np.radians([lo, hi])) if np.isfinite(lo) else (math.nan, math.nan)
     ratio_r, ratio_dec = round_to_interval(ib.ratio_k2_k1, rlo, min(rhi, 1e12))
     theta_range = float(th_search.max() - th_search.min()) if th_search.size else 90.0
-    ok, why = identification(hi - lo, max(theta_range, 1e-9), loo_win, R)
+    if flat:
+        ok, why = False, ("Dev is flat over the searched directions (every interior direction "
+                          "within a relative 1e-9 of one value): no direction is preferred and "
+                          "no range is reported")
+    else:
+        ok, why = identification(hi - lo, max(theta_range, 1e-9), loo_win, R)
     span = (f"{lo:.{theta_dec}f} .. {hi:.{theta_dec}f} deg ({100 * level:.0f}% range of {R} "
             f"per-split optima)")
     if ok:
         text = (f"theta = {theta_r:.{theta_dec}f} deg (k2/k1 = {ratio_r:.{ratio_dec}f}); "
                 f"across splits {span}")
+    elif flat:
+        text = "no optimum direction: Dev is flat over the searched directions (no range)"
     else:  # no rounded point estimate pretends to a precision the spread does not have
         text = (f"no optimum direction identified; per-split interior optima {lo:.2g} .. "
                 f"{hi:.2g} deg ({100 * level:.0f}% range of {R}); the mean Dev is smallest at "
@@ -422,3 +435,25 @@ def sensitivity_directions(points: GridPoints, must=()) -> np.ndarray:
     if th.size > 181:
         th = th[np.unique(np.linspace(0, th.size - 1, 181).round().astype(int))]
     return np.unique(np.concatenate([th, np.round(np.asarray(must, float), 7)]))
+
+
+def sensitivity_points(points: GridPoints, must) -> np.ndarray:
+    """Indices (grid order) of the run's own interior points for the bandwidth table.
+
+    One point per ray (the first in grid order; at most ~181 rays, evenly picked) at the k0
+    of the first ``must`` point, plus the exact points ``must`` (``(k1, k2, k0)`` of the run's
+    optimum and of every per-split optimum). The same points and the same tie rule as the
+    grid: the table's row at the run's fraction reproduces the run's optimum exactly
+    (:func:`~riskdask.hazard.bandwidth.bandwidth_sensitivity`).
+    """
+    must = [tuple(map(float, m)) for m in must]
+    k0 = must[0][2]
+    interior = np.flatnonzero((points.k1 > 0) & (points.k2 > 0) & (points.k0 == k0))
+    th = np.round(theta_deg(points.k1[interior], points.k2[interior]), 7)
+    _, first = np.unique(th, return_index=True)
+    reps = interior[np.sort(first)]
+    if reps.size > 181:
+        reps = reps[np.unique(np.linspace(0, reps.size - 1, 181).round().astype(int))]
+    exact = [int(np.flatnonzero((points.k1 == a) & (points.k2 == b) & (points.k0 == c))[0])
+             for a, b, c in must]
+    return np.unique(np.concatenate([reps, np.asarray(exact, dtype=np.int64)]))
