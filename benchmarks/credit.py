@@ -14,7 +14,9 @@ fresh cluster per run, at 1x and 4x the scenario count (flat memory). Last row: 
 of a 5,000-obligor sector/country factor portfolio (collapsed rating-group path). Then
 adaptive stopping (``simulation.target_relative_se``) on the embedded 200-name portfolio:
 scenarios needed for SE(ES 99.99%) / ES <= 2% and 1% (plain) and <= 1% (importance
-sampling), capped at 6,000,000 (``--only adaptive`` runs just these).
+sampling), capped at 6,000,000 (``--only adaptive`` runs just these). What-if: one position
+removed and one added from the kept scenario losses against the full rerun, and the kept
+data's size (``--only whatif``).
 Everything is measured in this one run on this machine.
 """
 
@@ -205,20 +207,77 @@ def print_adaptive(rows):
               f"{seconds:.1f} s wall (whole run)")
 
 
+def whatif_bench(n_obligors, scenarios, repeats=3):
+    """What-if (one position removed, one added to an existing obligor) from the kept
+    scenario losses vs the full rerun, on the same warm 2-worker cluster: seconds (medians
+    of ``repeats``), the ratio and the kept data's size."""
+    from dataclasses import replace
+
+    from distributed import Client
+
+    from riskdask.cluster import LocalSpec
+    from riskdask.credit.pipeline import scenario_model
+    from riskdask.credit.simulation import (combine_summaries, simulate_chunk,
+                                            simulation_statistics)
+    from riskdask.credit.whatif import changed_losses_chunk, combine_changes
+    from riskdask.engine import map_reduce, plan_chunks
+
+    cfg, inputs, an = _portfolio(n_obligors, "uniform", scenarios)
+    model = replace(scenario_model(cfg, inputs, an), keep_losses=True)
+    lbs = model.loss_by_state
+    change = {"columns": [0, 1], "rows": [-lbs[0], 0.5 * lbs[1]], "new": None}
+    spec = LocalSpec(n_workers=2, dashboard_address=":0", memory_limit="6GiB")
+    with spec.build() as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        client.run(_warm_worker, model)
+        chunks = plan_chunks(scenarios, cfg.simulation.chunk_size, cfg.seed)
+        full, small = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=client,
+                                 shared=model, label="bench-full")
+            simulation_statistics(summary, model, an.fv_portfolio)
+            full.append(time.perf_counter() - t0)
+        shared = {"model": model, "loss": summary.scenario_loss, "weight": np.empty(0)}
+        kept = summary.scenario_loss.nbytes
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = map_reduce(changed_losses_chunk, chunks, combine_changes, client=client,
+                             shared=shared, kernel_kwargs={"change": change},
+                             label="bench-whatif")
+            simulation_statistics(res[0], model, an.fv_portfolio)
+            small.append(time.perf_counter() - t0)
+    f, w = float(np.median(full)), float(np.median(small))
+    print(f"    full runs: {', '.join(f'{t:.2f}' for t in full)} s; what-if: "
+          f"{', '.join(f'{t:.2f}' for t in small)} s", flush=True)
+    return f, w, kept
+
+
+def print_whatif(sim, n, full, small, kept):
+    print(f"what-if (1 position removed + 1 added) vs full rerun, {sim:,} x {n}: "
+          f"{small:.2f} s vs {full:.2f} s = {100 * small / full:.1f}% of the full run "
+          f"(target <= 5%); kept scenario losses {kept / 2 ** 20:.1f} MiB (8 B a scenario, "
+          "16 with IS weights)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", type=int, default=1_000_000)
     parser.add_argument("--obligors", type=int, default=500)
     parser.add_argument("--chunk-size", type=int, default=100_000,
                         help="scenarios per chunk of the kernel timings")
-    parser.add_argument("--only", choices=("kernel", "adaptive"), default=None,
-                        help="run only the kernel timings or only the adaptive-stopping runs")
+    parser.add_argument("--only", choices=("kernel", "adaptive", "whatif"), default=None,
+                        help="run only the kernel timings, the adaptive-stopping runs or the "
+                             "what-if rows")
     args = parser.parse_args()
     global CHUNK_SIZE
     CHUNK_SIZE = args.chunk_size
     sim, n = args.scenarios, args.obligors
     if args.only == "adaptive":
         print_adaptive(adaptive_runs())
+        return
+    if args.only == "whatif":
+        print_whatif(sim, n, *whatif_bench(n, sim))
         return
     gb = 1024 ** 3
     rows = []
@@ -269,6 +328,8 @@ def main() -> None:
               f" vs {gv / 1e6:8.2f} / {ge / 1e6:8.2f}")
     print(f"analytic UL of the 5,000-obligor portfolio: {ul:,.0f} EUR")
     if args.only is None:
+        print()
+        print_whatif(sim, n, *whatif_bench(n, sim))
         print()
         print_adaptive(adaptive_runs())
 

@@ -241,6 +241,22 @@ def checkpoints_prune_cmd(out, checkpoint, days):
     click.echo(f"{len(removed)} store(s) older than {days:g} day(s) removed from {url}")
 
 
+@cli.command("whatif")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--add", "add", type=click.Path(exists=True, dir_okay=False),
+              help="Positions to add (the portfolio file's columns).")
+@click.option("--remove", "remove", default="", metavar="ID,...",
+              help="Position (or obligor) ids to remove, comma-separated.")
+def whatif_cmd(run_dir, add, remove):
+    """Credit: VaR / ES of a run's book with positions added / removed, from the run's own
+    scenarios (no re-simulation of the rest; riskdask.credit.whatif_run.whatif)."""
+    from .credit.whatif_run import whatif, whatif_lines
+
+    res = whatif(run_dir, add=add, remove=[r for r in remove.split(",") if r.strip()])
+    for line in whatif_lines(res):
+        click.echo(line)
+
+
 def _print_headline(result) -> None:
     rows = result.headline or flatten(result.summary)
     click.echo(f"\n== {result.job} ==")

@@ -20,4 +20,8 @@ migration   compiled Step 3 kernels
 config      the job's pydantic config models (never imported by a kernel module)
 pipeline    load_inputs and compute of the job: the stages on the engine, CreditResult
 outputs     present (summary, tables, figures, report, headline) and the history metrics
+concentration  name / sector HHI, ASRF quantile and the granularity adjustment
+stress      factor stress from the run's own chunks (re-weighted)
+whatif      what-if kernels: regenerate obligors' states exactly, new obligors by id
+whatif_run  ``riskdask whatif``: the Python API ``whatif(run_dir, add=, remove=)``
 """

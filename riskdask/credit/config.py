@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["PortfolioConfig", "MatrixConfig", "CurvesConfig", "CorrelationConfig",
-           "SimulationConfig", "ImportanceConfig", "OutputConfig", "Config"]
+           "SimulationConfig", "ImportanceConfig", "OutputConfig", "StressConfig", "Config"]
 
 
 class PortfolioConfig(BaseModel):
@@ -81,6 +81,10 @@ class SimulationConfig(BaseModel):
                              "number of workers)")
     tail_fits: bool = Field(True, description="seed Step 7: Vasicek and peaks-over-threshold "
                             "GPD fits of the tail beside the empirical VaR / ES")
+    keep_scenarios: bool = Field(True, description="keep every scenario's portfolio loss "
+                                 "(and IS weight) in the run directory for `riskdask whatif`:"
+                                 " 8 bytes a scenario (16 with importance sampling); not kept "
+                                 "above 25,000,000 scenarios")
 
     @field_validator("confidence")
     @classmethod
@@ -105,6 +109,26 @@ class ImportanceConfig(BaseModel):
                                                   "count) and report the variance reduction")
 
 
+class StressConfig(BaseModel):
+    """One factor stress, computed from the run's own scenarios (re-weighted chunks)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=80)
+    factor: str = Field("global", description="a factor name: 'global', 'sector:<s>', "
+                        "'country:<c>', a loadings-file column, or 'uniform'")
+    shift: float | None = Field(None, ge=-6, le=6, description="shift the factor's mean by "
+                                "this many sigma (negative: a fall)")
+    worst: float | None = Field(None, gt=0, lt=1, description="condition on the worst "
+                                "fraction q of the factor (the side that raises losses)")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.shift is None) == (self.worst is None):
+            raise ValueError(f"stress {self.name!r}: give exactly one of shift (sigma) or "
+                             "worst (a fraction)")
+        return self
+
+
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     top_contributors: int = Field(20, ge=1, le=10_000)
@@ -121,3 +145,5 @@ class Config(BaseModel):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     importance_sampling: ImportanceConfig = Field(default_factory=ImportanceConfig)
     outputs: OutputConfig = Field(default_factory=OutputConfig)
+    stress: list[StressConfig] = Field(default_factory=list, description="factor stresses "
+                                       "([[stress]] tables), from the run's own scenarios")

@@ -19,8 +19,9 @@ from .ratings import MigrationMatrix
 from .simulation import (SimulationModel, SimulationStats, build_factor_model,
                          build_matrix_model, importance_shift)
 from .summary import exact_sum, tail_count
-from .tail import TailFit, gpd_fit, qq_points, vasicek_fit
-from .uncertainty import MIN_BATCHES, variance_reduction
+from .tail import (MIN_DISTINCT, TailFit, gpd_fit, held_out_verdict, lattice_gpd_fit,
+                   lattice_step, qq_points, vasicek_fit)
+from .uncertainty import MIN_BATCHES, lattice_reason, variance_reduction
 from .valuation import conditional_forward_values, obligor_analytics
 
 __all__ = ["CreditInputs", "AnalyticMoments", "Analytics", "check_levels",
@@ -235,7 +236,8 @@ class SimulationRun:
 
 
 _LEVEL_KEYS = ("confidence", "a", "var", "var_se", "var_ci_low", "var_ci_high", "var_pct",
-               "es", "es_se", "es_pct", "se_note", "tail_scenarios", "contribution_source")
+               "es", "es_se", "es_pct", "se_note", "tail_scenarios", "contribution_source",
+               "lattice_spacing", "tail_distinct", "tail_effective")
 
 
 def risk_levels(stats: SimulationStats, plain: SimulationStats | None) -> list[dict]:
@@ -259,13 +261,29 @@ def risk_levels(stats: SimulationStats, plain: SimulationStats | None) -> list[d
             vr_var = variance_reduction(p.var_se_fixed_mean, lv.var_se)
             vr_es = variance_reduction(p.es_se_fixed_mean, lv.es_se,
                                        p.es_var_rel_fixed_mean, lv.es_var_rel)
+            notes = {}
+            for key, vr, se_p, se_q in (("var", vr_var, p.var_se_fixed_mean, lv.var_se),
+                                        ("es", vr_es, p.es_se_fixed_mean, lv.es_se)):
+                why = lattice_reason(key, [
+                    ("plain", se_p, p.lattice_spacing, p.tail_distinct),
+                    ("importance-sampling", se_q, lv.lattice_spacing, lv.tail_distinct)])
+                if why is not None:
+                    vr.update(value=None, low=None, high=None, reason=why)
+                notes[key] = vr["reason"]
             entry["variance_reduction_var"] = vr_var["value"]
             entry["variance_reduction_es"] = vr_es["value"]
             entry["variance_reduction_es_low"] = vr_es["low"]
             entry["variance_reduction_es_high"] = vr_es["high"]
+            entry["variance_reduction_var_note"] = notes["var"]
+            entry["variance_reduction_es_note"] = notes["es"]
             entry["variance_reduction_note"] = vr_es["reason"] or vr_var["reason"]
         levels.append(entry)
     return levels
+
+
+#: Vasicek's granular law is not fitted to a portfolio of fewer effective names
+#: (``(sum LGD_i)^2 / sum LGD_i^2``, the inverse exposure HHI).
+MIN_VASICEK_NAMES = 10
 
 
 def step7_fits(stats: SimulationStats, summary, model: SimulationModel,
@@ -275,16 +293,43 @@ def step7_fits(stats: SimulationStats, summary, model: SimulationModel,
     Vasicek's law moment-matched to the simulated EL and UL of ``moments`` (the plain run
     under importance sampling: its moments are not likelihood-ratio noise), with the
     exposure ``sum_i (FV_i - CFV_i^D)``; a peaks-over-threshold GPD through the merged tail
-    buffer above the loss where its weight reaches 90 % of the buffer's.  Returns
-    ``{"fits": [TailFit, ...], "qq": {name: qq_points}}``.
+    buffer above the loss where its weight reaches 90 % of the buffer's -- on a lattice tail
+    (:func:`~riskdask.credit.tail.lattice_step`) the continuity-corrected one
+    (:func:`~riskdask.credit.tail.lattice_gpd_fit`).  A tail buffer with fewer than
+    ``MIN_DISTINCT`` distinct losses gets no fit ("not meaningful: discrete loss law").  The
+    verdict is :func:`~riskdask.credit.tail.held_out_verdict` (held-out tail
+    log-likelihood with its error).  Returns ``{"fits": [TailFit, ...], "qq": {name:
+    qq_points}, "verdict": dict, "lattice_step": float or None}``.
     """
     exposure = exact_sum(model.loss_by_state[:, 0])
     reference = stats.reference_mean_loss
-    fits: list[TailFit] = [
-        vasicek_fit(moments.el, moments.ul, moments.el_se, moments.ul_se,
-                    exposure, reference, model.confidence),
-        gpd_fit(summary.tail_loss, summary.tail_weight, summary.n, reference, model.confidence,
-                threshold_weight=0.9 * float(np.sum(summary.tail_weight))),
-    ]
-    qq = {f.name: qq_points(summary.tail_loss, summary.tail_weight, summary.n, f) for f in fits}
-    return {"fits": fits, "qq": qq}
+    loss, weight = summary.tail_loss, summary.tail_weight
+    threshold_weight = 0.9 * float(np.sum(weight))
+    distinct = int(np.unique(loss).size)
+    step = lattice_step(loss)
+    if distinct < MIN_DISTINCT:
+        why = (f"not meaningful: discrete loss law (only {distinct} distinct losses in the "
+               f"tail buffer, need {MIN_DISTINCT})")
+        fits = [TailFit("vasicek", {}, ok=False, note=why), TailFit("gpd", {}, ok=False,
+                                                                     note=why)]
+    else:
+        vas = vasicek_fit(moments.el, moments.ul, moments.el_se, moments.ul_se,
+                          exposure, reference, model.confidence)
+        lgd = model.loss_by_state[:, 0]
+        names = exact_sum(lgd) ** 2 / exact_sum(lgd * lgd) if np.any(lgd > 0) else 0.0
+        if names < MIN_VASICEK_NAMES:
+            vas = TailFit("vasicek", {}, ok=False,
+                          note=f"not meaningful: discrete loss law (effective number of names "
+                               f"{names:.3g} < {MIN_VASICEK_NAMES}: Vasicek's law is the limit "
+                               "of an infinitely granular portfolio)")
+        if step is not None:
+            gpd = lattice_gpd_fit(loss, weight, summary.n, reference, model.confidence,
+                                  threshold_weight=threshold_weight, step=step)
+        else:
+            gpd = gpd_fit(loss, weight, summary.n, reference, model.confidence,
+                          threshold_weight=threshold_weight)
+        fits = [vas, gpd]
+    qq = {f.name: qq_points(loss, weight, summary.n, f) for f in fits}
+    verdict = held_out_verdict(fits, loss, weight, summary.tail_batch, summary.n, reference,
+                               model.confidence, threshold_weight=threshold_weight, step=step)
+    return {"fits": fits, "qq": qq, "verdict": verdict, "lattice_step": step}

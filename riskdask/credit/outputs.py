@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from riskdask.formatting import estimate, integer, sig
+from riskdask.formatting import estimate, integer, is_finite, sig
 from riskdask.htmlkit import b, join, p, table, ul
 from riskdask.protocol import Metric, Outputs
 
@@ -24,7 +24,7 @@ from .pipeline import CreditResult
 __all__ = ["present", "metrics", "summary"]
 
 #: Notes worth a console line (the rest are in summary.json and the report).
-_HEADLINE_NOTES = ("degenerate", "riskless", "no obligor can default")
+_HEADLINE_NOTES = ("degenerate", "riskless", "no obligor can default", "caution")
 
 
 def present(result: CreditResult, cfg: Config) -> Outputs:
@@ -37,6 +37,10 @@ def present(result: CreditResult, cfg: Config) -> Outputs:
     out.section("Risk measures (seed Step 6)", _risk_html(s))
     if result.fits is not None:
         out.section("Tail fits (seed Step 7)", _fits_html(s))
+    if "concentration" in s:
+        out.section("Concentration and granularity adjustment", _concentration_html(s))
+    if s.get("stress"):
+        out.section("Factor stress (from the run's own scenarios)", _stress_html(s))
     out.summary = s
     out.headline = _headline(s)
     return out
@@ -90,6 +94,14 @@ def summary(result: CreditResult, cfg: Config) -> dict:
         out["adaptive"] = result.run.adaptive
     if result.fits is not None:
         out["tail_fits"] = _fit_summary(result.fits)
+    if result.concentration is not None:
+        c = result.concentration
+        out["concentration"] = {
+            "name_hhi": c.name_hhi, "effective_names": c.effective_names,
+            "sector_hhi": c.sector_hhi, "largest_share": c.largest_share,
+            "levels": [dict(lv) for lv in c.levels]}
+    if result.stress:
+        out["stress"] = [{k: v for k, v in st.items() if k != "stats"} for st in result.stress]
     if result.shift is not None:
         out["importance_shift"] = [float(x) for x in np.atleast_1d(result.shift)[:50]]
         out["importance_shift_norm"] = float(np.linalg.norm(result.shift))
@@ -104,9 +116,10 @@ def _fit_summary(fits) -> dict:
                        "params": {k: float(v) for k, v in f.params.items()},
                        "levels": f.levels,
                        "qq_max_rel_deviation": fits["qq"][f.name]["max_rel_deviation"]}
-    usable = {k: v["qq_max_rel_deviation"] for k, v in out.items()
-              if v["ok"] and np.isfinite(v["qq_max_rel_deviation"])}
-    out["best"] = min(usable, key=usable.get) if usable else None
+    verdict = fits.get("verdict") or {}
+    out["verdict"] = dict(verdict)
+    out["best"] = verdict.get("best")
+    out["lattice_step"] = fits.get("lattice_step")
     return out
 
 
@@ -143,7 +156,16 @@ def _tables(cfg: Config, out: Outputs, result: CreditResult) -> None:
         "probability": hist}))
 
     out.table("tail_scenarios", _tail_table(cfg, result))
+    if s.scenario_loss is not None:          # kept for `riskdask whatif` (8 B / scenario)
+        kept = {"loss": s.scenario_loss}
+        if s.scenario_weight is not None and s.scenario_weight.size:
+            kept["weight"] = s.scenario_weight
+        out.table("scenario_losses", pd.DataFrame(kept))
 
+    # ES contribution = tail expected loss - the mean it is measured from: the simulated
+    # mean loss (plain sampling), the analytic EL_i under importance sampling (as VaR / ES)
+    analytic_mean = stats.mean_reference == "analytic"
+    mean_loss = per.el if analytic_mean else stats.obligor_mean_loss
     rows = []
     for j, level in enumerate(stats.levels):
         if not level.contributions:
@@ -156,11 +178,18 @@ def _tables(cfg: Config, out: Outputs, result: CreditResult) -> None:
                          "name": pf.obligors["name"].iloc[i],
                          "rating": pf.obligors["rating"].iloc[i],
                          "tail_expected_loss": stats.tail_obligor_loss[i, j],
-                         "mean_loss": stats.obligor_mean_loss[i],
+                         "mean_loss": mean_loss[i],
+                         "mean_loss_source": "analytic EL_i" if analytic_mean else "simulated",
+                         "simulated_mean_loss": stats.obligor_mean_loss[i],
                          "es_contribution": contrib[i],
                          "share_of_es": contrib[i] / level.es if level.es else np.nan})
     out.table("es_contributions", pd.DataFrame(rows))
 
+    if result.stress:
+        out.table("stress", pd.DataFrame([
+            {"stress": st["name"], "factor": st["factor"], "kind": st["kind"],
+             "value": st["value"], "el": st["el"], "el_se": st["el_se"], **lv}
+            for st in result.stress for lv in st["levels"]]))
     out.table("risk_measures", pd.DataFrame([
         {k: v for k, v in lv.as_dict().items() if k != "contributions"}
         for lv in stats.levels]))
@@ -237,10 +266,21 @@ def _headline(s: dict) -> list[tuple[str, str]]:
            ("scenarios", integer(s["n_scenarios"]))]
     for lv in s["levels"]:
         out.append((f"VaR / ES {_pct(lv)}",
-                    f"{estimate(lv['var'], lv['var_se'])} / {estimate(lv['es'], lv['es_se'])}"
+                    f"{_var_text(lv)} / {_es_text(lv)}"
                     f" ({sig(lv['var_pct'], 3)}% / {sig(lv['es_pct'], 3)}%)"))
-        if lv.get("variance_reduction_es") is not None:
-            out.append((f"  IS variance reduction ES {_pct(lv)}", _reduction_es(lv)))
+        if "variance_reduction_es" in lv:
+            out.append((f"  IS variance reduction VaR / ES {_pct(lv)}",
+                        f"{_reduction(lv, 'var')} / {_reduction(lv, 'es')}"))
+    for st in s.get("stress", ()):
+        lv = st["levels"][-1]
+        out.append((f"stress {st['name']}",
+                    f"EL {estimate(st['el'], st['el_se'])}, VaR / ES {_pct(lv)} "
+                    f"{estimate(lv['var'], lv['var_se'])} / {estimate(lv['es'], lv['es_se'])}"))
+    c = s.get("concentration")
+    if c is not None:
+        out.append(("name / sector HHI",
+                    f"{sig(c['name_hhi'], 3)} ({sig(c['effective_names'], 3)} effective names)"
+                    f" / {sig(c['sector_hhi'], 3, undefined='no sectors')}"))
     a = s.get("adaptive")
     if a is not None:
         out.append(("adaptive stop",
@@ -251,12 +291,38 @@ def _headline(s: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _reduction_es(lv: dict) -> str:
-    """The IS variance reduction of ES, with its 95 % interval when there is one."""
-    if lv.get("variance_reduction_es_low") is None:
-        return sig(lv.get("variance_reduction_es"), 2)
-    return (estimate(lv["variance_reduction_es"], lo=lv["variance_reduction_es_low"],
-                     hi=lv["variance_reduction_es_high"]) + " (95% interval)")
+def _var_text(lv: dict) -> str:
+    """VaR ± SE; on a loss atom (the error below the lattice spacing: the tiny probability
+    of jumping to the next atom) the value and where it sits instead of an error like
+    1e-22."""
+    spacing, se = lv.get("lattice_spacing"), lv.get("var_se")
+    if is_finite(spacing) and is_finite(se) and se < spacing:
+        return (f"{sig(lv['var'], 6)} (on a loss atom: its error is below the lattice "
+                f"spacing {sig(spacing, 3)})")
+    return estimate(lv["var"], se)
+
+
+def _es_text(lv: dict) -> str:
+    """ES ± SE; an ES tail on one loss atom (ES is that atom; its error only the chance of
+    a jump to the next one) says so instead of an error like 1e-5."""
+    spacing, se = lv.get("lattice_spacing"), lv.get("es_se")
+    if lv.get("tail_distinct") == 1 and is_finite(spacing) and is_finite(se) and se < spacing:
+        return f"{sig(lv['es'], 6)} (the ES tail is one loss atom)"
+    return estimate(lv["es"], se)
+
+
+def _reduction(lv: dict, measure: str) -> str:
+    """The IS variance reduction of ``measure`` ("var" / "es"), with its 95 % interval when
+    there is one; where it is not meaningful (a discrete loss law, an error of 0) the reason
+    instead of a number (:func:`riskdask.credit.uncertainty.lattice_reason`)."""
+    value = lv.get(f"variance_reduction_{measure}")
+    note = lv.get(f"variance_reduction_{measure}_note")
+    if value is None:
+        return sig(None, undefined=note or "no variance ratio")
+    if lv.get(f"variance_reduction_{measure}_low") is None:
+        return sig(value, 2)
+    return (estimate(value, lo=lv[f"variance_reduction_{measure}_low"],
+                     hi=lv[f"variance_reduction_{measure}_high"]) + " (95% interval)")
 
 
 # ----------------------------------------------------------------------------- report
@@ -267,14 +333,12 @@ def _risk_html(s: dict):
               "ES % FV"] + (["variance reduction VaR / ES (95% interval)"] if is_run else [])
     rows = []
     for lv in s["levels"]:
-        row = [_pct(lv), integer(lv["a"]), estimate(lv["var"], lv["var_se"]),
+        row = [_pct(lv), integer(lv["a"]), _var_text(lv),
                f"{sig(lv['var_ci_low'], 4)} – {sig(lv['var_ci_high'], 4)}",
-               sig(lv["var_pct"], 3), estimate(lv["es"], lv["es_se"]), sig(lv["es_pct"], 3)]
+               sig(lv["var_pct"], 3), _es_text(lv), sig(lv["es_pct"], 3)]
         if is_run:
-            vr = f"{sig(lv.get('variance_reduction_var'), 2)} / {_reduction_es(lv)}"
-            if lv.get("variance_reduction_note"):
-                vr += f" — {lv['variance_reduction_note']}"
-            row.append(vr)
+            row.append(f"{_reduction(lv, 'var')} / {_reduction(lv, 'es')}"
+                       if "variance_reduction_es" in lv else "no plain twin")
         rows.append(row)
     moments = p(
         f"EL analytic {sig(s['el_analytic'], 6)} (migration {sig(s['el_migration'], 4)}, "
@@ -297,7 +361,7 @@ def _fits_html(s: dict):
     for name in ("vasicek", "gpd"):
         f = fits[name]
         if not f["ok"]:
-            rows.append([name, "", f"no fit: {f['note']}", "", ""])
+            rows.append([name, "", f"no fit: {f['note']}", "", ""])   # the reason, no value
             continue
         for lv in f["levels"]:
             e = emp[lv["confidence"]]
@@ -306,14 +370,74 @@ def _fits_html(s: dict):
                          f"{estimate(e['var'], e['var_se'])})",
                          f"{estimate(lv['es'], lv['es_se'])} (simulated "
                          f"{estimate(e['es'], e['es_se'])})",
-                         sig(f["qq_max_rel_deviation"], 2)])
+                         sig(f["qq_max_rel_deviation"], 2, undefined="no QQ check")])
+    verdict = fits.get("verdict") or {}
     best = fits["best"]
-    if best:
-        verdict = p("Closer to the simulated tail (QQ panel, largest relative deviation of the "
-                    "fitted from the simulated tail quantiles): ", b(best), ". Vasicek's law "
-                    "assumes an infinitely granular default-mode portfolio (seed footnote 6); "
-                    "the GPD describes only the tail above its threshold.")
+    d, d_se = verdict.get("difference"), verdict.get("difference_se")
+    if d is not None:
+        decided = (join([b(best), " fits better"]) if verdict.get("decisive") else
+                   f"neither is preferred ({verdict.get('reason')}; {best} is higher)")
+        verdict_p = p("Which fits: by the ", verdict["criterion"], ", ",
+                      estimate(d, d_se), " nats per tail scenario over ",
+                      integer(verdict["held_out_scenarios"]), " held-out tail scenarios: ",
+                      decided, ". Vasicek's law assumes an infinitely granular default-mode "
+                      "portfolio (seed footnote 6); the GPD describes only the tail above its "
+                      "threshold" + (" and, on this loss lattice (step "
+                                     f"{sig(fits['lattice_step'], 4)}), is continuity-corrected"
+                                     if fits.get("lattice_step") else "") + ".")
+    elif best:
+        verdict_p = p("Only ", b(best), " is meaningful for this tail (", verdict.get("reason"),
+                      ").")
     else:
-        verdict = p("Neither fit is usable for this tail.")
+        verdict_p = p("Neither fit is meaningful for this tail.")
     header = ["fit", "confidence", "VaR ± SE", "ES ± SE", "QQ max rel. dev."]
-    return join([verdict, table(header, rows)])
+    return join([verdict_p, table(header, rows)])
+
+
+def _concentration_html(s: dict):
+    """HHI and the asymptotic (ASRF) VaR with its granularity adjustment beside the
+    simulated VaR, and why they differ."""
+    c = s["concentration"]
+    emp = {lv["confidence"]: lv for lv in s["levels"]}
+    rows = []
+    for lv in c["levels"]:
+        e = emp[lv["confidence"]]
+        rows.append([_pct(lv), sig(lv["asrf_var"], 4), sig(lv["granularity_adjustment"], 3),
+                     sig(lv["adjusted_var"], 4), estimate(e["var"], e["var_se"])])
+    head = p(f"Name HHI {sig(c['name_hhi'], 3)} (effective number of names "
+             f"{sig(c['effective_names'], 3)}, largest exposure share "
+             f"{sig(100 * c['largest_share'], 3)}%); sector HHI "
+             f"{sig(c['sector_hhi'], 3, undefined='no sector column')}. Exposure: the loss in "
+             "default FV_i - CFV_i^D.")
+    why = p("The asymptotic single-risk-factor VaR (Vasicek 2002) assumes an infinitely "
+            "granular portfolio; the granularity adjustment (Gordy 2003, eq. 7; Gordy & "
+            "Lütkebohmert 2013, in its one-factor Gaussian form) adds the first-order effect "
+            "of name concentration. Both are default-mode and one-factor (each obligor's "
+            "systematic R^2 as its correlation), so they differ from the simulated VaR by the "
+            "migration losses, the diversification across sector / country factors, and the "
+            "higher-order granularity terms of a very concentrated book (few effective names).")
+    header = ["confidence", "ASRF VaR", "granularity adjustment", "ASRF + GA",
+              "simulated VaR ± SE"]
+    return join([head, table(header, rows), why])
+
+
+def _stress_html(s: dict):
+    """Conditional EL / VaR / ES of each configured stress beside the unstressed run."""
+    base = {lv["confidence"]: lv for lv in s["levels"]}
+    rows = []
+    for st in s["stress"]:
+        what = (f"{st['factor']} {st['value']:+g} sigma" if st["kind"] == "shift" else
+                f"worst {100 * st['value']:g}% of {st['factor']} ({st['worst_side']} side)")
+        for lv in st["levels"]:
+            b0 = base[lv["confidence"]]
+            rows.append([st["name"], what, estimate(st["el"], st["el_se"]), _pct(lv),
+                         estimate(lv["var"], lv["var_se"]), estimate(lv["es"], lv["es_se"]),
+                         estimate(b0["es"], b0["es_se"])])
+    text = p("No new scenarios: the run's own chunks re-weighted -- a shift of a factor's "
+             "mean by k sigma by the likelihood ratio exp(k eta - k^2/2), a conditioning on "
+             "its worst q by the indicator over q (times the importance-sampling weight where "
+             "it is on). VaR / ES are measured from the stressed mean (seed convention). A "
+             "large shift leaves few effective scenarios (about n exp(-k^2)): read the errors.")
+    header = ["stress", "scenario", "EL ± SE", "confidence", "VaR ± SE", "ES ± SE",
+              "unstressed ES ± SE"]
+    return join([text, table(header, rows)])

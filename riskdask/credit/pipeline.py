@@ -14,7 +14,7 @@ to arrays, arrays to the engine) and so may import the config models -- no kerne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,7 +23,9 @@ from riskdask.errors import ConfigError
 
 from .adaptive import MIN_TAIL_ROWS, run_in_waves
 from .analytic import ul_from_covariance_sum
+from .concentration import Concentration, concentration
 from .config import Config
+from .stress import combine_stress, stress_chunk, stress_statistics, worse_when_low
 from .data import (align_curves, build_portfolio, load_cashflows, load_correlation_matrix,
                    load_curves, load_factor_correlation, load_loadings, load_matrix,
                    load_portfolio_file, sector_country_loadings, validate_portfolio)
@@ -38,8 +40,11 @@ from .summary import exact_sum
 from .synthetic import DATA_DIR, synthetic_portfolio
 from .uncertainty import batches_per_chunk
 
-__all__ = ["EMBEDDED_MATRIX", "EMBEDDED_CURVES", "MATRIX_CITATION", "CreditResult",
+__all__ = ["PURPOSES", "EMBEDDED_MATRIX", "EMBEDDED_CURVES", "MATRIX_CITATION", "CreditResult",
            "load_inputs", "analytics", "scenario_model", "simulate", "compute"]
+
+#: The job's random-stream purposes (the first is the primary one).
+PURPOSES = ("scenarios", "ul_tiles", "whatif")
 
 EMBEDDED_MATRIX = DATA_DIR / "migration_creditmetrics_1997.csv"
 EMBEDDED_CURVES = DATA_DIR / "curves.csv"
@@ -72,9 +77,15 @@ class CreditResult:
         VaR / ES per confidence level as reported, with the plain twin's figures and the
         variance reduction (and its 95 % interval) beside an IS run.
     fits : dict or None
-        Step 7: ``{"fits": [TailFit, ...], "qq": {name: qq_points}}``.
+        Step 7: ``{"fits": [TailFit, ...], "qq": {name: qq_points}, "verdict": ...}``.
     notes : tuple of str
         What a reader must know about the figures (rescaled rows, undefined errors, ...).
+    concentration : Concentration
+        Name / sector HHI, the ASRF quantile and its granularity adjustment
+        (:mod:`riskdask.credit.concentration`).
+    stress : tuple of dict
+        The configured factor stresses (:mod:`riskdask.credit.stress`): conditional EL, UL,
+        VaR / ES per level with errors, from the run's own chunks.
     """
 
     inputs: CreditInputs
@@ -86,6 +97,8 @@ class CreditResult:
     levels: tuple
     fits: dict | None
     notes: tuple
+    concentration: object = None
+    stress: tuple = ()
 
     @property
     def stats(self) -> SimulationStats:
@@ -193,9 +206,33 @@ def load_inputs(cfg: Config, record=None, streams=None) -> CreditInputs:
             raise ConfigError("correlation.kind = 'matrix' needs correlation.matrix (a CSV)",
                               key="correlation.matrix")
         inputs.correlation = load_correlation_matrix(cfg.correlation.matrix, ids)
+    stress_specs(cfg, inputs)          # a bad stress is a config error before any work
     if record is not None:
         _record_inputs(cfg, record, inputs, matrix_path, curves_path, portfolio_path)
     return inputs
+
+
+def stress_specs(cfg: Config, inputs: CreditInputs) -> list[tuple]:
+    """``(kind, factor index, value)`` of every configured stress; a stress the model
+    cannot carry is a :class:`ConfigError` naming the key."""
+    if not cfg.stress:
+        return []
+    if inputs.correlation_kind == "matrix":
+        raise ConfigError("stress needs named systematic factors: correlation.kind = "
+                          "'factor' or 'uniform' (a full matrix has none)", key="stress")
+    if cfg.correlation.factor_correlation is not None and inputs.correlation_kind == "factor":
+        raise ConfigError("stress of a named factor with correlation.factor_correlation is "
+                          "not supported (the factors are then mixed)", key="stress")
+    out = []
+    for j, st in enumerate(cfg.stress):
+        if st.factor not in inputs.factor_names:
+            raise ConfigError(f"stress {st.name!r}: unknown factor {st.factor!r} (factors: "
+                              f"{', '.join(inputs.factor_names[:12])}"
+                              f"{' ...' if len(inputs.factor_names) > 12 else ''})",
+                              key=f"stress[{j}].factor")
+        f = inputs.factor_names.index(st.factor)
+        out.append(("shift", f, st.shift) if st.shift is not None else ("worst", f, st.worst))
+    return out
 
 
 def _record_inputs(cfg, record, inputs, matrix_path, curves_path, portfolio_path):
@@ -250,10 +287,25 @@ def analytics(cfg: Config, inputs: CreditInputs, *, engine=None,
     return finish_analytics(moments, ul)
 
 
+#: The most scenarios whose losses a run keeps for the what-if (200 MB of float64).
+KEEP_SCENARIOS_MAX = 25_000_000
+
+
+def keeps_scenarios(cfg: Config) -> bool:
+    """The run keeps every scenario's loss (``simulation.keep_scenarios``, up to
+    :data:`KEEP_SCENARIOS_MAX` scenarios)."""
+    return cfg.simulation.keep_scenarios and cfg.simulation.n_scenarios <= KEEP_SCENARIOS_MAX
+
+
 def scenario_model(cfg: Config, inputs: CreditInputs, an: Analytics, *,
-                   shift=None) -> SimulationModel:
+                   shift=None, keep: bool = False) -> SimulationModel:
     """The scenario kernel's read-only model for this config (``shift``: importance
-    sampling's mean shift, None for plain sampling)."""
+    sampling's mean shift, None for plain sampling; ``keep``: keep every scenario's loss)."""
+    model = _scenario_model(cfg, inputs, an, shift)
+    return replace(model, keep_losses=True) if keep else model
+
+
+def _scenario_model(cfg, inputs, an, shift):
     return simulation_model(an, inputs.portfolio.initial_index, inputs.matrix.n_states,
                             correlation_kind=inputs.correlation_kind, loadings=inputs.loadings,
                             correlation=inputs.correlation,
@@ -352,7 +404,7 @@ def compute(cfg: Config, inputs: CreditInputs, ctx) -> CreditResult:
     scenarios = ctx.streams.seed("scenarios")
     with ctx.stage("simulation"):
         shift = _shift(cfg, inputs, an)
-        model = scenario_model(cfg, inputs, an, shift=shift)
+        model = scenario_model(cfg, inputs, an, shift=shift, keep=keeps_scenarios(cfg))
         run = simulate(cfg, ctx.engine, model, an.fv_portfolio, seed=scenarios,
                        label="credit-scenarios")
     plain = None
@@ -367,9 +419,85 @@ def compute(cfg: Config, inputs: CreditInputs, ctx) -> CreditResult:
         with ctx.stage("tail_fits"):
             fits = step7_fits(run.stats, run.summary, model,
                               plain_stats if plain_stats is not None else run.stats)
+    stress = ()
+    specs = stress_specs(cfg, inputs)
+    if specs:
+        with ctx.stage("stress"):
+            stress = run_stress(cfg, ctx.engine, model, run, specs, an.fv_portfolio,
+                                seed=scenarios)
     return CreditResult(inputs=inputs, analytics=an, model=model, run=run, plain=plain,
                         shift=shift, levels=tuple(risk_levels(run.stats, plain_stats)),
-                        fits=fits, notes=tuple(_notes(run, plain_stats, inputs, shift)))
+                        fits=fits, notes=tuple(_notes(run, plain_stats, inputs, shift)),
+                        concentration=concentration_of(cfg, inputs, an), stress=stress)
+
+
+def run_stress(cfg: Config, engine, model: SimulationModel, run: SimulationRun, specs,
+               fv_p: float, *, seed) -> tuple:
+    """The configured factor stresses from the run's own chunks (:mod:`.stress`): one pass
+    over the same chunks, every stress re-weighting the same scenarios."""
+    chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size,
+                         seed)[:run.n_chunks]
+    kernel_specs = [(kind, f, value, worse_when_low(model, f)) for kind, f, value in specs]
+    parts = engine.map_reduce(stress_chunk, chunks, combine_stress, shared=model,
+                              kernel_kwargs={"stresses": kernel_specs}, label="credit-stress")
+    out = []
+    for st, (kind, f, value, low), summary in zip(cfg.stress, kernel_specs, parts):
+        stats = stress_statistics(summary, model, fv_p,
+                                  unchanged=(kind == "shift" and value == 0.0))
+        w = summary.weight_sum
+        out.append({"name": st.name, "factor": st.factor, "kind": kind, "value": value,
+                    "worst_side": ("low" if low else "high") if kind == "worst" else None,
+                    "el": stats.el, "el_se": stats.el_se, "ul": stats.ul,
+                    "ul_se": stats.ul_se, "weight_sum": w, "stats": stats,
+                    "levels": [{"confidence": lv.confidence, "var": lv.var,
+                                "var_se": lv.var_se, "es": lv.es, "es_se": lv.es_se,
+                                "tail_effective": lv.tail_effective,
+                                "se_note": lv.se_note} for lv in stats.levels]})
+    return tuple(out)
+
+
+def concentration_of(cfg: Config, inputs: CreditInputs, an: Analytics) -> Concentration:
+    """Name / sector HHI and the one-factor granularity adjustment of this portfolio: the
+    exposure ``FV_i - CFV_i^D``, ``PD_i`` of the initial rating, and as ``rho_i`` the
+    systematic R^2 of the obligor (factor loadings; the uniform rho; for a full matrix the
+    mean of its row's correlations)."""
+    pf = inputs.portfolio
+    exposure = an.per_obligor.fv - an.cfv[:, -1]
+    pd_ = inputs.matrix.probabilities[pf.initial_index, -1]
+    if inputs.correlation_kind == "matrix":
+        c = inputs.correlation
+        n = c.shape[0]
+        rho = (c.sum(axis=1) - 1.0) / max(n - 1, 1) if n > 1 else np.zeros(n)
+    else:
+        rho = np.einsum("ik,ik->i", inputs.loadings, inputs.loadings)
+    rho = np.clip(rho, 1e-9, 1 - 1e-9)
+    sectors = pf.obligors["sector"].to_numpy() if "sector" in pf.obligors else None
+    return concentration(exposure, pd_, rho, cfg.simulation.confidence, sectors=sectors)
+
+
+#: A level whose ES tail holds fewer (effective) scenarios than this gets a caution: its
+#: VaR / ES rest on a handful of scenarios and their errors are themselves uncertain.
+MIN_TAIL_SCENARIOS = MIN_TAIL_ROWS
+
+IS_ONLY_CAVEAT = ("caution: importance sampling without the plain twin "
+                  "(importance_sampling.compare_plain = false): the simulated EL and UL are "
+                  "likelihood-ratio estimates whose variance comes from rare, heavily weighted "
+                  "ordinary scenarios; their errors (batch means) are right on average over "
+                  "seeds but a single run can be several SE off, and the analytic EL / UL are "
+                  "the reliable figures")
+
+
+def _small_tail(lv) -> str | None:
+    """A caution when the ES tail of a level holds fewer than ``MIN_TAIL_SCENARIOS``
+    (effective, under IS) scenarios."""
+    count = lv.tail_effective if np.isfinite(lv.tail_effective) else lv.tail_scenarios
+    if not np.isfinite(lv.var) or count >= MIN_TAIL_SCENARIOS:
+        return None
+    need = int(np.ceil((MIN_TAIL_SCENARIOS + 1) / (1.0 - lv.confidence)))
+    return (f"caution: confidence {100 * lv.confidence:g}%: the ES tail holds "
+            f"{count:.3g} scenario{'' if count == 1 else 's'} (effective), fewer than "
+            f"{MIN_TAIL_SCENARIOS}: VaR / ES and their errors rest on a handful of scenarios "
+            f"(about {need:,} plain scenarios give {MIN_TAIL_SCENARIOS})")
 
 
 def _notes(run: SimulationRun, plain: SimulationStats | None, inputs: CreditInputs,
@@ -382,6 +510,10 @@ def _notes(run: SimulationRun, plain: SimulationStats | None, inputs: CreditInpu
     for lv in stats.levels:
         if lv.se_note and not stats.degenerate:
             notes.append(f"confidence {lv.confidence:g}: {lv.se_note}")
+    for lv in stats.levels:
+        small = _small_tail(lv)
+        if small:
+            notes.append(small)
     for name, v in (("EL", stats.el_se), ("UL", stats.ul_se)):
         if not np.isfinite(v):
             notes.append(f"no standard error of the simulated {name}: fewer than two batches")
@@ -396,7 +528,9 @@ def _notes(run: SimulationRun, plain: SimulationStats | None, inputs: CreditInpu
         notes.append("importance sampling: VaR and ES are measured from the analytic mean "
                      "(sum of EFV_i); " + ("EL and UL simulated by the plain-sampling run"
                                           if plain is not None else
-                                          "EL and UL are likelihood-ratio estimates (noisy)"))
+                                          "EL and UL are likelihood-ratio estimates"))
+        if plain is None:
+            notes.append(IS_ONLY_CAVEAT)
     a = run.adaptive
     if a is not None:
         if a["reached"]:

@@ -74,8 +74,12 @@ __all__ = [
     "effective_state_rows",
     "tail_cuts",
     "tail_obligor_sums",
+    "weighted_summary",
+    "top_rows",
+    "chunk_losses",
     "add_arrays",
     "needs_contribution_pass",
+    "lattice_facts",
     "LevelStats",
     "SimulationStats",
 ]
@@ -122,6 +126,8 @@ class SimulationModel:
     # uncertain recovery (simulation order): beta alpha, beta (alpha = 0: fixed recovery),
     # nominal and mean recovery rate; None: every recovery fixed (no extra draws)
     recovery: tuple | None = None
+    # keep every scenario's loss (and weight) in the merged summary (what-if)
+    keep_losses: bool = False
 
     def reference_mean(self, simulated_mean: float) -> float:
         """The mean in ``VaR = mean - SFV_(a)``: the simulated one (seed Step 6), or with
@@ -424,8 +430,9 @@ def uses_uniform_draws(model: SimulationModel) -> bool:
     return 140 * n_groups + 2 * model.n_obligors < 6 * n_groups + 8 * model.n_obligors
 
 
-def _factor_block(rng, model: SimulationModel, sb: int):
-    """Steps 1-3 for ``sb`` scenarios of the factor path; returns migrations.
+def _factor_block(rng, model: SimulationModel, sb: int, factors: list | None = None):
+    """Steps 1-3 for ``sb`` scenarios of the factor path; returns migrations (and appends
+    the block's systematic factor draws to ``factors`` when given).
 
     Returns the scenario weights and, for every obligor whose rating changed,
     its scenario (row in the block), its column and its new worst-first state.
@@ -436,6 +443,8 @@ def _factor_block(rng, model: SimulationModel, sb: int):
     eta = rng.standard_normal((sb, model.group_loadings.shape[1]))
     if model.shift is not None:
         eta += model.shift
+    if factors is not None:
+        factors.append(eta)
     w = _weights(eta, model.shift)
     systematic = _systematic_returns(eta, model.group_loadings)            # (G, sb)
     reps = model.group_start[:-1]
@@ -469,7 +478,7 @@ def _count_reached(values, boundaries_t, row):
     return count
 
 
-def _matrix_block(rng, model: SimulationModel, sb: int):
+def _matrix_block(rng, model: SimulationModel, sb: int, factors: list | None = None):
     """Steps 1-3 for ``sb`` scenarios of the full-matrix path (x_c = L x).
 
     The product with the lower-triangular Cholesky factor is a BLAS ``strmm``
@@ -550,12 +559,14 @@ def _blas_threads(limit):
     return threadpool_limits(limit)
 
 
-def _blocks(chunk, model: SimulationModel):
+def _blocks(chunk, model: SimulationModel, factors: list | None = None):
     """Steps 1-4 for one chunk, block by block (the same draws on every call).
 
     Yields ``(b0, sb, w, s, i, new_state, step_loss, scen_loss)``: the block's first row
     and size, scenario weights, the migration records (scenario row in the block, obligor
-    column, new worst-first state), each record's loss and the scenario losses.
+    column, new worst-first state), each record's loss and the scenario losses.  With a
+    list ``factors`` (factor path), each block's systematic draws ``eta`` (sb, K) are
+    appended to it before the block is yielded (the draws are the same either way).
     """
     rng = chunk.rng()
     size = chunk.size
@@ -565,7 +576,7 @@ def _blocks(chunk, model: SimulationModel):
     with _blas_threads(1 if model.kind == "matrix" else None):
         for b0 in range(0, size, model.block):
             sb = min(model.block, size - b0)
-            w, s, i, new_state = block_fn(rng, model, sb)
+            w, s, i, new_state = block_fn(rng, model, sb, factors)
             step_loss = model.loss_by_state.ravel()[i * model.n_states + new_state]  # Step 4
             if model.recovery is not None:
                 # Beta recovery for the defaults of uncertain-recovery obligors: the value
@@ -671,7 +682,62 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
         histogram=_histogram(loss, weight, model.hist_edges),
         batches=_batch_sums(chunk, model, loss, weight),
         meta={"weight_needed": need, "state_rows": model.state_rows},
+        scenario_loss=loss if model.keep_losses else None,
+        scenario_weight=(None if not model.keep_losses else
+                         weight if model.shift is not None else np.empty(0)),
     )
+
+
+def top_rows(loss, weight, weight_needed: float, first: int = 0) -> np.ndarray:
+    """The rows a tail buffer keeps (:func:`~riskdask.credit.summary.keep_rows` of the rows
+    sorted by loss descending, ties by scenario number ``first + row``), in that order.  With
+    unit weights only the rows at or above the ``ceil(weight_needed)``-th largest loss are
+    sorted (the same rows in the same order as a full sort)."""
+    size = loss.size
+    cand = np.arange(size)
+    keep_n = int(np.ceil(weight_needed))
+    if size > keep_n > 0 and not np.any(weight != 1.0):
+        cut = np.partition(loss, size - keep_n)[size - keep_n]
+        cand = np.flatnonzero(loss >= cut)
+    order = cand[sort_tail(loss[cand], first + cand)]
+    return order[:keep_rows(weight[order], weight_needed)]
+
+
+def weighted_summary(chunk, model: SimulationModel, loss, weight) -> LossSummary:
+    """A chunk's :class:`LossSummary` of given scenario losses under given weights, without
+    per-obligor states or sums: exactly the rows, moments, histogram and batch sums
+    :func:`simulate_chunk` keeps for these weights (so at the run's own weights the Step 6
+    statistics are the run's, bit for bit).  Used by the factor stress
+    (:mod:`riskdask.credit.stress`), whose weights are the run's times a likelihood ratio or
+    an indicator."""
+    size = loss.size
+    rows = top_rows(loss, weight, model.weight_needed, chunk.start)
+    w_sum = exact_sum(weight)
+    mean = exact_sum(weight * loss) / w_sum if w_sum > 0 else 0.0
+    m2 = exact_sum(weight * (loss - mean) ** 2)
+    return LossSummary(
+        first_chunk=chunk.index, last_chunk=chunk.index, n=size, weight_sum=w_sum,
+        mean=mean, m2=m2, obligor_loss=np.zeros(model.n_obligors), tail_loss=loss[rows],
+        tail_weight=weight[rows], tail_scenario=chunk.start + rows,
+        tail_batch=(chunk.index * model.batches_per_chunk
+                    + local_batch(size, model.batches_per_chunk)[rows]),
+        tail_states=np.zeros((0, model.n_obligors), dtype=np.uint8),
+        histogram=_histogram(loss, weight, model.hist_edges),
+        batches=_batch_sums(chunk, model, loss, weight),
+        meta={"weight_needed": model.weight_needed, "state_rows": 0})
+
+
+def chunk_losses(chunk, model: SimulationModel):
+    """Per-scenario losses, weights and (factor path) systematic draws of one chunk: the
+    same draws as :func:`simulate_chunk` (``factors`` None on the full-matrix path)."""
+    size = chunk.size
+    loss, weight = np.empty(size), np.empty(size)
+    factors: list | None = [] if model.kind == "factor" else None
+    for b0, sb, w, s, i, new_state, step_loss, scen_loss in _blocks(chunk, model, factors):
+        loss[b0:b0 + sb] = scen_loss
+        weight[b0:b0 + sb] = w
+    eta = np.concatenate(factors) if factors else None
+    return loss, weight, eta
 
 
 def tail_cuts(summary: LossSummary, model: SimulationModel) -> list:
@@ -773,6 +839,9 @@ class LevelStats:
     tail_scenarios: int
     contributions: bool
     contribution_source: str | None
+    lattice_spacing: float = float("nan")
+    tail_distinct: int = 0
+    tail_effective: float = float("nan")
 
     def as_dict(self) -> dict:
         """Plain values (for tables and summary.json)."""
@@ -835,6 +904,34 @@ def _tail_state_sums(summary: LossSummary, model: SimulationModel, ks) -> dict:
         r = k
         out[k] = acc.copy()
     return out
+
+
+def lattice_facts(loss_sorted, weight_sorted, k: int) -> dict:
+    """What a reader needs to judge a tail estimate on a discrete (lattice) loss law.
+
+    Returns
+    -------
+    dict
+        ``lattice_spacing``: the larger of the gaps between the quantile's loss value
+        ``L_(a)`` (buffer row ``k``) and its distinct neighbours in the buffer (NaN without
+        a neighbour; on a continuous law this is tiny, on a lattice one atom step);
+        ``tail_distinct``: distinct loss values among the ES tail rows before ``k``;
+        ``tail_effective``: the effective number of tail scenarios
+        ``(sum w)^2 / sum w^2`` over those rows (``k`` with unit weights).
+    """
+    loss = np.asarray(loss_sorted, dtype=float)
+    w = np.asarray(weight_sorted, dtype=float)
+    if not 0 < k < loss.size:
+        return {"lattice_spacing": float("nan"), "tail_distinct": 0,
+                "tail_effective": float("nan")}
+    q = loss[k]
+    above, below = loss[:k][loss[:k] > q], loss[k + 1:][loss[k + 1:] < q]
+    gaps = ([float(above.min() - q)] if above.size else []) + (
+        [float(q - below.max())] if below.size else [])
+    wk = w[:k]
+    return {"lattice_spacing": max(gaps) if gaps else float("nan"),
+            "tail_distinct": int(np.unique(loss[:k]).size),
+            "tail_effective": float(exact_sum(wk) ** 2 / exact_sum(wk * wk))}
 
 
 def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portfolio: float,
@@ -908,7 +1005,8 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
             es_se_fixed_mean=err["es_se_fixed_mean"],
             es_var_rel_fixed_mean=err["es_var_rel_fixed_mean"], se_note=err["reason"],
             var_pct=100.0 * var / fv_portfolio, es_pct=100.0 * es / fv_portfolio,
-            tail_scenarios=k, contributions=has, contribution_source=source))
+            tail_scenarios=k, contributions=has, contribution_source=source,
+            **lattice_facts(summary.tail_loss, summary.tail_weight, k)))
     return SimulationStats(
         n_scenarios=n_total, n_chunks=summary.last_chunk - summary.first_chunk + 1,
         n_batches=int(np.count_nonzero(summary.batches[:, 1])),

@@ -96,6 +96,10 @@ class LossSummary:
     histogram: np.ndarray
     batches: np.ndarray
     meta: dict = field(default_factory=dict)
+    #: every scenario's loss and weight in scenario order (None unless the model keeps them:
+    #: the what-if of :mod:`riskdask.credit.whatif`; 8 bytes a scenario, 16 with weights)
+    scenario_loss: np.ndarray | None = None
+    scenario_weight: np.ndarray | None = None
 
 
 def sort_tail(loss, scenario) -> np.ndarray:
@@ -156,7 +160,13 @@ def merge_summaries(a: LossSummary, b: LossSummary, *, weight_needed: float,
         histogram=a.histogram + b.histogram,
         batches=np.concatenate([a.batches, b.batches]),
         meta=a.meta,
+        scenario_loss=_cat(a.scenario_loss, b.scenario_loss),
+        scenario_weight=_cat(a.scenario_weight, b.scenario_weight),
     )
+
+
+def _cat(x, y):
+    return None if x is None or y is None else np.concatenate([x, y])
 
 
 def tail_index(weight_sorted, a: float) -> int:

@@ -40,7 +40,12 @@ from scipy.special import ndtr, ndtri, xlog1py
 from .bvn import bvn_cdf
 
 __all__ = ["TailFit", "vasicek_fit", "gpd_fit", "gpd_logpdf", "qq_points",
-           "vasicek_rho_from_moments", "vasicek_quantile"]
+           "vasicek_rho_from_moments", "vasicek_quantile", "lattice_step", "MIN_DISTINCT",
+           "lattice_gpd_fit", "held_out_verdict"]
+
+#: Fewer distinct loss values than this in the tail buffer: no fit is meaningful (the
+#: CreditMetrics one-bond and pair portfolios, a handful of firms).
+MIN_DISTINCT = 8
 
 
 @dataclass
@@ -271,8 +276,9 @@ def gpd_fit(loss_sorted, weight_sorted, n: int, reference: float, confidence, *,
     y, wy = loss[above] - u, w[above]
     if np.unique(y).size < min_excesses:
         return TailFit("gpd", {"threshold": u}, ok=False,
-                       note=f"only {np.unique(y).size} distinct losses above the threshold "
-                            f"(need {min_excesses}): the tail is a lattice, no smooth fit")
+                       note=f"not meaningful: discrete loss law (only {np.unique(y).size} "
+                            f"distinct losses above the threshold, need {min_excesses}: the "
+                            "tail is a lattice, no smooth fit)")
     xi, sigma, ok = _weighted_gpd_mle(y, wy)
     W = float(wy.sum())
     zeta = W / n
@@ -348,10 +354,297 @@ def qq_points(loss_sorted, weight_sorted, n: int, fit: TailFit, *, min_weight: f
     if fit.ok and fit.quantile is not None and keep.any():
         fitted = np.asarray(fit.quantile(p), dtype=float)
         out["fitted"] = fitted
-        scale = np.maximum(np.abs(loss[keep]), 1e-300)
+        # relative to the loss (never below a millionth of the largest tail loss: a loss of
+        # 0 in a lattice tail would otherwise divide by 1e-300)
+        scale = np.maximum(np.abs(loss[keep]), 1e-6 * float(np.max(np.abs(loss))) or 1.0)
         out["max_rel_deviation"] = float(np.max(np.abs(fitted[keep] - loss[keep]) / scale))
     if loss.size > max_points:
         idx = np.unique(np.geomspace(1, loss.size, max_points).astype(int) - 1)
         for key in ("tail_probability", "empirical", "fitted"):
             out[key] = out[key][idx]
+    return out
+
+
+# ------------------------------------------------------------------------------ lattices
+def lattice_step(loss_sorted, rtol: float = 1e-7) -> float | None:
+    """The step ``h`` of a lattice tail, or None.
+
+    The distinct losses of the buffer form a lattice when every gap between neighbours is an
+    integer multiple of the smallest gap (to ``rtol`` of the loss scale): a default-only
+    portfolio of equal exposures (losses ``k * LGD``), or an equal-exposure pool.  A
+    CreditMetrics portfolio with migrations has no such step (None).
+    """
+    values = np.unique(np.asarray(loss_sorted, dtype=float))
+    if values.size < 3:
+        return None
+    gaps = np.diff(values)
+    h = float(gaps.min())
+    scale = max(float(np.abs(values).max()), h)
+    if not h > rtol * scale:
+        return None
+    ratio = gaps / h
+    if np.all(np.abs(ratio - np.round(ratio)) <= 1e-6 * np.maximum(ratio, 1.0)):
+        return h
+    return None
+
+
+def _gpd_sf(t, xi, sigma):
+    """Survival function of the GPD (location 0) at ``t >= 0``."""
+    t = np.asarray(t, dtype=float)
+    if abs(xi) < 1e-9:
+        return np.exp(-t / sigma)
+    z = 1.0 + xi * t / sigma
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(z > 0, np.power(np.maximum(z, 1e-300), -1.0 / xi), 0.0)
+    return out
+
+
+def _lattice_loglik(j, xi, sigma, h):
+    """Continuity-corrected GPD log-probability of the excess ``j h`` (``j >= 1``) over
+    the threshold atom: ``log [(S((j - 1/2) h) - S((j + 1/2) h)) / S(h / 2)]``."""
+    lo = _gpd_sf((j - 0.5) * h, xi, sigma)
+    hi = _gpd_sf((j + 0.5) * h, xi, sigma)
+    base = _gpd_sf(0.5 * h, xi, sigma)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.maximum(lo - hi, 0.0)) - np.log(base)
+
+
+def _lattice_mle(j, w, h):
+    wn = w / w.sum()
+
+    def nll(theta):
+        xi, log_s = theta
+        if not -0.9 < xi < 5:
+            return 1e300
+        ll = _lattice_loglik(j, xi, math.exp(log_s), h)
+        if not np.all(np.isfinite(ll)):
+            return 1e300
+        return -float(np.dot(wn, ll))
+
+    m = float(np.dot(wn, j)) * h
+    best = None
+    for start in ((0.1, math.log(m)), (0.3, math.log(m)), (-0.1, math.log(m))):
+        res = optimize.minimize(nll, np.array(start), method="Nelder-Mead",
+                                options={"xatol": 1e-9, "fatol": 1e-13, "maxiter": 4000})
+        if best is None or res.fun < best.fun:
+            best = res
+    return float(best.x[0]), float(math.exp(best.x[1])), nll, bool(best.fun < 1e299)
+
+
+def _lattice_measures(xi, sigma, u, zeta, h, reference, c):
+    """VaR / ES at ``c`` of the discrete law ``P(L >= u + j h) = zeta S((j - 1/2) h) /
+    S(h / 2)`` (``j >= 1``): VaR the largest atom with ``P(L >= x) >= 1 - c``, ES the mean
+    of the worst ``1 - c`` of probability (the atom at VaR in part)."""
+    t = 1.0 - c
+    base = float(_gpd_sf(0.5 * h, xi, sigma))
+    # atoms until their survival is negligible
+    j = np.arange(1, 1 + 4096)
+    for _ in range(8):
+        surv = zeta * _gpd_sf((j - 0.5) * h, xi, sigma) / base
+        if surv[-1] < 1e-10 * t or j.size >= 2 ** 22:
+            break
+        j = np.arange(1, 1 + 4 * j.size)
+    surv = zeta * _gpd_sf((j - 0.5) * h, xi, sigma) / base     # P(L >= u + j h)
+    prob = surv - np.concatenate([surv[1:], [0.0]])
+    x = u + j * h
+    iv = int(np.flatnonzero(surv >= t).max())
+    above = float(np.dot(prob[iv + 1:], x[iv + 1:]))
+    es = (above + x[iv] * (t - (surv[iv + 1] if iv + 1 < surv.size else 0.0))) / t
+    return float(x[iv] - reference), float(es - reference)
+
+
+def lattice_gpd_fit(loss_sorted, weight_sorted, n: int, reference: float, confidence, *,
+                    threshold_weight: float, step: float, min_atoms: int = 4) -> TailFit:
+    """Peaks over threshold on a lattice: a continuity-corrected generalized Pareto law.
+
+    The excesses over a threshold atom ``u`` are the atoms ``j h`` (``j >= 1``); each is the
+    rounding of a continuous GPD excess to the nearest atom, so its probability is
+
+        P(Y = j h) = [S((j - 1/2) h) - S((j + 1/2) h)] / S(h / 2),
+
+    ``S(t) = (1 + xi t / sigma)^(-1/xi)`` (the GPD survival function; interval-censored
+    likelihood).  Without the correction a GPD fitted to the atoms themselves is pulled
+    towards a thin tail (xi 0.06 instead of 0.23 on a 1,000-name pool of PD 3 bp).  VaR and
+    ES are those of the discrete law (:func:`_lattice_measures`); errors by the delta method
+    from the inverse observed information at the effective number of excesses (weighted
+    likelihood) and the binomial error of ``zeta_u``.
+    """
+    loss = np.asarray(loss_sorted, dtype=float)
+    w = np.asarray(weight_sorted, dtype=float)
+    k = int(np.searchsorted(np.cumsum(w), threshold_weight, side="left"))
+    k = min(k, loss.size - 1)
+    u = float(loss[k])
+    above = loss > u
+    j = np.round((loss[above] - u) / step)
+    wy = w[above]
+    atoms = np.unique(j).size
+    if atoms < min_atoms:
+        return TailFit("gpd", {"threshold": u, "lattice_step": step}, ok=False,
+                       note=f"not meaningful: discrete loss law (only {atoms} loss atoms above "
+                            f"the threshold, need {min_atoms})")
+    xi, sigma, nll, ok = _lattice_mle(j, wy, step)
+    W = float(wy.sum())
+    zeta = W / n
+    n_eff = W * W / float(np.dot(wy, wy))
+    fit = TailFit("gpd", {"threshold": u, "xi": xi, "sigma": sigma, "zeta": zeta,
+                          "excesses": int(j.size), "effective_excesses": n_eff,
+                          "lattice_step": step},
+                  ok=ok and xi < 1,
+                  note="continuity-corrected GPD on the loss lattice (step "
+                       f"{step:.6g}; interval likelihood) above the threshold (tail "
+                       f"probability {zeta:.3g})")
+    if not fit.ok:
+        fit.note = f"no usable maximum-likelihood fit on the lattice (xi = {xi:.3g})"
+        return fit
+    theta0 = np.array([xi, math.log(sigma)])
+    hess = np.zeros((2, 2))
+    eps = np.array([1e-3, 1e-3])
+    for a in range(2):
+        for b in range(2):
+            ea, eb = np.eye(2)[a] * eps[a], np.eye(2)[b] * eps[b]
+            hess[a, b] = (nll(theta0 + ea + eb) - nll(theta0 + ea - eb)
+                          - nll(theta0 - ea + eb) + nll(theta0 - ea - eb)) / (4 * eps[a] * eps[b])
+    try:
+        cov_t = np.linalg.inv(hess) / n_eff
+    except np.linalg.LinAlgError:
+        cov_t = np.full((2, 2), np.nan)
+    var_zeta = max(float(np.dot(wy, wy)) - W * W / n, 0.0) / (n * n)
+    cov3 = np.zeros((3, 3))
+    cov3[:2, :2] = cov_t
+    cov3[2, 2] = var_zeta
+    fit.params.update(xi_se=float(math.sqrt(max(cov_t[0, 0], 0.0))),
+                      sigma_se=float(sigma * math.sqrt(max(cov_t[1, 1], 0.0))))
+    base = float(_gpd_sf(0.5 * step, xi, sigma))
+
+    def q(tail_p):
+        s = np.clip(np.asarray(tail_p, dtype=float) / zeta * base, 1e-300, 1.0)
+        t = (s ** (-xi) - 1.0) * sigma / xi if abs(xi) > 1e-9 else -sigma * np.log(s)
+        return u + np.maximum(np.round(t / step + 0.5), 1.0) * step
+
+    fit.quantile = q
+    for c in confidence:
+        if not 1.0 - c < zeta:
+            continue
+        theta = np.array([xi, math.log(sigma), zeta])
+
+        def measures(th, c=c):
+            return _lattice_measures(th[0], math.exp(th[1]), u, th[2], step, reference, c)
+
+        var, es = measures(theta)
+        grad = np.zeros(3)
+        for i in range(3):
+            hh = 1e-4 * max(abs(theta[i]), 1e-2)
+            tp, tm = theta.copy(), theta.copy()
+            tp[i] += hh
+            tm[i] -= hh
+            grad[i] = (measures(tp)[1] - measures(tm)[1]) / (2 * hh)
+        es_se = float(math.sqrt(max(grad @ cov3 @ grad, 0.0)))
+        fit.levels.append({"confidence": float(c), "var": var, "es": es,
+                           "var_se": float("nan"), "es_se": es_se})
+    return fit
+
+
+def _vasicek_cdf(x, pd_, rho):
+    x = np.clip(np.asarray(x, dtype=float), 1e-300, 1 - 1e-16)
+    return ndtr((math.sqrt(1.0 - rho) * ndtri(x) - ndtri(pd_)) / math.sqrt(rho))
+
+
+def _vasicek_logpdf(x, pd_, rho):
+    x = np.clip(np.asarray(x, dtype=float), 1e-300, 1 - 1e-16)
+    g = ndtri(x)
+    a = (math.sqrt(1.0 - rho) * g - ndtri(pd_)) / math.sqrt(rho)
+    return 0.5 * math.log((1.0 - rho) / rho) - 0.5 * a * a + 0.5 * g * g
+
+
+def _tail_loglik(fit: TailFit, y, u, step):
+    """Log-likelihood of tail losses ``y > u`` under ``fit``'s law conditional on
+    ``L > u`` (per scenario; on a lattice the probability of each atom)."""
+    if fit.name == "vasicek":
+        pd_, rho, e = fit.params["pd"], fit.params["rho"], fit.params["exposure"]
+        if step is not None:
+            lo, hi = _vasicek_cdf((y - step / 2) / e, pd_, rho), _vasicek_cdf((y + step / 2) / e,
+                                                                            pd_, rho)
+            base = 1.0 - _vasicek_cdf((u + step / 2) / e, pd_, rho)
+            with np.errstate(divide="ignore"):
+                return np.log(np.maximum(hi - lo, 1e-300)) - math.log(max(base, 1e-300))
+        base = 1.0 - _vasicek_cdf(u / e, pd_, rho)
+        return _vasicek_logpdf(y / e, pd_, rho) - math.log(e) - math.log(max(base, 1e-300))
+    xi, sigma = fit.params["xi"], fit.params["sigma"]
+    if step is not None:
+        j = np.round((y - u) / step)
+        return _lattice_loglik(j, xi, sigma, step)
+    return gpd_logpdf(y - u, xi, sigma)
+
+
+def held_out_verdict(fits, loss_sorted, weight_sorted, batch, n: int, reference: float,
+                     confidence, *, threshold_weight: float, step: float | None) -> dict:
+    """Which fit describes the tail: the held-out tail log-likelihood, with its error.
+
+    Two folds by batch parity (the fixed sub-ranges of the scenarios: a function of the
+    configuration): the GPD is refitted on one fold and scored on the other's excesses over
+    the threshold, and vice versa; Vasicek's law (moment-matched, not fitted to the tail) is
+    scored on the same excesses, conditional on exceeding the threshold.  The criterion is
+    the mean per-scenario log-likelihood difference ``D = mean(ll_GPD - ll_Vasicek)`` over
+    the held-out tail (likelihood-ratio weights), with standard error
+    ``sqrt(sum w^2 (d - D)^2) / sum w``.  ``|D| < 2 SE``: neither is preferred (the one with
+    the higher likelihood is named but flagged ``decisive = False``).
+
+    Returns
+    -------
+    dict
+        ``criterion``, ``difference`` (GPD minus Vasicek), ``difference_se``,
+        ``held_out_scenarios``, ``best`` (a fit name or None), ``decisive``, ``reason``.
+    """
+    by_name = {f.name: f for f in fits}
+    out = {"criterion": "held-out tail log-likelihood (2 folds by batch parity), mean per "
+                        "tail scenario, GPD minus Vasicek",
+           "difference": None, "difference_se": None, "held_out_scenarios": 0,
+           "best": None, "decisive": False, "reason": None}
+    usable = [f for f in fits if f.ok]
+    if len(usable) == 1:
+        out.update(best=usable[0].name, reason="the only meaningful fit")
+        return out
+    if not usable:
+        out["reason"] = "no meaningful fit"
+        return out
+    loss = np.asarray(loss_sorted, dtype=float)
+    w = np.asarray(weight_sorted, dtype=float)
+    fold = np.asarray(batch) % 2
+    d_all, w_all = [], []
+    for f in (0, 1):
+        train = fold != f
+        tw = float(w[train].sum())
+        if tw <= 0:
+            continue
+        # the fold's own threshold at the same tail weight share (its scenarios are ~half)
+        share = threshold_weight / float(w.sum())
+        kw = share * tw
+        if step is not None:
+            refit = lattice_gpd_fit(loss[train], w[train], n, reference, (), step=step,
+                                    threshold_weight=kw)
+        else:
+            refit = gpd_fit(loss[train], w[train], n, reference, (), threshold_weight=kw)
+        if not refit.ok:
+            continue
+        # score the held-out excesses over the same threshold as the refit
+        ut = refit.params["threshold"]
+        test = (fold == f) & (loss > ut)
+        if not test.any():
+            continue
+        ll_g = _tail_loglik(refit, loss[test], ut, step)
+        ll_v = _tail_loglik(by_name["vasicek"], loss[test], ut, step)
+        d_all.append(ll_g - ll_v)
+        w_all.append(w[test])
+    if not d_all:
+        out["reason"] = "the folds hold too few tail scenarios to refit the GPD"
+        return out
+    d, ww = np.concatenate(d_all), np.concatenate(w_all)
+    d = np.where(np.isfinite(d), d, np.sign(d) * 700.0)
+    W = float(ww.sum())
+    D = float(np.dot(ww, d) / W)
+    se = float(math.sqrt(float(np.dot(ww * ww, (d - D) ** 2))) / W)
+    out.update(difference=D, difference_se=se, held_out_scenarios=int(d.size),
+               best="gpd" if D > 0 else "vasicek", decisive=bool(abs(D) > 2 * se))
+    if not out["decisive"]:
+        out["reason"] = "|difference| < 2 SE: the held-out tail does not tell them apart"
     return out

@@ -40,6 +40,8 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp
 from scipy.stats import binom
 
+from riskdask.formatting import sig
+
 from .summary import batch_deviations, batch_means_se, exact_sum
 
 __all__ = [
@@ -51,7 +53,12 @@ __all__ = [
     "tail_errors",
     "variance_reduction",
     "rel_se_of_variance",
+    "LATTICE",
+    "lattice_reason",
 ]
+
+#: The prefix of every figure withheld because the loss law is discrete.
+LATTICE = "not meaningful: discrete loss law"
 
 MIN_BATCHES = 32
 
@@ -321,3 +328,42 @@ def variance_reduction(se_plain: float, se_is: float, rel_plain: float = float("
         z = float(ndtri(0.5 + level / 2))
         out["low"], out["high"] = float(vr * math.exp(-z * rel)), float(vr * math.exp(z * rel))
     return out
+
+
+def lattice_reason(measure: str, runs) -> str | None:
+    """Why a variance-reduction factor of ``measure`` is not meaningful on a discrete loss
+    law, or None when it is.
+
+    A ratio of two squared errors estimates a variance reduction only when both errors
+    measure the spread of a (locally) continuous estimator.  On a lattice they do not:
+
+    * **VaR**: when an error is below the lattice spacing at the quantile (the gap to the
+      neighbouring loss atom, :func:`riskdask.credit.simulation.lattice_facts`), the
+      estimate sits on one atom and the "error" is the tiny probability of jumping to the
+      next one -- its ratio between two runs spans tens of orders of magnitude (1e-225 to
+      1e52 on the CreditMetrics bond and pair) and says nothing about efficiency;
+    * **ES**: when an ES tail holds a single loss value (ES is then the atom itself, its
+      batch-means part is 0 and only the atom-jump part remains).  An ES tail over two or
+      more atoms is a genuine mean: its batch-means error, and their ratio, are meaningful.
+
+    Parameters
+    ----------
+    measure : {"var", "es"}
+    runs : sequence of (label, se, lattice_spacing, tail_distinct)
+        The plain and the importance-sampling run.
+
+    Returns
+    -------
+    str or None
+        ``"not meaningful: discrete loss law (<reason>)"``.
+    """
+    for label, se, spacing, distinct in runs:
+        if measure == "es" and distinct < 2:
+            return (f"{LATTICE} (the {label} ES tail holds {distinct} loss value"
+                    f"{'' if distinct == 1 else 's'}: ES is one atom)")
+        if not (np.isfinite(se) and np.isfinite(spacing)):
+            continue
+        if measure == "var" and se < spacing:
+            return (f"{LATTICE} (the {label} VaR error is below the lattice spacing "
+                    f"{sig(spacing, 3)} at the quantile: the estimate sits on one atom)")
+    return None
