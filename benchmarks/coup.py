@@ -347,12 +347,33 @@ def bench_backtest(client, first, last, n_trees, per_task):
         float(np.mean(t_ours)), float(np.mean(t_sk)), "target: sequential/ours >= 1.0x")
 
 
+def bench_trees_needed(client, first, last, counts=(4, 25, 100)):
+    """How many backtest trees make the forest's forecasts more than a handful of values
+    (issue 21): per tree count, distinct forecasts, the share exactly 0, ROC-AUC and the
+    Brier skill against climatology (each year's training attempt rate), computed directly."""
+    from sklearn.metrics import roc_auc_score
+
+    X, y, mi = backtest_data()
+    years = list(range(first, last + 1))
+    rows = np.concatenate([np.flatnonzero(mi // 12 == yr) for yr in years])
+    clim = np.concatenate([np.full(int(np.sum(mi // 12 == yr)), y[mi < 12 * yr].mean())
+                           for yr in years])
+    yy = y[rows]
+    for n in counts:
+        wall, _, p = ours_backtest(client, X, y, mi, years, n, min(n, 5), seed=n)
+        bss = 1 - np.mean((p - yy) ** 2) / np.mean((clim - yy) ** 2)
+        print(f"{n:>4} trees/year, {first}-{last}: {wall:6.1f} s, {len(np.unique(p)):>4} "
+              f"distinct forecasts, {np.mean(p == 0):.0%} exactly 0, ROC-AUC "
+              f"{roc_auc_score(yy, p):.3f}, Brier skill {bss:+.3f}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--skip-forest", action="store_true")
     ap.add_argument("--parts", default="sweep,forest,backtest",
-                    help="comma-separated: sweep, forest, backtest")
+                    help="comma-separated: sweep, forest, backtest, trees (the backtest "
+                         "forest's tree count: distinct forecasts and skill; not by default)")
     ap.add_argument("--bt-first", type=int, default=2010)
     ap.add_argument("--bt-last", type=int, default=2019)
     ap.add_argument("--bt-trees", type=int, default=12)
@@ -377,6 +398,10 @@ def main(argv=None):
             bench_forest(client, args.trees)
         if "backtest" in parts:
             bench_backtest(client, args.bt_first, args.bt_last, args.bt_trees, args.bt_per_task)
+        if "trees" in parts:
+            bench_trees_needed(client, args.bt_first, args.bt_last)
+    if not ROWS:
+        return
     width = max(len(r[0]) for r in ROWS)
     print(f"\n{'what':<{width}}  {'ours s':>9}  {'straight s':>11}  {'ratio':>9}  note")
     for what, ours, straight, ratio, note in ROWS:

@@ -24,7 +24,8 @@ from riskdask import run_job
 SMALL = ["data.synthetic_countries=40", "forest.n_trees=12", "forest.trees_per_task=2",
          "forest.max_depth=12", "importance.permutation_rows=300",
          "importance.permutation_repeats=2", "backtest.first_test_year=2017",
-         "backtest.n_trees=4", "backtest.trees_per_task=2", 'backtest.models=["forest","logistic"]']
+         "backtest.n_trees=4", "backtest.trees_per_task=2", 'backtest.models=["forest","logistic"]',
+         "league.n_trees=4"]
 TABLES = ("sweep", "confusion_tables", "importances", "predictions", "league_table", "backtest",
           "backtest_predictions", "backtest_sweep", "calibration", "brier_decomposition",
           "model_comparison", "convergence")
@@ -259,11 +260,14 @@ def test_temporal_split_with_lead_months(local_client, tmp_path):
     # each country loses its last 3 months (no complete 3-month window ahead): counted
     ex = [e for e in res.manifest["exclusions"] if "next 3 months" in e["reason"]]
     assert ex and ex[0]["count"] == 20 * 3
-    assert s["lead_months"] == 3 and s["league_month"] == "2018-12"
+    # the league ranks the file's latest month (features, no target needed) ...
+    assert s["lead_months"] == 3 and s["league_month"] == "2019-03"
     league = res.table("league_table")
-    assert set(league["score_source"]) == {"temporal"}
-    # a row of month m trains only when its target (months m+1..m+3) is settled before 2018-12
-    assert (league["trained_through"] == "2018-08").all()
+    assert set(league["score_source"]) == {"temporal"} and league["ccode"].is_unique
+    raw = synthetic_reign(2019, 20)
+    assert len(league) == raw.loc[raw["year"].eq(2019) & raw["month"].eq(3), "ccode"].nunique()
+    # ... by a model whose every row's target (months m+1..m+3) closed before 2019-03
+    assert (league["trained_through"] == "2018-11").all()
 
 
 # ----------------------------------------------------------------------------- issue 12
@@ -313,7 +317,8 @@ LEADER_MONTHS = Path(__file__).parent / "data" / "coup_reign_leader_months.csv"
 REAL = [f"data.path={LEADER_MONTHS}", "forest.n_trees=6", "forest.trees_per_task=3",
         "importance.permutation_rows=400", "importance.permutation_repeats=2",
         "backtest.first_test_year=2000", "backtest.n_trees=4", "backtest.trees_per_task=2",
-        'backtest.models=["forest","hgb","logistic"]', "backtest.bootstrap_replicates=50"]
+        'backtest.models=["forest","hgb","logistic"]', "backtest.bootstrap_replicates=50",
+        "league.n_trees=4"]
 
 @pytest.fixture(scope="module")
 def real_runs(local_client, tmp_path_factory):
@@ -357,7 +362,21 @@ def test_pooled_backtest_is_out_of_sample_and_scored_like_sklearn(real_runs):
     lo, hi = b["roc_auc_95"]
     assert lo < hi
     comp = run.table("model_comparison").set_index("model")
-    assert list(comp.index) == ["forest", "hgb", "logistic"]
+    assert list(comp.index) == ["forest", "hgb", "logistic", "climatology", "forest (isotonic)",
+                                "hgb (isotonic)", "logistic (isotonic)"]
+    # skill against climatology, each fold's training attempt rate, by direct numpy
+    clim = pooled[pooled["model"] == "climatology"]
+    assert (clim["target"].to_numpy() == y).all()
+    rate = run.table("predictions").assign(t=lambda d: d["target"])
+    for year, g in clim.groupby("test_year"):
+        before = rate.loc[rate["year"] < year, "t"]
+        assert g["probability"].iloc[0] == pytest.approx(before.mean(), rel=1e-12)
+    bs_ref = np.mean((clim["probability"].to_numpy() - y) ** 2)
+    assert comp.loc["forest", "brier_skill"] == pytest.approx(
+        1 - np.mean((p - y) ** 2) / bs_ref, rel=1e-10)
+    assert comp.loc["climatology", "brier_skill"] == pytest.approx(0.0, abs=1e-15)
+    assert comp.loc["forest", "pr_auc_base"] == pytest.approx(y.mean(), rel=1e-12)
+    assert comp.loc["forest", "beats_base_rate"] == (comp.loc["forest", "brier_skill"] > 0)
     for m, g in pooled.groupby("model"):
         assert comp.loc[m, "pr_auc"] == pytest.approx(
             average_precision_score(g["target"], g["probability"]), abs=1e-12)

@@ -19,7 +19,7 @@ from riskdask.coup.forest import as_float32
 from riskdask.coup.prepare import feature_matrix, lead_target, month_index
 from riskdask.coup.reign import read_reign_csv, resolve_features, validate_panel
 from riskdask.coup.schema import DEFAULT_NUMERIC_FEATURES
-from riskdask.engine import Engine, plan_chunks, reduce_local
+from riskdask.engine import Engine, reduce_local
 from riskdask.errors import ConfigError, InputError
 
 LEADER_MONTHS = Path(__file__).parent / "data" / "coup_reign_leader_months.csv"
@@ -155,7 +155,7 @@ def test_backtest_kernels_match_sklearn_and_never_see_the_test_year(small_proble
     folds.append(bt.month_fold(mi, int(mi.max())))
     tasks = bt.backtest_tasks(folds, n_trees=6, trees_per_task=3)
     assert [t.fold for t in tasks][:1] == [2]                    # the latest cut-off first
-    chunks = plan_chunks(len(tasks), 1, 11)
+    chunks = bt.task_chunks(tasks, folds, 11)
     shared = _shared(X, y, mi, folds)
     parts = [bt.backtest_kernel(c, shared, tasks, bt.MODELS, {"max_depth": 6}) for c in chunks]
     sums = reduce_local(parts, bt.combine_pooled)
@@ -269,7 +269,7 @@ def test_pooled_backtest_on_the_cluster_is_bit_identical_on_1_and_2_workers(loca
     tasks = bt.backtest_tasks(folds, 4, 2)
     local = reduce_local([bt.backtest_kernel(c, _shared(X, y, mi, folds), tasks, m1,
                                              {"max_depth": 8})
-                          for c in plan_chunks(len(tasks), 1, 7)], bt.combine_pooled)
+                          for c in bt.task_chunks(tasks, folds, 7)], bt.combine_pooled)
     np.testing.assert_array_equal(local.dense().sums, s1.sums)
     pooled = bt.pooled_table(frame, y, folds, m1, s1)
     years = pooled[pooled["fold_kind"] == "year"]

@@ -31,20 +31,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..engine import map_reduce, plan_chunks
+from ..engine import Chunk, map_reduce
 from .evaluate import binary_scores
 from .forest import as_float32, chunk_random_state, fit_subforest
 
 __all__ = ["MODELS", "MODEL_LABELS", "Fold", "BacktestTask", "PooledSums", "training_rows",
-           "year_folds", "month_fold", "pooled_layout", "backtest_tasks", "combine_pooled",
-           "empty_pooled", "backtest_kernel", "fit_predict", "pooled_table", "per_year_table",
-           "run_backtest", "comparison_table"]
+           "year_folds", "month_fold", "pooled_layout", "backtest_tasks", "task_seed",
+           "task_chunks",
+           "combine_pooled", "empty_pooled", "backtest_kernel", "fit_predict", "pooled_table",
+           "per_year_table", "run_backtest", "comparison_table"]
 
-#: Models the backtest can train per fold (the seed's is ``forest``).
-MODELS = ("forest", "hgb", "logistic")
+#: Models the backtest can train per fold (the seed's is ``forest``); ``climatology`` is the
+#: no-skill reference every fold carries: the attempt rate of the fold's training rows.
+MODELS = ("forest", "hgb", "logistic", "climatology")
 MODEL_LABELS = {"forest": "RandomForestRegressor (seed)",
                 "hgb": "HistGradientBoostingClassifier",
-                "logistic": "LogisticRegression (standardised features)"}
+                "logistic": "LogisticRegression (standardised features)",
+                "climatology": "climatology (training rows' attempt rate; no skill)"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Fold:
         Positions of the rows the fold predicts.
     models : tuple of str
         Models trained on this fold.
+    n_trees : int or None
+        Forest trees of this fold (None: the plan's ``n_trees``).
     """
 
     label: str
@@ -73,6 +78,7 @@ class Fold:
     cutoff: int
     test: np.ndarray
     models: tuple[str, ...] = ("forest",)
+    n_trees: int | None = None
 
 
 def training_rows(month_idx: np.ndarray, cutoff: int, lead_months: int) -> np.ndarray:
@@ -89,11 +95,12 @@ def year_folds(month_idx: np.ndarray, test_years: Sequence[int],
 
 
 def month_fold(month_idx: np.ndarray, month: int, rows: np.ndarray | None = None,
-               models: Sequence[str] = ("forest",)) -> Fold:
+               models: Sequence[str] = ("forest",), n_trees: int | None = None) -> Fold:
     """The league table's fold: train before ``month``, predict ``rows`` (default: its rows)."""
     test = np.flatnonzero(np.asarray(month_idx) == month) if rows is None else np.asarray(rows)
     return Fold(label=f"{month // 12}-{month % 12 + 1:02d}", kind="league", year=month // 12,
-                cutoff=int(month), test=np.asarray(test, dtype=np.int64), models=tuple(models))
+                cutoff=int(month), test=np.asarray(test, dtype=np.int64), models=tuple(models),
+                n_trees=n_trees)
 
 
 def pooled_layout(folds: Sequence[Fold]) -> tuple[np.ndarray, np.ndarray]:
@@ -111,26 +118,52 @@ class BacktestTask:
     model: str
     fold: int
     n_trees: int = 1
+    part: int = 0         # sub-forest number inside the fold (0 for other models)
 
 
 def backtest_tasks(folds: Sequence[Fold], n_trees: int, trees_per_task: int
                    ) -> list[BacktestTask]:
     """The plan's tasks, latest (largest) training sets first so the big fits start early.
 
-    The list depends on the folds and tree counts only; task ``i`` runs on chunk ``i``'s
-    stream.
+    The list depends on the folds and tree counts only; each task's stream is keyed by its
+    model, fold and sub-forest (:func:`task_seed`), not by its place in the list.
     """
     tasks = []
     for f in sorted(range(len(folds)), key=lambda i: -folds[i].cutoff):
         for model in folds[f].models:
             if model == "forest":
-                full, rest = divmod(n_trees, trees_per_task)
-                tasks += [BacktestTask("forest", f, trees_per_task)] * full
+                trees = folds[f].n_trees or n_trees
+                full, rest = divmod(trees, trees_per_task)
+                tasks += [BacktestTask("forest", f, trees_per_task, j) for j in range(full)]
                 if rest:
-                    tasks.append(BacktestTask("forest", f, rest))
+                    tasks.append(BacktestTask("forest", f, rest, full))
             else:
                 tasks.append(BacktestTask(model, f, 1))
     return tasks
+
+
+def task_chunks(tasks: Sequence[BacktestTask], folds: Sequence[Fold], seed
+                ) -> list[Chunk]:
+    """One chunk per task, its stream keyed by the task (:func:`task_seed`); ``seed`` an int
+    or the ``backtest`` purpose's SeedSequence."""
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return [Chunk(i, i, i + 1, task_seed(root, t.model, folds[t.fold].label, t.part))
+            for i, t in enumerate(tasks)]
+
+
+def task_seed(root: np.random.SeedSequence, model: str, fold_label: str, part: int
+              ) -> np.random.SeedSequence:
+    """The stream of one task: ``root``'s child keyed by (model, fold, sub-forest).
+
+    ``SeedSequence(root.entropy, spawn_key=root.spawn_key + (crc32(model), crc32(fold),
+    part))``: a model's numbers depend on its own name, folds and trees only, so adding or
+    removing another model (or reordering ``backtest.models``) changes none of them.
+    """
+    import zlib
+
+    key = (zlib.crc32(model.encode()), zlib.crc32(fold_label.encode()), int(part))
+    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + key,
+                                  pool_size=root.pool_size)
 
 
 @dataclass
@@ -209,9 +242,12 @@ def fit_predict(model: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     sum over trees of their predictions (the forest's mean times ``n_trees``). ``hgb``:
     ``HistGradientBoostingClassifier(random_state=...)`` with sklearn's defaults, P(attempt).
     ``logistic``: ``LogisticRegression`` (L2, C = 1, lbfgs) on standardised features,
-    P(attempt). Single-threaded (the task is the unit of parallelism; thread counts also
+    P(attempt). ``climatology``: the training rows' attempt rate for every row (the no-skill
+    reference). Single-threaded (the task is the unit of parallelism; thread counts also
     change floating-point sums).
     """
+    if model == "climatology":
+        return np.full(X_test.shape[0], float(np.mean(y_train)))
     if model == "forest":
         # n_jobs=1 trees use neither BLAS nor OpenMP: no thread limit needed (threadpoolctl
         # scans the loaded libraries on every call, ~5% of a 3-tree task)
@@ -302,24 +338,31 @@ def pooled_table(panel: pd.DataFrame, y: np.ndarray, folds: Sequence[Fold],
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def per_year_table(pooled: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def per_year_table(pooled: pd.DataFrame, threshold: float, min_attempts: int = 1
+                   ) -> pd.DataFrame:
     """Per test year (and model): rows, attempts, scores, and the counts at ``threshold``.
 
-    A year without an attempt has no ROC-AUC or PR-AUC (one class only): they are left empty
-    and ``note`` says "no attempt" -- never a made-up 0.5.
+    ROC-AUC and PR-AUC only for a year with at least ``min_attempts`` attempts (one or two
+    attempts make an AUC of 0, 1 or a coin flip): below, they are left empty and ``note``
+    says why -- never a made-up 0.5.
     """
     out = []
     for (model, year), g in pooled.groupby(["model", "test_year"], sort=True):
         y, p = g["target"].to_numpy(), g["probability"].to_numpy()
         pos = p > threshold
         attempts = int(np.sum(y == 1))
+        s = binary_scores(y, p)
+        note = ""
+        if attempts < min_attempts:
+            s["roc_auc"] = s["pr_auc"] = None
+            note = ("no attempt" if attempts == 0 else
+                    f"{attempts} attempt(s) < {min_attempts}: no AUC")
         out.append({"model": model, "test_year": int(year), "n_test": len(g),
                     "attempts": attempts, "n_train": int(g["n_train"].iloc[0]),
                     "train_last_year": int(g["train_last_year"].max()),
-                    **binary_scores(y, p), "threshold": threshold,
+                    **s, "threshold": threshold,
                     "TP": int(np.sum(pos & (y == 1))), "FP": int(np.sum(pos & (y != 1))),
-                    "FN": int(np.sum(~pos & (y == 1))),
-                    "note": "" if attempts else "no attempt"})
+                    "FN": int(np.sum(~pos & (y == 1))), "note": note})
     return pd.DataFrame(out)
 
 
@@ -330,19 +373,21 @@ def run_backtest(engine, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
     """All folds and models as one plan on ``engine`` (:func:`riskdask.engine.map_reduce`).
 
     ``engine``: the run's :class:`riskdask.engine.Engine` (outside a run, ``Engine(client)``).
-    The inputs are scattered once; task ``i`` is :func:`backtest_tasks` entry ``i`` on chunk
-    ``i`` of ``plan_chunks(n_tasks, 1, seed)``; the partials are added in the engine's fixed
-    tree, so the result is bit-identical on any number of workers. Returns the models in the
-    order of ``PooledSums``' rows and the reduced sums.
+    The inputs are scattered once; task ``i`` is :func:`backtest_tasks` entry ``i`` on the
+    stream :func:`task_seed` keys by its model, fold and sub-forest (``seed``: the root);
+    the partials are added in the engine's fixed tree, so the result is bit-identical on
+    any number of workers. Returns the models in the order of ``PooledSums``' rows and the
+    reduced sums.
     """
     models = [m for m in MODELS if any(m in f.models for f in folds)]
     tasks = backtest_tasks(folds, n_trees, trees_per_task)
+
     rows, offsets = pooled_layout(folds)
     shared = {"X": as_float32(X), "y": np.asarray(y, dtype=np.float64),
               "month_idx": np.asarray(month_idx, dtype=np.int64), "lead_months": lead_months,
               "pooled_rows": rows, "offsets": offsets,
               "cutoffs": np.array([f.cutoff for f in folds], dtype=np.int64)}
-    chunks = plan_chunks(len(tasks), 1, seed)
+    chunks = task_chunks(tasks, folds, seed)
     sums = map_reduce(backtest_kernel, chunks, combine_pooled, engine=engine, shared=shared,
                       kernel_kwargs={"tasks": tasks, "models": models,
                                      "params": dict(params or {})}, label=label,
@@ -351,24 +396,49 @@ def run_backtest(engine, X: np.ndarray, y: np.ndarray, month_idx: np.ndarray,
 
 
 def comparison_table(pooled: pd.DataFrame, sweeps: Mapping[str, pd.DataFrame],
-                     intervals: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """One row per model on the same pooled backtest: ROC-AUC, PR-AUC, Brier, best F1.
+                     intervals: Mapping[str, Mapping[str, Any]] | None = None,
+                     predictions: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per model on the same pooled backtest, beside the no-skill reference.
 
-    ``sweeps[model]`` is the model's 1,000-threshold sweep on its pooled predictions; the best
-    F1 is its maximum (first threshold reaching it), chosen on the pooled test predictions
-    themselves -- an optimistic figure for every model alike, so it compares, it does not
-    forecast. ``intervals[model]``: bootstrap intervals (``evaluate.bootstrap_intervals``).
+    ROC-AUC, PR-AUC (beside ``pr_auc_base``, the pooled attempt share: a forecast without
+    skill), Brier and log loss, with their skill against ``climatology`` (each fold's
+    training attempt rate): ``brier_skill = 1 - BS / BS_clim``, ``log_loss_skill``, and
+    ``beats_base_rate`` (Brier skill > 0). ``predictions`` may add rows (the isotonic
+    recalibrations, ``"forest (isotonic)"``). ``sweeps[model]``: the best F1 is its maximum
+    on the pooled predictions themselves -- optimistic for every model alike (the
+    out-of-sample F1 is :func:`riskdask.coup.decisions.rolling_threshold`).
+    ``intervals[model]``: 95% paired country-bootstrap intervals.
     """
-    rows = []
+    from .evaluate import skill
+
+    preds = dict(predictions or {})
     for model, g in pooled.groupby("model", sort=False):
-        sw = sweeps[model]
-        best = int(np.argmax(sw["f1"].to_numpy()))
-        s = binary_scores(g["target"].to_numpy(), g["probability"].to_numpy())
+        preds.setdefault(model, g["probability"].to_numpy())
+    first = pooled[pooled["model"] == pooled["model"].iloc[0]]
+    y = first["target"].to_numpy()
+    ref = binary_scores(y, preds["climatology"]) if "climatology" in preds else None
+    rows = []
+    for model, p in preds.items():
+        s = binary_scores(y, p)
         iv = (intervals or {}).get(model, {})
-        rows.append({"model": model, "label": MODEL_LABELS[model], "n_rows": len(g),
-                     "attempts": int(g["target"].sum()), **s,
-                     **{f"{k}_low95": (iv.get(k) or (None, None))[0] for k in s},
-                     **{f"{k}_high95": (iv.get(k) or (None, None))[1] for k in s},
-                     "best_f1": float(sw["f1"].iloc[best]),
-                     "best_f1_threshold": float(sw["threshold"].iloc[best])})
+        bss = skill(s["brier"], ref["brier"]) if ref else None
+        lls = skill(s["log_loss"], ref["log_loss"]) if ref else None
+        sw = sweeps.get(model)
+        best = int(np.argmax(sw["f1"].to_numpy())) if sw is not None else None
+        base = model.split(" (")[0]
+        rows.append({"model": model,
+                     "label": MODEL_LABELS.get(base, base) + (
+                         " + isotonic recalibration on earlier years" if base != model
+                         else ""),
+                     "n_rows": len(y), "attempts": int(np.sum(y == 1)), **s,
+                     "pr_auc_base": float(np.mean(y)), "brier_skill": bss,
+                     "log_loss_skill": lls,
+                     "beats_base_rate": None if bss is None else bool(bss > 0),
+                     **{f"{k}_low95": (iv.get(k) or (None, None))[0]
+                        for k in (*s, "brier_skill", "log_loss_skill")},
+                     **{f"{k}_high95": (iv.get(k) or (None, None))[1]
+                        for k in (*s, "brier_skill", "log_loss_skill")},
+                     "best_f1": None if best is None else float(sw["f1"].iloc[best]),
+                     "best_f1_threshold": (None if best is None
+                                           else float(sw["threshold"].iloc[best]))})
     return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .prepare import forbidden_features
 
 __all__ = ["Config", "DataConfig", "SplitConfig", "ForestConfig", "SweepConfig",
-           "ImportanceConfig", "BacktestConfig", "LeagueConfig"]
+           "ImportanceConfig", "BacktestConfig", "LeagueConfig", "LEAGUE_MIN_TREES"]
 
 
 def _check_features(v: list[str] | None) -> list[str] | None:
@@ -39,6 +39,10 @@ class DataConfig(BaseModel):
     drop_features: list[str] = Field(default_factory=list,
                                      description="features to leave out of the list")
     one_hot_government: bool = Field(True, description="add the 16 government_<type> dummies")
+    duplicates: Literal["error", "drop"] = Field(
+        "error", description="a row identical in every column to another: error (exit 2 "
+        "naming both rows) or drop (left out, counted). Rows of one (ccode, year, month, "
+        "leader) that differ are a leader's spells (a within-month return) and always kept")
 
     @field_validator("features")
     @classmethod
@@ -95,10 +99,10 @@ class ImportanceConfig(BaseModel):
 class BacktestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    first_test_year: int = Field(1990, description="first test year Y (train on years < Y)")
+    first_test_year: int = Field(2010, description="first test year Y (train on years < Y)")
     last_test_year: int | None = Field(None, description="default: the last year in the data")
-    n_trees: int = Field(4, ge=1, le=1_000_000, description="forest trees per test year")
-    trees_per_task: int = Field(4, ge=1)
+    n_trees: int = Field(25, ge=1, le=1_000_000, description="forest trees per test year")
+    trees_per_task: int = Field(5, ge=1)
     models: list[Literal["forest", "hgb", "logistic"]] = Field(
         default_factory=lambda: ["forest", "logistic"],
         description="forest (the seed's), hgb (HistGradientBoostingClassifier), logistic")
@@ -106,6 +110,11 @@ class BacktestConfig(BaseModel):
                                       description="country bootstrap for the intervals")
     calibration_bins: int = Field(10, ge=2, le=100)
     calibration_strategy: Literal["quantile", "uniform"] = "quantile"
+    min_attempts_auc: int = Field(3, ge=1, description="per-year ROC-AUC and PR-AUC only "
+                                  "for a test year with at least this many attempts")
+    alert_k: int = Field(5, ge=1, description="alert budget: countries flagged per month")
+    recalibration: Literal["isotonic", "none"] = Field(
+        "isotonic", description="isotonic recalibration fitted on earlier years only")
 
     @field_validator("models")
     @classmethod
@@ -117,11 +126,19 @@ class BacktestConfig(BaseModel):
         return v
 
 
+#: The league model's floor: a forest of fewer trees gives a handful of distinct forecasts,
+#: so most countries tie (4 trees: 191 of 194 countries at exactly 0).
+LEAGUE_MIN_TREES = 100
+
+
 class LeagueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: Literal["temporal", "split"] = Field(
-        "temporal", description="temporal: a forest trained only on months before the "
-        "league month (backtest.n_trees trees); split: the random split's OOB/test scores")
+        "temporal", description="temporal: a forest trained on every month whose target was "
+        "known before the file's latest month; split: the random split's OOB/test scores")
+    n_trees: int | None = Field(None, ge=1, le=1_000_000, description="trees of the temporal "
+                                f"league forest; omitted: {LEAGUE_MIN_TREES} (the floor: "
+                                "fewer trees give a handful of distinct scores and ties)")
 
 
 class Config(BaseModel):
@@ -134,3 +151,11 @@ class Config(BaseModel):
     importance: ImportanceConfig = Field(default_factory=ImportanceConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     league: LeagueConfig = Field(default_factory=LeagueConfig)
+
+    def league_trees(self) -> int:
+        """Trees of the temporal league forest (``league.n_trees``; default
+        :data:`LEAGUE_MIN_TREES`, the documented floor: the main forest's size is the full
+        config's, ``configs/coup-full.toml``)."""
+        if self.league.n_trees is not None:
+            return self.league.n_trees
+        return LEAGUE_MIN_TREES

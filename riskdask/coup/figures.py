@@ -69,7 +69,9 @@ def league_top(table: pd.DataFrame, threshold: float, n: int = 20):
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     colors = np.where(top["clears_f1_threshold"], "tab:red", "tab:blue")
     ax.barh(np.arange(len(top)), top["probability"], color=colors)
-    ax.set_yticks(np.arange(len(top)), top["country"], fontsize=7)
+    labels = [f"{r}{'=' if t > 1 else ''} {c}" for r, t, c in
+              zip(top["rank"], top.get("tied", np.ones(len(top), int)), top["country"])]
+    ax.set_yticks(np.arange(len(top)), labels, fontsize=7)   # "3= X": tied at rank 3
     ax.axvline(threshold, color="grey", lw=0.8, ls="--", label=f"F1 threshold {threshold:.4f}")
     ax.set_xlabel("predicted probability of a coup attempt (honest score)")
     ax.legend(fontsize=8)
@@ -87,6 +89,7 @@ def pooled_backtest_figure(per_year: pd.DataFrame):
     for col, style in (("roc_auc", "o-"), ("pr_auc", "s-")):
         ax2.plot(per_year["test_year"], per_year[col].astype(float), style, ms=3, label=col)
     ax2.set_ylim(0, 1)
+    ax2.set_ylabel("ROC-AUC, PR-AUC of the year (years with enough attempts)")
     none = per_year[per_year["attempts"] == 0]
     if len(none):
         ax.plot(none["test_year"], np.zeros(len(none)), "x", color="k", label="no attempt")
@@ -134,18 +137,20 @@ def model_pr_figure(curves: dict[str, pd.DataFrame], base_rate: float):
 
 
 def convergence_figure(table: pd.DataFrame):
-    """OOB and test ROC-AUC, PR-AUC (left) and Brier (right) against the number of trees."""
+    """OOB and test ROC-AUC, PR-AUC and Brier against the number of trees, each on its own
+    axis (a PR-AUC of 0.01 beside a ROC-AUC of 0.7 on one axis is a flat line)."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.4))
-    for col, style in (("oob_roc_auc", "o--"), ("test_roc_auc", "o-"), ("oob_pr_auc", "s--"),
-                       ("test_pr_auc", "s-")):
-        a.plot(table["n_trees"], table[col].astype(float), style, ms=3, label=col)
-    for col, style in (("oob_brier", "o--"), ("test_brier", "o-")):
-        b.plot(table["n_trees"], table[col].astype(float), style, ms=3, label=col)
-    for ax in (a, b):
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4))
+    for ax, cols, name in ((axes[0], ("oob_roc_auc", "test_roc_auc"), "ROC-AUC"),
+                           (axes[1], ("oob_pr_auc", "test_pr_auc"), "PR-AUC"),
+                           (axes[2], ("oob_brier", "test_brier"), "Brier")):
+        for col, style in zip(cols, ("o--", "o-")):
+            ax.plot(table["n_trees"], table[col].astype(float), style, ms=3, label=col)
         log_scale(ax, "x")
         ax.set_xlabel("trees")
+        ax.set_ylabel(name)
         ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 

@@ -17,14 +17,14 @@ import pandas as pd
 from ..engine import plan_chunks
 from ..errors import ConfigError, InputError
 from . import backtest as bt
-from . import calibration, evaluate
+from . import calibration, decisions, evaluate
 from .config import Config
 from .distributed import distributed_forest
 from .evaluate import ForestScores
 from .forest import (ForestResult, convergence_table, permutation_blocks, permutation_plan,
                      tree_checkpoints)
 from .prepare import (check_training_positives, feature_matrix, lead_target, month_index,
-                      random_split, temporal_split)
+                      purge_overlapping, random_split, temporal_split)
 from .reign import read_reign_csv, resolve_features, validate_panel
 from .schema import TARGET
 from .sweep import (BinCounts, OptimalThresholds, combine_bin_counts, confusion_tables,
@@ -33,8 +33,8 @@ from .synthetic import synthetic_reign
 from .tasks import sweep_task
 
 __all__ = ["PURPOSES", "CoupInputs", "BacktestResult", "LeagueResult", "CoupResult",
-           "load_inputs", "split_seed", "backtest_years", "sweep_counts", "run_temporal",
-           "rank_league", "compute"]
+           "load_inputs", "split_seed", "spells_records", "backtest_years", "sweep_counts",
+           "run_temporal", "rank_league", "compute"]
 
 #: The random streams of the job; the first is the primary one, ``SeedSequence(cfg.seed)``
 #: itself (the forest's stream in every earlier release).
@@ -57,6 +57,9 @@ class CoupInputs:
     features_missing: list[str] = field(default_factory=list)
     features_dropped: list[str] = field(default_factory=list)
     backtest_years: list[int] = field(default_factory=list)
+    spells: list[dict] = field(default_factory=list)  # within-month returns (kept)
+    league_panel: pd.DataFrame | None = None   # every row of the file's latest month
+    league_X: np.ndarray | None = None         # their features (targets not needed)
 
 
 def split_seed(cfg: Config, streams) -> int:
@@ -88,7 +91,8 @@ def _load_panel(cfg: Config):
     choice = resolve_features(frame.columns, source=source, features=cfg.data.features,
                               drop_features=cfg.data.drop_features)
     return validate_panel(frame, source=source, numeric_features=choice.features,
-                          use_government=cfg.data.one_hot_government), path, choice
+                          use_government=cfg.data.one_hot_government,
+                          duplicates=cfg.data.duplicates), path, choice
 
 
 def load_inputs(cfg: Config, record, streams) -> CoupInputs:
@@ -106,6 +110,12 @@ def load_inputs(cfg: Config, record, streams) -> CoupInputs:
     else:
         record.add_input("reign", path, rows=loaded.n_rows_read,
                          description="REIGN-format leader-month panel")
+    if len(loaded.spells):
+        # kept, not excluded: counted beside the input in the manifest
+        record.inputs[-1]["description"] += (
+            f"; {loaded.spell_rows} rows are {len(loaded.spells)} within-month leader "
+            "return(s), kept as spells")
+        record.inputs[-1]["within_month_returns"] = spells_records(loaded.spells)
     for reason, count in loaded.exclusions.items():
         record.exclude("reign", reason, count, loaded.excluded_rows[reason])
     if choice.missing:
@@ -113,6 +123,11 @@ def load_inputs(cfg: Config, record, streams) -> CoupInputs:
                        + ", ".join(choice.missing), len(choice.missing), choice.missing,
                        unit="features")
     panel = loaded.frame
+    # the league table ranks the file's latest month: forecasts need features, not targets,
+    # so its rows are kept even when a lead target cannot be settled yet
+    full_mi = month_index(panel)
+    league_panel = panel.loc[full_mi == full_mi.max()].reset_index(drop=True)
+    league_X, _ = feature_matrix(league_panel, choice.features, cfg.data.one_hot_government)
     y, complete = lead_target(panel, cfg.split.lead_months)
     if not complete.all():
         record.exclude("reign", f"next {cfg.split.lead_months} months not all in the panel "
@@ -121,12 +136,27 @@ def load_inputs(cfg: Config, record, streams) -> CoupInputs:
         panel, y = panel.loc[complete].reset_index(drop=True), y[complete]
     X, names = feature_matrix(panel, choice.features, cfg.data.one_hot_government)
     seed = split_seed(cfg, streams)
+    if cfg.split.kind == "random" and cfg.split.lead_months > 1:   # 1: purged below
+        raise ConfigError(
+            f"split.kind = \"random\" with split.lead_months = {cfg.split.lead_months} leaks: "
+            "rows of one country less than lead_months apart share target months, so a random "
+            "split tests on attempts its training rows already hold (ROC-AUC 0.99 against 0.56 "
+            "in the backtest on a real-format excerpt; purging the overlapping rows still "
+            "leaves 0.70 on a fifth of the training set). Use split.kind = \"temporal\" (and "
+            "the backtest, which trains only on rows whose target closed before the test "
+            "year), or split.lead_months = 0 or 1", key="split.lead_months")
     if cfg.split.kind == "random":
         check_training_positives(y, source=loaded.source, what="data")
         if cfg.split.stratify and np.sum(y == 1) < 2:
             raise InputError(f"only one positive row ({TARGET} = 1): a stratified split needs "
                              "two", file=loaded.source, column=TARGET)
         train, test = random_split(y, cfg.split.test_size, seed, cfg.split.stratify)
+        if cfg.split.lead_months == 1:
+            train, purged = purge_overlapping(train, test, panel["ccode"].to_numpy(),
+                                              month_index(panel), 1)
+            record.exclude("split", "training rows purged: same country-month as a test row "
+                           "(lead_months = 1: one target month, shared)", len(purged),
+                           panel["source_row"].to_numpy()[purged].tolist())
     else:
         train, test = temporal_split(panel["year"].to_numpy(), cfg.split.train_until_year)
         if len(test) == 0:
@@ -137,15 +167,25 @@ def load_inputs(cfg: Config, record, streams) -> CoupInputs:
     years = backtest_years(cfg, panel) if cfg.backtest.enabled else []
     cutoffs = [(f"backtest training set before {yy}", 12 * yy) for yy in years]
     if cfg.league.model == "temporal":
-        cutoffs.append((f"league model's training set (months before the latest, "
-                        f"{int(mi.max()) // 12}-{int(mi.max()) % 12 + 1:02d})", int(mi.max())))
+        last = int(full_mi.max())
+        cutoffs.append((f"league model's training set (months whose target was known before "
+                        f"the latest, {last // 12}-{last % 12 + 1:02d})", last))
     for what, cutoff in cutoffs:
         check_training_positives(y[bt.training_rows(mi, cutoff, cfg.split.lead_months)],
                                  source=loaded.source, what=what)
     return CoupInputs(panel=panel, source=loaded.source, X=X, y=y, names=names,
                       train=train, test=test, split_seed=seed,
                       features_missing=choice.missing, features_dropped=choice.dropped,
-                      backtest_years=years)
+                      backtest_years=years, spells=spells_records(loaded.spells),
+                      league_panel=league_panel, league_X=league_X)
+
+
+def spells_records(spells: pd.DataFrame) -> list[dict]:
+    """Within-month returns as plain records (manifest, summary): ccode, country, year, month,
+    leader, spells, source_rows."""
+    return [{"ccode": int(r.ccode), "country": str(r.country), "year": int(r.year),
+             "month": int(r.month), "leader": str(r.leader), "spells": int(r.spells),
+             "source_rows": [int(v) for v in r.source_rows]} for r in spells.itertuples()]
 
 
 def backtest_years(cfg: Config, panel: pd.DataFrame) -> list[int]:
@@ -173,7 +213,12 @@ class BacktestResult:
     optimal: OptimalThresholds | None = None
     reliability: pd.DataFrame | None = None
     decomposition: dict | None = None
-    intervals: dict = field(default_factory=dict)  # model -> 95% country-bootstrap intervals
+    intervals: dict = field(default_factory=dict)  # model -> 95% paired-bootstrap intervals
+    differences: pd.DataFrame | None = None     # paired differences between models
+    rolling_threshold: pd.DataFrame | None = None   # F1 threshold from earlier years, per year
+    rolling_summary: pd.DataFrame | None = None     # ... pooled per model
+    alerts: pd.DataFrame | None = None           # top-k countries per month, per model
+    recalibrated_reliability: pd.DataFrame | None = None  # forest after isotonic (earlier yrs)
 
 
 @dataclass(frozen=True)
@@ -194,6 +239,7 @@ class LeagueResult:
     trained_through: str | None = None
     n_train: int | None = None
     backtest_threshold: bool = False
+    n_trees: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,50 +284,94 @@ def sweep_counts(engine, p, y, rows_per_partition: int, label: str = "sweep") ->
                              label=label)
 
 
+def paired_seed(streams, what: str) -> np.random.SeedSequence:
+    """The ``bootstrap`` stream's child for one paired comparison, keyed by ``what``."""
+    import zlib
+
+    root = streams.seed("bootstrap")
+    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key)
+                                  + (zlib.crc32(what.encode()),), pool_size=root.pool_size)
+
+
 def run_temporal(cfg: Config, engine, streams, data: CoupInputs) -> BacktestResult:
     """The backtest folds and the league fold as one plan on ``engine``, then the pooled
-    evaluation: sweeps, per-year table, model comparison, calibration, intervals."""
+    evaluation: sweeps, per-year table, skill against climatology, paired comparisons,
+    out-of-sample decisions (rolling threshold, alert budget, isotonic recalibration),
+    calibration before and after."""
     mi = month_index(data.panel)
-    folds = bt.year_folds(mi, data.backtest_years, models=cfg.backtest.models)
+    models = [*cfg.backtest.models, "climatology"]
+    folds = bt.year_folds(mi, data.backtest_years, models=models)
+    X, y, panel, mi_all = data.X, data.y, data.panel, mi
     if cfg.league.model == "temporal":
-        rows = evaluate.latest_month_rows(data.panel)
-        folds.append(bt.month_fold(mi, int(mi.max()), rows=rows))
+        lp = data.league_panel
+        n = len(data.panel)
+        X = np.vstack([data.X, data.league_X])
+        y = np.concatenate([data.y, np.full(len(lp), np.nan)])
+        panel = pd.concat([data.panel, lp], ignore_index=True)
+        mi_all = np.concatenate([mi, month_index(lp)])
+        rows = n + evaluate.latest_month_rows(lp)
+        folds.append(bt.month_fold(mi_all, int(mi_all.max()), rows=rows,
+                                   n_trees=cfg.league_trees()))
     if not folds:
         return BacktestResult()
-    models, sums = bt.run_backtest(
-        engine, data.X, data.y, mi, folds, lead_months=cfg.split.lead_months,
+    plan_models, sums = bt.run_backtest(
+        engine, X, np.nan_to_num(y), mi_all, folds, lead_months=cfg.split.lead_months,
         n_trees=cfg.backtest.n_trees, trees_per_task=cfg.backtest.trees_per_task,
         seed=streams.seed("backtest"), params=cfg.forest.sklearn_params())
-    table = bt.pooled_table(data.panel, data.y, folds, models, sums)
+    table = bt.pooled_table(panel, y, folds, plan_models, sums)
     league_scores = table[table["fold_kind"] == "league"].reset_index(drop=True)
     pooled = table[table["fold_kind"] == "year"].reset_index(drop=True)
     if pooled.empty:
         return BacktestResult(league_scores=league_scores)
-    sweeps, intervals = {}, {}
-    for model in models:
+    pooled["target"] = pooled["target"].astype(np.float64)
+    if cfg.backtest.recalibration == "isotonic":
+        pooled["recalibrated"] = decisions.rolling_isotonic(pooled)
+    names = [m for m in plan_models if m in models]
+    sweeps = {}
+    for model in names:
+        if model == "climatology":
+            continue
         g = pooled[pooled["model"] == model]
         sweeps[model] = sweep_table(sweep_counts(engine, g["probability"].to_numpy(),
                                                  g["target"].to_numpy(),
                                                  cfg.sweep.rows_per_partition,
                                                  f"backtest-sweep-{model}"), threshold_grid())
-        if cfg.backtest.bootstrap_replicates:
-            intervals[model] = evaluate.bootstrap_intervals(
-                g["target"].to_numpy(), g["probability"].to_numpy(), g["ccode"].to_numpy(),
-                cfg.backtest.bootstrap_replicates,
-                streams.seed("bootstrap").spawn(len(models))[models.index(model)])
+    first = pooled[pooled["model"] == names[0]]
+    preds = {m: pooled.loc[pooled["model"] == m, "probability"].to_numpy() for m in names}
+    if cfg.backtest.recalibration == "isotonic":
+        preds.update({f"{m} (isotonic)": pooled.loc[pooled["model"] == m,
+                                                      "recalibrated"].to_numpy()
+                      for m in names if m != "climatology"})
+    intervals, differences = {}, None
+    if cfg.backtest.bootstrap_replicates:
+        intervals, differences = evaluate.paired_bootstrap(
+            first["target"].to_numpy(), preds, first["ccode"].to_numpy(),
+            cfg.backtest.bootstrap_replicates, paired_seed(streams, "backtest"))
     optimal = optimal_thresholds(sweeps["forest"], cfg.sweep.default_threshold)
     forest = pooled[pooled["model"] == "forest"]
-    p, y = forest["probability"].to_numpy(), forest["target"].to_numpy()
+    p, yy = forest["probability"].to_numpy(), forest["target"].to_numpy()
+    rolling = decisions.rolling_threshold(pooled[pooled["model"] != "climatology"],
+                                          threshold_grid())
+    reliability = calibration.reliability_table(p, yy, cfg.backtest.calibration_bins,
+                                                cfg.backtest.calibration_strategy)
+    recal_reliability = None
+    if cfg.backtest.recalibration == "isotonic":
+        recal_reliability = calibration.reliability_table(
+            forest["recalibrated"].to_numpy(), yy, cfg.backtest.calibration_bins,
+            cfg.backtest.calibration_strategy)
     return BacktestResult(
         pooled=pooled, league_scores=league_scores,
-        per_year=bt.per_year_table(pooled, optimal.f1.threshold),
-        comparison=bt.comparison_table(pooled, sweeps, intervals),
-        sweeps=sweeps, optimal=optimal,
-        reliability=calibration.reliability_table(p, y, cfg.backtest.calibration_bins,
-                                                  cfg.backtest.calibration_strategy),
-        decomposition=calibration.brier_decomposition(p, y, cfg.backtest.calibration_bins,
+        per_year=bt.per_year_table(pooled[pooled["model"] != "climatology"],
+                                   optimal.f1.threshold, cfg.backtest.min_attempts_auc),
+        comparison=bt.comparison_table(pooled, sweeps, intervals, preds),
+        sweeps=sweeps, optimal=optimal, reliability=reliability,
+        decomposition=calibration.brier_decomposition(p, yy, cfg.backtest.calibration_bins,
                                                       cfg.backtest.calibration_strategy),
-        intervals=intervals)
+        intervals=intervals, differences=differences,
+        rolling_threshold=rolling,
+        rolling_summary=decisions.rolling_threshold_summary(rolling),
+        alerts=decisions.alert_budget(pooled, cfg.backtest.alert_k),
+        recalibrated_reliability=recal_reliability)
 
 
 def rank_league(cfg: Config, data: CoupInputs, temporal: BacktestResult,
@@ -294,19 +384,22 @@ def rank_league(cfg: Config, data: CoupInputs, temporal: BacktestResult,
         table, (ly, lm) = evaluate.league_table(data.panel, score, source, f1_t)
         return LeagueResult(table=table, year=ly, month=lm, f1_threshold=f1_t, kind="split")
     ls = temporal.league_scores
-    league_score = np.full(len(data.panel), np.nan)
-    league_source = np.full(len(data.panel), "none", dtype=object)
-    league_score[ls["row"].to_numpy()] = ls["probability"].to_numpy()
-    league_source[ls["row"].to_numpy()] = "temporal"
+    lp = data.league_panel
+    rows = ls["row"].to_numpy() - len(data.panel)       # the league rows follow the panel's
+    league_score = np.full(len(lp), np.nan)
+    league_source = np.full(len(lp), "none", dtype=object)
+    league_score[rows] = ls["probability"].to_numpy()
+    league_source[rows] = "temporal"
     f1_t = (temporal.optimal or optimal).f1.threshold
-    table, (ly, lm) = evaluate.league_table(data.panel, league_score, league_source, f1_t)
+    table, (ly, lm) = evaluate.league_table(lp, league_score, league_source, f1_t)
     last_y = int(ls["train_last_year"].max())
     last_m = int(ls.loc[ls["train_last_year"] == ls["train_last_year"].max(),
                         "train_last_month"].max())
     return LeagueResult(table=table, year=ly, month=lm, f1_threshold=f1_t, kind="temporal",
                         trained_through=f"{last_y}-{last_m:02d}",
                         n_train=int(ls["n_train"].iloc[0]),
-                        backtest_threshold=temporal.optimal is not None)
+                        backtest_threshold=temporal.optimal is not None,
+                        n_trees=int(ls["fits"].iloc[0]))
 
 
 # ----------------------------------------------------------------------------- compute

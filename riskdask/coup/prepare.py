@@ -19,7 +19,8 @@ from sklearn.model_selection import train_test_split
 from ..errors import InputError
 from .schema import DROPPED, GOVERNMENT_TYPES, SUCCESS, TARGET, TEXT_COLUMNS, government_dummies
 
-__all__ = ["feature_matrix", "lead_target", "country_month_key", "random_split", "temporal_split",
+__all__ = ["feature_matrix", "lead_target", "country_month_key", "random_split",
+           "purge_overlapping", "temporal_split",
            "check_training_positives", "month_index", "forbidden_features"]
 
 
@@ -105,6 +106,29 @@ def random_split(y: np.ndarray, test_size: float, seed: int, stratify: bool = Tr
     train, test = train_test_split(idx, test_size=test_size, random_state=seed,
                                    stratify=y if stratify else None)
     return np.sort(train), np.sort(test)
+
+
+def purge_overlapping(train: np.ndarray, test: np.ndarray, ccode: np.ndarray,
+                      month_idx: np.ndarray, lead_months: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop training rows whose target window overlaps a test row's of the same country.
+
+    With a lead of ``k`` months a row of month ``m`` has the target "an attempt in ``m + 1 ..
+    m + k``"; two rows of one country share target months when ``|m - m'| < k`` (for
+    ``k = 1``: rows of the same country-month, a leader-change month's or a within-month
+    return's rows), so a random split would train on the very attempts it tests (a purged
+    split; López de Prado 2018, *Advances in Financial Machine Learning*, sec. 7.4). Returns
+    the kept and the purged training rows; ``lead_months = 0`` purges nothing.
+    """
+    train, test = np.asarray(train), np.asarray(test)
+    if lead_months <= 0 or not len(test):
+        return train, train[:0]
+    key = np.asarray(ccode, dtype=np.int64) * 1_000_000 + np.asarray(month_idx, dtype=np.int64)
+    test_keys = np.unique(key[test])
+    k = key[train]
+    pos = np.searchsorted(test_keys, k - (lead_months - 1), side="left")
+    near = pos < len(test_keys)
+    near[near] = test_keys[pos[near]] <= k[near] + (lead_months - 1)
+    return train[~near], train[near]
 
 
 def temporal_split(years: np.ndarray, train_until_year: int) -> tuple[np.ndarray, np.ndarray]:

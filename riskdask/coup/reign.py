@@ -10,7 +10,15 @@ The checks a user can act on raise :class:`~riskdask.errors.InputError` naming t
 value in a numeric column, a 0/1 column (``pt_attempt`` ...) holding something else, an unknown
 ``government`` label (named, with the 16 known ones listed), a month outside 1-12, a year
 outside 1900 .. next year, a negative ``tenure_months``/``age``/``lastelection``/``loss``, and
-two rows with the same key (both rows named). Rows with a missing value in a column the model
+two rows identical in every column (both rows named; ``duplicates="drop"`` keeps the first and
+counts the copies instead).
+
+Two rows with the same key that differ are **two spells** of one leader in that month: a leader
+who leaves and returns within the month (REIGN's leader list has São Tomé 2003-07, Laos
+1964-04, Vanuatu 2011-06, Nauru 1986-12, Moldova 2019-06 as separate spells; the rows differ in
+``tenure_months``). They are kept, in file order, and counted (:attr:`LoadedPanel.spells`);
+like a leader-change month they have one target per country-month for a lead target and one
+league-table row per country. Rows with a missing value in a column the model
 needs are not an error -- the seed "removes observations with missing values" -- but each is
 counted (``exclusions``) so that nothing is dropped silently. Extra columns are accepted and
 ignored; seed features the file lacks (public rebuilds have no ``precip``) are left out and
@@ -34,7 +42,7 @@ from .schema import (BINARY_COLUMNS, DEFAULT_NUMERIC_FEATURES, GOVERNMENT_TYPES,
 
 __all__ = ["ID_COLUMNS", "ROW_KEY", "NON_NEGATIVE", "FIRST_YEAR", "LoadedPanel",
            "FeatureChoice", "resolve_features", "read_reign_csv", "validate_panel",
-           "required_columns"]
+           "identical_rows", "required_columns"]
 
 #: Columns that identify a leader-month (``country`` is kept for the league table).
 ID_COLUMNS = ("ccode", "country", "leader", "year", "month")
@@ -113,6 +121,15 @@ class LoadedPanel:
     n_rows_read: int
     exclusions: dict[str, int] = field(default_factory=dict)
     excluded_rows: dict[str, list[int]] = field(default_factory=dict)
+    #: within-month returns: one row per leader-month with 2+ spells (ccode, country, year,
+    #: month, leader, spells, source_rows)
+    spells: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["ccode", "country", "year", "month", "leader", "spells", "source_rows"]))
+
+    @property
+    def spell_rows(self) -> int:
+        """Rows that belong to a within-month return (every spell of such a leader-month)."""
+        return int(self.spells["spells"].sum()) if len(self.spells) else 0
 
 
 def required_columns(numeric_features: Sequence[str], use_government: bool = True) -> list[str]:
@@ -138,8 +155,22 @@ def _to_numeric(frame: pd.DataFrame, column: str, source: str, rows: np.ndarray)
                                    missing="nan"), index=frame.index)
 
 
+def identical_rows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Rows identical in every column to an earlier row, and that earlier row (0-based).
+
+    Returns ``(copies, originals)``: positions of the later copies and, for each, the first
+    row it repeats. Missing values compare equal (as :meth:`pandas.DataFrame.duplicated`).
+    """
+    copies = np.flatnonzero(frame.duplicated(keep="first").to_numpy())
+    if not len(copies):
+        return copies, copies
+    codes = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    first = pd.Series(np.arange(len(frame))).groupby(codes).transform("min").to_numpy()
+    return copies, first[copies]
+
+
 def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequence[str],
-                   use_government: bool = True) -> LoadedPanel:
+                   use_government: bool = True, duplicates: str = "error") -> LoadedPanel:
     """Check a raw REIGN frame and return the clean panel, sorted by country and month.
 
     Parameters
@@ -152,6 +183,10 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
         The numeric columns the model will use (required, must be numbers).
     use_government : bool
         Whether ``government`` is required (it is one-hot encoded into 16 features).
+    duplicates : {"error", "drop"}
+        A row identical in every column to an earlier one: bad input naming both rows
+        (``"error"``), or left out and counted (``"drop"``). Rows of one key that differ are
+        spells and always kept.
 
     Returns
     -------
@@ -171,6 +206,25 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
                          file=source, column=missing[0])
     if n_read == 0:
         raise InputError("the file has no data rows", file=source)
+    exclusions: dict[str, int] = {}
+    excluded_rows: dict[str, list[int]] = {}
+    copies, originals = identical_rows(frame)
+    if len(copies) and duplicates != "drop":
+        i, j = int(copies[0]), int(originals[0])
+        key = ", ".join(repr(v) if isinstance(v, str) else str(v)
+                        for v in (frame[c].iloc[i] for c in ROW_KEY))
+        raise InputError(f"rows {j + 1} and {i + 1} are identical in every column (duplicate "
+                         f"row key (ccode, year, month, leader) = ({key})): a copy of a row. "
+                         "Remove it, or set data.duplicates = \"drop\" to leave copies out "
+                         "(counted); rows of one key that differ are kept as spells",
+                         file=source, row=i + 1, column="leader", key="data.duplicates")
+    if len(copies):
+        reason = "identical in every column to an earlier row (data.duplicates = \"drop\")"
+        exclusions[reason] = int(len(copies))
+        excluded_rows[reason] = [int(r) for r in rows[copies]]
+        keep = np.ones(n_read, dtype=bool)
+        keep[copies] = False
+        frame, rows = frame.loc[keep], rows[keep]
 
     optional = [c for c in (SUCCESS,) if c in frame.columns]
     text = [c for c in ("country", "government", "leader") if c in required + optional]
@@ -185,8 +239,6 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
     # Missing values: excluded and counted (the seed drops incomplete observations).
     needed = [c for c in required]
     na = out[needed].isna()
-    exclusions: dict[str, int] = {}
-    excluded_rows: dict[str, list[int]] = {}
     if na.to_numpy().any():
         any_na = na.any(axis=1).to_numpy()
         cols = [c for c in needed if na[c].any()]
@@ -246,21 +298,16 @@ def validate_panel(frame: pd.DataFrame, *, source: str, numeric_features: Sequen
             raise InputError(f"unknown government type {out['government'].iloc[i]!r}; known "
                              f"types: {', '.join(GOVERNMENT_TYPES)}", file=source,
                              row=int(keep_rows[i]), column="government")
-    dup = out.duplicated(subset=list(ROW_KEY), keep="first").to_numpy()
-    if dup.any():
-        i = _first(dup)
-        key = out.iloc[i][list(ROW_KEY)]
-        same = np.ones(len(out), dtype=bool)
-        for c in ROW_KEY:
-            same &= (out[c] == key[c]).to_numpy()
-        first = int(out["source_row"].to_numpy()[_first(same)])
-        raise InputError(f"duplicate row key (ccode, year, month, leader) = ({key['ccode']}, "
-                         f"{key['year']}, {key['month']}, {key['leader']!r}) on rows {first} "
-                         f"and {int(keep_rows[i])}: a leader has one row per month",
-                         file=source, row=int(keep_rows[i]), column="leader")
+    # Two rows of one key that differ: a leader's two spells in the month (kept, counted).
+    in_spell = out.duplicated(subset=list(ROW_KEY), keep=False).to_numpy()
+    spells = (out.loc[in_spell].groupby(list(ROW_KEY), sort=True)
+              .agg(country=("country", "first"), spells=("source_row", "size"),
+                   source_rows=("source_row", lambda r: [int(v) for v in r]))
+              .reset_index()[["ccode", "country", "year", "month", "leader", "spells",
+                              "source_rows"]])
     # Sorted by country and month; within a leader-change month the file's order is kept
     # (REIGN lists the outgoing leader first, the one in office at the month's end last).
     out = out.sort_values(["ccode", "year", "month", "source_row"],
                           kind="stable").reset_index(drop=True)
     return LoadedPanel(frame=out, source=source, n_rows_read=n_read, exclusions=exclusions,
-                       excluded_rows=excluded_rows)
+                       excluded_rows=excluded_rows, spells=spells)
