@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import ndtr, ndtri
-from scipy.stats import binom
 
 from riskdask.credit.concentration import (asrf_quantile, concentration,
                                            granularity_adjustment, hhi)
 
+from credit_pools import exact_pool
 
-def _exact_pool(n, pd_, rho, nodes=2001):
-    z = np.linspace(-9, 9, nodes)
-    wz = np.exp(-0.5 * z * z)
-    wz /= wz.sum()
-    p = ndtr((ndtri(pd_) - np.sqrt(rho) * z) / np.sqrt(1 - rho))
-    k = np.arange(n + 1)
-    return (wz[:, None] * binom.pmf(k[None, :], n, p[:, None])).sum(axis=0)
+
+def _exact_pool(n, pd_, rho):
+    return exact_pool(n, pd_, rho, nodes=2001)
 
 
 def _continuity_corrected_quantile(pmf, alpha):

@@ -21,20 +21,20 @@ import re
 
 import numpy as np
 import pytest
-from scipy.special import ndtr, ndtri
-from scipy.stats import binom
 
 from jobs.credit import JOB
 from riskdask.credit.config import Config
 from riskdask.credit.model import step7_fits
 from riskdask.credit.outputs import present
 from riskdask.credit.pipeline import MIN_TAIL_SCENARIOS, compute, load_inputs
-from riskdask.credit.simulation import (build_factor_model, importance_shift, simulate_local,
+from riskdask.credit.simulation import (simulate_local,
                                         simulation_statistics)
 from riskdask.credit.tail import lattice_step
-from riskdask.credit.uncertainty import LATTICE, batches_per_chunk, lattice_reason
+from riskdask.credit.uncertainty import LATTICE, lattice_reason
 from riskdask.engine import plan_chunks, reduce_local
 from riskdask.streams import Streams
+
+from credit_pools import default_only, exact_pool
 
 HEADER = "position_id,obligor_id,rating,nominal,recovery_rate,coupon,frequency,maturity"
 TD_BOND = [("b1", "o1", "BBB", 100, 0.5113, 0.06, 1, 5)]
@@ -126,7 +126,7 @@ def test_lattice_pool_var_factor_withheld_es_factor_kept():
     n_sim, chunk = 40_000, 10_000
     stats = {}
     for imp in (False, True):
-        model = _default_only(500, 0.01, 0.2, n_sim, chunk, imp, confidence=(0.99, 0.999))
+        model = default_only(500, 0.01, 0.2, n_sim, chunk, imp, confidence=(0.99, 0.999))
         stats[imp] = simulation_statistics(simulate_local(model, plan_chunks(n_sim, chunk, 3)),
                                            model, 500.0)
     from riskdask.credit.model import risk_levels
@@ -148,27 +148,12 @@ def test_lattice_reason_is_none_on_a_continuous_tail():
 
 
 # ----------------------------------------------------------------- 2. IS-only errors
-def _default_only(n_names, pd_, rho, n_sim, chunk, importance, confidence=(0.99, 0.999),
-                  state_rows=0):
-    lbs = np.zeros((n_names, 2))
-    lbs[:, 0] = 1.0
-    thr = np.full((n_names, 1), ndtri(pd_))
-    loadings = np.full((n_names, 1), np.sqrt(rho))
-    shift = (importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999)
-             if importance else None)
-    return build_factor_model(lbs, np.ones(n_names, int), thr, loadings,
-                              confidence=confidence, n_scenarios=n_sim,
-                              hist_edges=np.linspace(0, n_names, 11), shift=shift,
-                              expected_loss=np.full(n_names, pd_), state_rows=state_rows,
-                              batches_per_chunk=batches_per_chunk(n_sim, chunk))
-
-
 def test_is_only_el_ul_errors_match_the_spread_over_seeds(capsys):
     """500 names, IS without the plain twin, 16 seeds: the reported SE of EL and UL (root
     mean square over the seeds) over the standard deviation of the estimates is in
     [0.7, 1.4] (~2 s)."""
     n_sim, chunk, seeds = 20_000, 5_000, 16
-    model = _default_only(500, 0.01, 0.2, n_sim, chunk, True)
+    model = default_only(500, 0.01, 0.2, n_sim, chunk, True)
     runs = [simulation_statistics(simulate_local(model, plan_chunks(n_sim, chunk, 500 + s)),
                                   model, 500.0) for s in range(seeds)]
     ratios = {}
@@ -222,17 +207,6 @@ def test_small_tail_caution_in_summary_console_and_report():
 
 
 # ----------------------------------------------------------------- 4. Step 7 on lattices
-def _exact_pool(n, pd_, rho, nodes=4001):
-    """Exact law of the number of defaults of n identical names (one factor): the binomial
-    mixed over the factor (trapezoid on [-9, 9])."""
-    z = np.linspace(-9, 9, nodes)
-    wz = np.exp(-0.5 * z * z)
-    wz /= wz.sum()
-    p = ndtr((ndtri(pd_) - np.sqrt(rho) * z) / np.sqrt(1 - rho))
-    k = np.arange(n + 1)
-    return (wz[:, None] * binom.pmf(k[None, :], n, p[:, None])).sum(axis=0)
-
-
 def _exact_es(pmf, c):
     """ES (seed convention: tail mean minus the mean) of a law on 0, 1, 2, ..."""
     k = np.arange(pmf.size)
@@ -248,12 +222,12 @@ def test_lattice_gpd_chosen_fit_es_within_3se_of_the_exact_law():
     continuity-corrected GPD is fitted, the held-out tail log-likelihood picks a fit with
     its error, and the chosen fit's ES 99.99 % is within 3 reported SE of the exact law."""
     n, pd_, rho, n_sim, chunk = 1000, 0.0003, 0.2, 50_000, 12_500
-    exact = _exact_es(_exact_pool(n, pd_, rho), 0.9999)
+    exact = _exact_es(exact_pool(n, pd_, rho), 0.9999)
     assert exact == pytest.approx(33.9, abs=0.05)       # the issue's pool
     conf = (0.99, 0.999, 0.9999)
     runs = {}
     for imp in (False, True):
-        model = _default_only(n, pd_, rho, n_sim, chunk, imp, confidence=conf)
+        model = default_only(n, pd_, rho, n_sim, chunk, imp, confidence=conf)
         summary = simulate_local(model, plan_chunks(n_sim, chunk, 11))
         runs[imp] = (model, summary, simulation_statistics(summary, model, float(n)))
     model, summary, stats = runs[True]

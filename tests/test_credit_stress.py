@@ -13,7 +13,8 @@ from riskdask.credit.simulation import (chunk_losses, simulate_local, simulation
 from riskdask.credit.stress import combine_stress, stress_chunk, stress_statistics
 from riskdask.engine import plan_chunks, reduce_local
 from riskdask.errors import ConfigError
-from test_credit_lattice import _default_only, local_compute
+from credit_pools import default_only
+from test_credit_lattice import local_compute
 
 N_NAMES, PD, RHO = 300, 0.01, 0.2
 
@@ -27,7 +28,7 @@ def _stressed(model, chunks, specs, fv):
 @pytest.mark.parametrize("importance", [False, True])
 def test_zero_sigma_is_the_unstressed_run_bit_for_bit(importance):
     n_sim, chunk = 20_000, 5_000
-    model = _default_only(N_NAMES, PD, RHO, n_sim, chunk, importance)
+    model = default_only(N_NAMES, PD, RHO, n_sim, chunk, importance)
     chunks = plan_chunks(n_sim, chunk, 21)
     base = simulation_statistics(simulate_local(model, chunks), model, float(N_NAMES))
     st, = _stressed(model, chunks, [("shift", 0, 0.0, True)], float(N_NAMES))
@@ -38,7 +39,7 @@ def test_zero_sigma_is_the_unstressed_run_bit_for_bit(importance):
 
 def test_worst_one_percent_against_a_direct_filter_of_a_plain_run():
     n_sim, chunk = 200_000, 50_000
-    model = _default_only(N_NAMES, PD, RHO, n_sim, chunk, False, confidence=(0.9, 0.99))
+    model = default_only(N_NAMES, PD, RHO, n_sim, chunk, False, confidence=(0.9, 0.99))
     chunks = plan_chunks(n_sim, chunk, 5)
     st, = _stressed(model, chunks, [("worst", 0, 0.01, True)], float(N_NAMES))
     # the plain run's own scenarios, filtered directly
@@ -62,7 +63,7 @@ def test_worst_one_percent_against_a_direct_filter_of_a_plain_run():
 def test_minus_two_sigma_shift_against_the_closed_form_conditional_el(importance):
     """Default-only pool: E[L | eta ~ N(k, 1)] = n Phi(Phi^-1(PD) - sqrt(rho) k)."""
     n_sim, chunk, k = 40_000, 10_000, -2.0
-    model = _default_only(N_NAMES, PD, RHO, n_sim, chunk, importance)
+    model = default_only(N_NAMES, PD, RHO, n_sim, chunk, importance)
     st, = _stressed(model, plan_chunks(n_sim, chunk, 8), [("shift", 0, k, True)],
                     float(N_NAMES))
     exact = N_NAMES * ndtr(ndtri(PD) - np.sqrt(RHO) * k)

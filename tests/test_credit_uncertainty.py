@@ -25,6 +25,8 @@ from riskdask.credit.valuation import (bond_cash_flows, conditional_forward_valu
 from riskdask.engine import plan_chunks, reduce_local
 from riskdask.errors import InputError
 
+from credit_pools import default_only
+
 MATRIX, _ = load_matrix(DATA_DIR / "migration_creditmetrics_1997.csv", normalize=True)
 CURVES = align_curves(load_curves(DATA_DIR / "curves.csv"), MATRIX, MATRIX.initial_ratings,
                       DATA_DIR / "curves.csv")
@@ -163,20 +165,6 @@ def test_variance_reduction_interval():
 
 
 # --------------------------------------------------------------- calibration over seeds
-def _default_only(n_names, pd_, rho, n_sim, chunk, importance):
-    lbs = np.zeros((n_names, 2))
-    lbs[:, 0] = 1.0
-    thr = np.full((n_names, 1), ndtri(pd_))
-    loadings = np.full((n_names, 1), np.sqrt(rho))
-    shift = (importance_shift("factor", lbs[:, 0], thr[:, 0], loadings, 0.999)
-             if importance else None)
-    return build_factor_model(lbs, np.ones(n_names, int), thr, loadings,
-                              confidence=(0.99, 0.999), n_scenarios=n_sim,
-                              hist_edges=np.linspace(0, n_names, 11), shift=shift,
-                              expected_loss=np.full(n_names, pd_),
-                              batches_per_chunk=batches_per_chunk(n_sim, chunk))
-
-
 def test_reported_es_error_matches_the_spread_over_seeds_plain_and_is(capsys):
     """500 names, default only: the reported SE of ES 99.9% is within a factor 1.5 of the
     standard deviation of the estimate over 20 seeds (plain and IS), and the reported
@@ -186,7 +174,7 @@ def test_reported_es_error_matches_the_spread_over_seeds_plain_and_is(capsys):
     est, se = {}, {}
     analytic_el = n_names * 0.01
     for importance in (False, True):
-        model = _default_only(n_names, 0.01, 0.2, n_sim, chunk, importance)
+        model = default_only(n_names, 0.01, 0.2, n_sim, chunk, importance, state_rows=10_000)
         model = type(model)(**{**model.__dict__, "state_rows": 0})      # no contributions
         runs = [_run(model, n_sim, chunk, 1000 + s, fv=float(n_names))[0] for s in range(seeds)]
         rows = [r.levels[1] for r in runs]
@@ -212,7 +200,7 @@ def test_reported_es_error_matches_the_spread_over_seeds_plain_and_is(capsys):
 # --------------------------------------------------------------- IS contributions
 def test_is_contributions_from_its_own_tail_sum_to_the_is_es():
     n_names, n_sim, chunk = 200, 40_000, 10_000
-    model = _default_only(n_names, 0.01, 0.2, n_sim, chunk, True)
+    model = default_only(n_names, 0.01, 0.2, n_sim, chunk, True, state_rows=10_000)
     # A state buffer too small for the weighted tail: the second pass must supply them.
     small = type(model)(**{**model.__dict__, "state_rows": 50})
     stats, summary, chunks = _run(small, n_sim, chunk, 4, fv=float(n_names))

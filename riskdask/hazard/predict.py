@@ -162,7 +162,6 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
         ``last_failure_time, extrapolation_rule, if_grant_defined,
         if_grant_note``.
     """
-    import pandas as pd
 
     from .timeatrisk import extend_one_year
 
@@ -178,14 +177,8 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
         p1, _ = closure_probability(times, increments, now, t_grant, bandwidth, boundary)
     else:
         p1 = np.full(now.shape, np.nan)
-    sub = npos[active]
-    out = pd.DataFrame({"npo_id": sub.npo_id.to_numpy(), "field": sub.field.to_numpy(),
-                        "function": sub.function.to_numpy(), "time_at_risk": now,
-                        "time_at_risk_next": t_nogrant, "p_close_next_year": p0,
-                        "p_close_next_year_if_grant": p1, "beyond_data": beyond,
-                        "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
-    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out = _ranked(npos[active], now, t_nogrant, p0, p1, beyond,
+                  G[np.arange(G.shape[0]), end] == 1)
     t_last = float(np.max(times)) if len(times) else -np.inf
     info = {"n_active": int(active.sum()), "n_beyond_data": int(beyond.sum()),
             "n_wholly_beyond_data": int(np.count_nonzero(now >= t_last)),
@@ -193,6 +186,20 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
             "extrapolation_rule": EXTRAPOLATION_RULE, "if_grant_defined": bool(defined),
             "if_grant_note": note}
     return out.reset_index(drop=True), info
+
+
+def _ranked(sub, now, t_nogrant, p0, p1, beyond, granted_last_year):
+    """The active NPOs' next-year table, most likely to close first (ties by id)."""
+    import pandas as pd
+
+    out = pd.DataFrame({"npo_id": sub.npo_id.to_numpy(), "field": sub.field.to_numpy(),
+                        "function": sub.function.to_numpy(), "time_at_risk": now,
+                        "time_at_risk_next": t_nogrant, "p_close_next_year": p0,
+                        "p_close_next_year_if_grant": p1, "beyond_data": beyond,
+                        "granted_last_year": granted_last_year})
+    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out
 
 
 #: How the person-year model's probabilities treat time-at-risk past the data.
@@ -228,7 +235,6 @@ def model_next_year_table(npos, grants, end_index, features, event, fit, directi
         extrapolation_rule, if_grant_defined, if_grant_note, direction, model,
         mean_p_close_next_year``.
     """
-    import pandas as pd
 
     from .likelihood import predict_probability
     from .timeatrisk import extend_one_year
@@ -244,14 +250,8 @@ def model_next_year_table(npos, grants, end_index, features, event, fit, directi
     defined, note = if_grant_status(coef)
     p1 = predict_probability(fit, t_grant) if defined else np.full(now.shape, np.nan)
     beyond = t_nogrant > fit.hi
-    sub = npos[active]
-    out = pd.DataFrame({"npo_id": sub.npo_id.to_numpy(), "field": sub.field.to_numpy(),
-                        "function": sub.function.to_numpy(), "time_at_risk": now,
-                        "time_at_risk_next": t_nogrant, "p_close_next_year": p0,
-                        "p_close_next_year_if_grant": p1, "beyond_data": beyond,
-                        "granted_last_year": G[np.arange(G.shape[0]), end] == 1})
-    out = out.sort_values(["p_close_next_year", "npo_id"], ascending=[False, True], kind="stable")
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out = _ranked(npos[active], now, t_nogrant, p0, p1, beyond,
+                  G[np.arange(G.shape[0]), end] == 1)
     info = {"n_active": int(active.sum()), "n_beyond_data": int(beyond.sum()),
             "n_wholly_beyond_data": int(np.count_nonzero(now >= fit.hi)),
             "largest_time_at_risk": float(fit.hi),
