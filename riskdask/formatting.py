@@ -136,19 +136,25 @@ def estimate(value: Any, error: Any = None, *, lo: Any = None, hi: Any = None,
 
 
 def _with_interval(value: float, lo: Any, hi: Any, error_digits: int, digits: int) -> str:
+    """``value ± half`` when the interval is centred on it, else ``value [lo, hi]``, all to
+    ``error_digits`` significant digits of the half-width (as :func:`estimate` rounds to
+    its error)."""
     if not (is_finite(lo) and is_finite(hi)):
         return sig(value, digits)
     lo, hi = float(lo), float(hi)
     half = (hi - lo) / 2
     if half <= 0:
         return sig(value, MAX_DIGITS)
-    d = min(decimals_for(half, error_digits), max(decimals_for(value, MAX_DIGITS), 0)
-            if value else decimals_for(half, error_digits))
-    if not _SMALL <= half < _LARGE:
+    if abs((hi + lo) / 2 - value) <= 1e-9 * max(1.0, abs(value)):
+        return estimate(value, half, error_digits=error_digits)
+    if not _SMALL <= half < _LARGE or (value != 0 and decimals_for(half, error_digits)
+                                       > decimals_for(value, MAX_DIGITS)):
         return f"{sig(value, MAX_DIGITS)} [{sig(lo, MAX_DIGITS)}, {sig(hi, MAX_DIGITS)}]"
-    centred = abs((hi + lo) / 2 - value) <= 1e-9 * max(1.0, abs(value))
-    if centred:
-        return f"{value:,.{d}f} ± {half:,.{d}f}"
+    d = decimals_for(half, error_digits)
+    if d == 0:
+        step = 10.0 ** (int(math.floor(math.log10(half))) - error_digits + 1)
+        v, lo, hi = (round(x / step) * step for x in (value, lo, hi))
+        return f"{v:,.0f} [{lo:,.0f}, {hi:,.0f}]"
     return f"{value:,.{d}f} [{lo:,.{d}f}, {hi:,.{d}f}]"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import htmlkit as h
-from .formatting import estimate
+from .formatting import estimate, sig
 from .protocol import Metric
 
 __all__ = ["HISTORY_FILE", "Metric", "HistoryUnreadable", "generic_metrics", "history_row",
@@ -214,7 +214,8 @@ def format_history(table, limit: int = 20) -> list[list[str]]:
         for m in metrics:
             v, lo, hi = _cell(r, m)
             d = r.get(f"Δ {m}")
-            line += [estimate(v, lo=lo, hi=hi, digits=6), _fmt_delta(None if d != d else d, lo, hi)]
+            shown = estimate(v, lo=lo, hi=hi) if lo is not None and hi is not None else sig(v, 4)
+            line += [shown, _fmt_delta(None if d != d else d, lo, hi)]
         line += [str(r.get(c, "")) if r.get(c) == r.get(c) else "" for c in texts]
         rows.append(line)
     return rows

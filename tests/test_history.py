@@ -139,3 +139,14 @@ def test_profile_notes_workers_without_the_profiler():
     assert _workers_without_profiler(Client({"a": True, "b": True})) is None
     note = _workers_without_profiler(Client({"a": True, "b": False}))
     assert "1 of 2 worker(s)" in note and "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True" in note
+
+
+@pytest.mark.parametrize("value, lo, hi, text", [
+    (29_793_921.0, 29_793_921.0 - 117_050, 29_793_921.0 + 117_050, "29,790,000 ± 120,000"),
+    (202_892_358.0, 180e6, 230e6, "203,000,000 [180,000,000, 230,000,000]"),
+    (0.649, 0.607, 0.694, "0.649 [0.607, 0.694]"),
+])
+def test_an_interval_rounds_the_estimate_like_an_error(value, lo, hi, text):
+    """Large figures with an interval are rounded to two digits of its half-width, as the
+    console rounds them to their error (the history table printed 29,793,921 ± 117,050)."""
+    assert estimate(value, lo=lo, hi=hi) == text
