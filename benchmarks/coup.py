@@ -350,7 +350,12 @@ def bench_backtest(client, first, last, n_trees, per_task):
 def bench_trees_needed(client, first, last, counts=(4, 25, 100)):
     """How many backtest trees make the forest's forecasts more than a handful of values
     (issue 21): per tree count, distinct forecasts, the share exactly 0, ROC-AUC and the
-    Brier skill against climatology (each year's training attempt rate), computed directly."""
+    Brier skill against climatology (each year's training attempt rate), computed directly.
+
+    Measured 2026-12-06 (2 workers, 2010-2019): 4 trees 4 forecasts, 99 % at 0, ROC-AUC 0.493,
+    skill -1.816 (10.8 s); 25 trees 12, 95 %, 0.575, -0.397 (67.1 s); 100 trees 36, 88 %,
+    0.576, -0.392 (261.2 s): no gain past ~25 trees.
+    """
     from sklearn.metrics import roc_auc_score
 
     X, y, mi = backtest_data()
