@@ -104,13 +104,20 @@ def weighted_increments(t_rounded: np.ndarray, at_risk_weight: np.ndarray,
     order = np.argsort(t_rounded, kind="stable")
     ts = t_rounded[order]
     starts = np.flatnonzero(np.concatenate(([True], ts[1:] != ts[:-1])))
+    return ts[starts], group_increments(order, starts, at_risk_weight, death_weight)
+
+
+def group_increments(order: np.ndarray, starts: np.ndarray, at_risk_weight: np.ndarray,
+                     death_weight: np.ndarray) -> np.ndarray:
+    """Breslow increments ``d_g / n_g`` of the groups that start at ``starts`` in the rows
+    sorted by ``order`` (the step :func:`weighted_increments` and the tie-keyed
+    :func:`riskdask.hazard.gridsearch.keyed_increments` share)."""
     n_group = np.add.reduceat(at_risk_weight[order], starts, axis=0)
     d_group = np.add.reduceat(death_weight[order], starts, axis=0)
     # at risk at t_g: everyone whose time is >= t_g (reverse cumulative sum over groups)
     n_at_risk = np.cumsum(n_group[::-1], axis=0)[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        inc = np.where(d_group > 0, d_group / np.where(n_at_risk > 0, n_at_risk, 1.0), 0.0)
-    return ts[starts], inc
+        return np.where(d_group > 0, d_group / np.where(n_at_risk > 0, n_at_risk, 1.0), 0.0)
 
 
 def cumulative_hazard_at(times: np.ndarray, increments: np.ndarray, t) -> np.ndarray:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .estimators import (GridRule, cumulative_hazard_at, deviation_columns, round_times,
-                         smooth_hazard, weighted_increments)
+from .estimators import (GridRule, cumulative_hazard_at, deviation_columns, group_increments,
+                         round_times, smooth_hazard, weighted_increments)
 from .timeatrisk import coefficients, support_start
 
 __all__ = ["PatternTable", "compress", "sample_weights", "GridPoints", "make_grid_points",
@@ -163,12 +163,7 @@ def keyed_increments(t_rounded, secondary, at_risk_weight, death_weight):
     ts, ss = t_rounded[order], s[order]
     new = np.concatenate(([True], (ts[1:] != ts[:-1]) | (ss[1:] != ss[:-1])))
     starts = np.flatnonzero(new)
-    n_group = np.add.reduceat(at_risk_weight[order], starts, axis=0)
-    d_group = np.add.reduceat(death_weight[order], starts, axis=0)
-    n_at_risk = np.cumsum(n_group[::-1], axis=0)[::-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inc = np.where(d_group > 0, d_group / np.where(n_at_risk > 0, n_at_risk, 1.0), 0.0)
-    return ts[starts], inc
+    return ts[starts], group_increments(order, starts, at_risk_weight, death_weight)
 
 
 def tiebreak_matrix(definition: str, points: GridPoints, interior: np.ndarray) -> np.ndarray:

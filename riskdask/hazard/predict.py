@@ -163,14 +163,8 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
         if_grant_note``.
     """
 
-    from .timeatrisk import extend_one_year
-
-    active = ~np.asarray(event, dtype=bool)
-    G = grants[active]
-    end = end_index[active]
-    now = features[active] @ coef
-    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
-    t_grant = extend_one_year(G, end, 1).matrix() @ coef
+    active, G, end, now, t_nogrant, t_grant = _times_now_and_next(grants, end_index, features,
+                                                                  event, coef)
     p0, beyond = closure_probability(times, increments, now, t_nogrant, bandwidth, boundary)
     defined, note = if_grant_status(coef)
     if defined:
@@ -186,6 +180,20 @@ def next_year_table(npos, grants, end_index, features, event, coef, times, incre
             "extrapolation_rule": EXTRAPOLATION_RULE, "if_grant_defined": bool(defined),
             "if_grant_note": note}
     return out.reset_index(drop=True), info
+
+
+def _times_now_and_next(grants, end_index, features, event, coef):
+    """The active NPOs (not closed), their grant rows and window ends, and their time-at-risk
+    now, next year without a grant and next year with one."""
+    from .timeatrisk import extend_one_year
+
+    active = ~np.asarray(event, dtype=bool)
+    G = grants[active]
+    end = end_index[active]
+    now = features[active] @ coef
+    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
+    t_grant = extend_one_year(G, end, 1).matrix() @ coef
+    return active, G, end, now, t_nogrant, t_grant
 
 
 def _ranked(sub, now, t_nogrant, p0, p1, beyond, granted_last_year):
@@ -237,15 +245,10 @@ def model_next_year_table(npos, grants, end_index, features, event, fit, directi
     """
 
     from .likelihood import predict_probability
-    from .timeatrisk import extend_one_year
 
     coef = fit.coef
-    active = ~np.asarray(event, dtype=bool)
-    G = grants[active]
-    end = end_index[active]
-    now = features[active] @ coef
-    t_nogrant = extend_one_year(G, end, 0).matrix() @ coef
-    t_grant = extend_one_year(G, end, 1).matrix() @ coef
+    active, G, end, now, t_nogrant, t_grant = _times_now_and_next(grants, end_index, features,
+                                                                  event, coef)
     p0 = predict_probability(fit, t_nogrant)
     defined, note = if_grant_status(coef)
     p1 = predict_probability(fit, t_grant) if defined else np.full(now.shape, np.nan)
