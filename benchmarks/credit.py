@@ -23,6 +23,7 @@ Everything is measured in this one run on this machine.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import resource
 import sys
@@ -208,56 +209,72 @@ def print_adaptive(rows):
 
 
 def whatif_bench(n_obligors, scenarios, repeats=3):
-    """What-if (one position removed, one added to an existing obligor) from the kept
-    scenario losses vs the full rerun, on the same warm 2-worker cluster: seconds (medians
-    of ``repeats``), the ratio and the kept data's size."""
-    from dataclasses import replace
+    """What-if vs the full rerun it replaces, whole calls on this machine: the full run is
+    ``run_job`` on a warm 2-worker cluster (load, simulation, tail fits, report, tables);
+    the what-if is :func:`riskdask.credit.whatif_run.whatif` in this process on that run's
+    directory (load the kept data, replay the changed obligors, Step 6 of the new book,
+    marginal ES of every obligor).  Medians of ``repeats`` after one warm-up call each (the
+    first call's compile and import time printed apart)."""
+    import tempfile
 
     from distributed import Client
 
+    from riskdask import run_job
     from riskdask.cluster import LocalSpec
-    from riskdask.credit.pipeline import scenario_model
-    from riskdask.credit.simulation import (combine_summaries, simulate_chunk,
-                                            simulation_statistics)
-    from riskdask.credit.whatif import changed_losses_chunk, combine_changes
-    from riskdask.engine import map_reduce, plan_chunks
+    from riskdask.credit.synthetic import synthetic_portfolio
+    from riskdask.credit.whatif_run import whatif
 
-    cfg, inputs, an = _portfolio(n_obligors, "uniform", scenarios)
-    model = replace(scenario_model(cfg, inputs, an), keep_losses=True)
-    lbs = model.loss_by_state
-    change = {"columns": [0, 1], "rows": [-lbs[0], 0.5 * lbs[1]], "new": None}
+    overrides = [f"portfolio.synthetic_obligors={n_obligors}", "correlation.kind=uniform",
+                 f"correlation.rho={RHO}", f"simulation.n_scenarios={scenarios}",
+                 f"simulation.chunk_size={CHUNK_SIZE}"]
+    out = Path(tempfile.mkdtemp(prefix="bench-whatif-"))
+    pf = synthetic_portfolio(2009, n_obligors)
+    extra = pf.iloc[[3]].copy()
+    extra["position_id"], extra["nominal"] = "BENCH-ADD", 6e7
+    add = out / "add.csv"
+    extra.to_csv(add, index=False)
+    victim = str(pf["position_id"].iloc[10])
     spec = LocalSpec(n_workers=2, dashboard_address=":0", memory_limit="6GiB")
     with spec.build() as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
-        client.run(_warm_worker, model)
-        chunks = plan_chunks(scenarios, cfg.simulation.chunk_size, cfg.seed)
-        full, small = [], []
-        for _ in range(repeats):
+        full, sim = [], []
+        for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            summary = map_reduce(simulate_chunk, chunks, combine_summaries, client=client,
-                                 shared=model, label="bench-full")
-            simulation_statistics(summary, model, an.fv_portfolio)
+            run = run_job("credit", overrides=overrides, client=client, out=out, quiet=True)
             full.append(time.perf_counter() - t0)
-        shared = {"model": model, "loss": summary.scenario_loss, "weight": np.empty(0)}
-        kept = summary.scenario_loss.nbytes
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = map_reduce(changed_losses_chunk, chunks, combine_changes, client=client,
-                             shared=shared, kernel_kwargs={"change": change},
-                             label="bench-whatif")
-            simulation_statistics(res[0], model, an.fv_portfolio)
-            small.append(time.perf_counter() - t0)
-    f, w = float(np.median(full)), float(np.median(small))
-    print(f"    full runs: {', '.join(f'{t:.2f}' for t in full)} s; what-if: "
-          f"{', '.join(f'{t:.2f}' for t in small)} s", flush=True)
-    return f, w, kept
+            sim.append(json.loads((run.run_dir / "manifest.json").read_text())["timings"]
+                       ["simulation"])
+    cases = {"1 position added": {"add": add},
+             "1 removed + 1 added": {"add": add, "remove": [victim]}}
+    small, first, info = {}, {}, {}
+    for name, kwargs in cases.items():
+        times = []
+        for _ in range(repeats + 1):
+            res = whatif(run.run_dir, **kwargs)
+            times.append(res["seconds"])
+        first[name], small[name] = times[0], float(np.median(times[1:]))
+        info[name] = (res["regenerated_scenarios"], res["timings"])
+    kept = sum(f.stat().st_size for f in (run.run_dir / "tables").glob("*.parquet")
+               if f.stem in ("scenario_losses", "tail_states"))
+    print(f"    full runs: {', '.join(f'{t:.2f}' for t in full[1:])} s (first "
+          f"{full[0]:.2f}); their simulation stage {float(np.median(sim[1:])):.2f} s",
+          flush=True)
+    for name in cases:
+        reg, t = info[name]
+        print(f"    what-if {name}: {small[name]:.3f} s (first call in the process "
+              f"{first[name]:.2f} s); setup {t['setup']:.3f}, replay {t['replay']:.3f}, "
+              f"tail states {t['tail_states']:.3f} ({reg} scenarios regenerated), "
+              f"statistics {t['statistics']:.3f} s", flush=True)
+    return float(np.median(full[1:])), float(np.median(sim[1:])), small, kept
 
 
-def print_whatif(sim, n, full, small, kept):
-    print(f"what-if (1 position removed + 1 added) vs full rerun, {sim:,} x {n}: "
-          f"{small:.2f} s vs {full:.2f} s = {100 * small / full:.1f}% of the full run "
-          f"(target <= 5%); kept scenario losses {kept / 2 ** 20:.1f} MiB (8 B a scenario, "
-          "16 with IS weights)")
+def print_whatif(sim, n, full, sim_stage, small, kept):
+    for name, t in small.items():
+        print(f"what-if ({name}) vs full rerun, {sim:,} x {n}: {t:.3f} s vs {full:.2f} s = "
+              f"{100 * t / full:.1f}% of the full run (target <= 5%), "
+              f"{100 * t / sim_stage:.1f}% of its simulation stage alone")
+    print(f"kept scenario data on disk: {kept / 2 ** 20:.1f} MiB (losses 8 B a scenario, 16 "
+          f"with IS weights; tail states n x min(a - 1, contribution_rows) bytes)")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from riskdask import run_job
 from riskdask.credit.synthetic import synthetic_portfolio
-from riskdask.credit.whatif import obligor_states_chunk
+from riskdask.credit.whatif import column_states, replay_chunk, tail_states_chunk
 from riskdask.credit.whatif_run import whatif
 from riskdask.engine import plan_chunks
 from test_credit_lattice import LocalContext, local_compute
@@ -36,13 +36,27 @@ def test_regenerated_states_are_the_runs_own(kind, n):
     m, s = r.model, r.run.summary
     chunks = plan_chunks(10_000, 5_000, LocalContext(3).streams.seed("scenarios"))
     cols = [0, m.n_obligors // 2, m.n_obligors - 1]
-    states = np.concatenate([obligor_states_chunk(c, m, cols)[0] for c in chunks], axis=1)
+
+    def states_of(c, columns):
+        eta, draws, *_ = replay_chunk(c, m, columns)
+        return column_states(m, columns, draws, eta)
+
+    states = np.concatenate([states_of(c, cols) for c in chunks], axis=1)
     rows = s.tail_scenario[:s.tail_states.shape[0]]
     np.testing.assert_array_equal(states[:, rows].T, s.tail_states[:, cols])
-    every = np.concatenate([obligor_states_chunk(c, m, range(m.n_obligors))[0]
-                            for c in chunks], axis=1)
+    every = np.concatenate([states_of(c, list(range(m.n_obligors))) for c in chunks], axis=1)
     total = m.loss_by_state[np.arange(m.n_obligors)[:, None], every].sum(axis=0)
     np.testing.assert_allclose(total, s.scenario_loss, rtol=1e-12, atol=1e-6)
+    # every obligor's state in chosen scenarios (the tail rows the what-if regenerates), with
+    # and without the block marks of a first walk: the run's kept tail states
+    picked = rows[::7]
+    for c in chunks:
+        mine = picked[(picked >= c.start) & (picked < c.stop)]
+        _, _, _, _, marks = replay_chunk(c, m, [0])
+        for with_marks in (None, marks):
+            got = tail_states_chunk(c, m, rows=mine - c.start, marks=with_marks)
+            where = [int(np.flatnonzero(rows == x)[0]) for x in mine]
+            np.testing.assert_array_equal(got, s.tail_states[where])
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +98,17 @@ def test_whatif_against_full_reruns(local_client, book):
     same_layout = _run(client, d, zero, "zero")
     for lv, ref in zip(res["levels"], same_layout.summary["levels"]):
         assert _close(lv["var"], ref["var"]) and _close(lv["es"], ref["es"]), (lv, ref)
+    # the marginal ES of every obligor of the modified book = the rerun's ES contributions
+    # (the same scenarios and tail; the removed obligor is out of the book, 0 in the rerun),
+    # and they add up to its ES
+    contrib = pd.read_parquet(same_layout.run_dir / "tables" / "obligors.parquet")
+    mine = res["obligors"].set_index("obligor_id")
+    for j, lv in enumerate(res["levels"]):
+        key = ["99", "99_9"][j]
+        ref = contrib.set_index("obligor_id")[f"es_contribution_{key}"]
+        got = mine[f"marginal_es_{key}"].reindex(ref.index).fillna(0.0)   # removed: not in
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-6 * abs(lv["es"]))
+        assert _close(lv["marginal_es_sum"], lv["es"]), lv
     _within(res, _run(client, d, pf[pf["position_id"] != victim], "removed"))
     # -- add one position to an existing obligor (same rating): the same draws
     extra = pf.iloc[[7]].copy()
@@ -105,7 +130,9 @@ def test_whatif_against_full_reruns(local_client, book):
     _within(both, _run(client, d, pd.concat([pf[pf["position_id"] != victim], new]), "both"))
     added = [p for p in both["positions"] if p["id"] == "ONEW"][0]
     assert added["marginal_es"][0] > 0
-    assert both["kept_bytes"] == 8 * 40_000
+    # losses (8 B a scenario) and the kept tail states: a - 1 = 399 rows of 40 obligors (+ the
+    # scenario number)
+    assert both["kept_bytes"] == 8 * 40_000 + 399 * (40 + 8)
 
 
 def test_whatif_cli(cli, local_client, book):
@@ -116,3 +143,86 @@ def test_whatif_cli(cli, local_client, book):
     assert "ES 99%" in r.out and "change" in r.out
     r = cli("whatif", str(base.run_dir), "--remove", "NO_SUCH_ID")
     assert r.code == 2 and "NO_SUCH_ID" in r.err and r.err.count("\n") <= 1
+
+
+@pytest.mark.parametrize("importance", [False, True])
+def test_marginal_es_sums_to_es(local_client, book, importance):
+    """Euler allocation of the modified book: the marginal ES of its obligors (unchanged,
+    changed, new) add up to its ES, under plain sampling (simulated means) and importance
+    sampling (analytic means), and a new obligor appears with its own row."""
+    d, pf = book
+    extra = ["importance_sampling.enabled=true",
+             "importance_sampling.compare_plain=false"] if importance else []
+    path = d / "pf_sum.csv"
+    pf.to_csv(path, index=False)
+    base = run_job("credit", overrides=[*SIM, *extra, f"portfolio.path={path}"],
+                   client=local_client(1), out=d / f"runs-sum-{importance}", quiet=True)
+    new = pf.iloc[[3]].copy()
+    new["position_id"], new["obligor_id"], new["nominal"] = "NEW9", "ONEW9", 8e7
+    new.to_csv(d / "add_new9.csv", index=False)
+    res = whatif(base.run_dir, add=d / "add_new9.csv", remove=[pf["position_id"].iloc[1]])
+    table = res["obligors"]
+    assert "ONEW9" in set(table["obligor_id"])
+    assert table.loc[table["obligor_id"] == "ONEW9", "status"].item() == "added"
+    for lv in res["levels"]:
+        key = "marginal_es_" + ("99" if lv["confidence"] == 0.99 else "99_9")
+        assert table[key].sum() == pytest.approx(lv["es"], rel=1e-9)
+        assert lv["es_change_se"] > 0
+
+
+def test_one_obligor_kernel_equals_the_group_kernel():
+    """The what-if's one-obligor classification (one ndtri a scenario) gives the group
+    kernel's states bit for bit, edge draws included (0, 2^32 - 1, draws at a cut)."""
+    from scipy.special import ndtr
+
+    from riskdask.credit.migration import uniform_column_states, uniform_migrations
+
+    rng = np.random.default_rng(11)
+    size = 400_000
+    b = np.sort(rng.normal(0.0, 1.5, 7))
+    b[0] = -3.9
+    systematic = rng.normal(0.0, 0.6, size)
+    sd = 0.83
+    draw = rng.integers(0, 2 ** 32, size, dtype=np.uint64).astype(np.uint32)
+    # draws exactly at, and one below, each boundary's integer cut
+    cuts = np.minimum(np.floor(ndtr((b[None, :] - systematic[:50, None]) / sd) * 2.0 ** 32),
+                      2.0 ** 32 - 1).astype(np.uint64)
+    draw[:350] = np.concatenate([cuts.ravel(), np.maximum(cuts.ravel(), 1) - 1])[:350]
+    draw[350:354] = [0, 1, 2 ** 32 - 1, 2 ** 32 - 2]
+    for r in range(8):
+        s, _, new = uniform_migrations(draw[None, :], b[None, :], systematic[None, :],
+                                       np.array([sd]), np.array([0, 1]), np.array([r]))
+        ref = np.full(size, r, np.uint8)
+        ref[s] = new
+        np.testing.assert_array_equal(uniform_column_states(draw, b, systematic, sd), ref)
+
+
+@pytest.mark.parametrize("setting", ["matrix", "factor_correlation"])
+def test_whatif_refuses_what_it_cannot_replay(cli, local_client, tmp_path, setting):
+    """A full correlation matrix (no factors) and correlated factors: exit 2, one message
+    naming the config key."""
+    frame = synthetic_portfolio(5, 12)
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    ids = list(dict.fromkeys(frame["obligor_id"]))
+    over = [*SIM, "simulation.n_scenarios=4000", "simulation.chunk_size=2000",
+            f"portfolio.path={path}"]
+    if setting == "matrix":
+        corr = np.full((len(ids), len(ids)), 0.2)
+        np.fill_diagonal(corr, 1.0)
+        cpath = tmp_path / "c.csv"
+        pd.DataFrame(corr, columns=ids).assign(obligor_id=ids)[["obligor_id", *ids]].to_csv(
+            cpath, index=False)
+        over += ["correlation.kind=matrix", f"correlation.matrix={cpath}"]
+    else:
+        lpath, fpath = tmp_path / "l.csv", tmp_path / "fc.csv"
+        pd.DataFrame({"obligor_id": ids, "a": 0.4, "b": 0.3}).to_csv(lpath, index=False)
+        pd.DataFrame({"factor": ["a", "b"], "a": [1.0, 0.5], "b": [0.5, 1.0]}).to_csv(
+            fpath, index=False)
+        over += ["correlation.kind=factor", f"correlation.loadings={lpath}",
+                 f"correlation.factor_correlation={fpath}"]
+    run = run_job("credit", overrides=over, client=local_client(1), out=tmp_path / "runs",
+                  quiet=True)
+    r = cli("whatif", str(run.run_dir), "--remove", frame["position_id"].iloc[0])
+    key = "correlation.kind" if setting == "matrix" else "correlation.factor_correlation"
+    assert r.code == 2 and key in r.err and r.err.count("\n") <= 1, r.err

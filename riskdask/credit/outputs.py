@@ -20,6 +20,7 @@ from riskdask.protocol import Metric, Outputs
 from .config import Config
 from .model import level_key
 from .pipeline import CreditResult
+from .whatif_run import kept_tables
 
 __all__ = ["present", "metrics", "summary"]
 
@@ -156,11 +157,9 @@ def _tables(cfg: Config, out: Outputs, result: CreditResult) -> None:
         "probability": hist}))
 
     out.table("tail_scenarios", _tail_table(cfg, result))
-    if s.scenario_loss is not None:          # kept for `riskdask whatif` (8 B / scenario)
-        kept = {"loss": s.scenario_loss}
-        if s.scenario_weight is not None and s.scenario_weight.size:
-            kept["weight"] = s.scenario_weight
-        out.table("scenario_losses", pd.DataFrame(kept))
+    if s.scenario_loss is not None:          # kept for `riskdask whatif` (whatif_run)
+        for name, frame in kept_tables(s, model).items():
+            out.table(name, frame)
 
     # ES contribution = tail expected loss - the mean it is measured from: the simulated
     # mean loss (plain sampling), the analytic EL_i under importance sampling (as VaR / ES)

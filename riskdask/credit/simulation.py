@@ -56,8 +56,8 @@ from riskdask.engine import reduce_local
 
 from .migration import (indexed_sums, normal_migrations, scatter_states, select_records,
                         uniform_migrations)
-from .summary import (LossSummary, exact_sum, keep_rows, merge_summaries, sort_tail,
-                      tail_count, tail_index, var_es_from_sorted)
+from .summary import (LossSummary, exact_sum, keep_rows, merge_summaries, ordered_sum,
+                      sort_tail, tail_count, tail_index, var_es_from_sorted)
 from .uncertainty import MIN_BATCHES, local_batch, moment_errors, tail_errors
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "tail_cuts",
     "tail_obligor_sums",
     "weighted_summary",
+    "scenario_summary",
     "top_rows",
     "chunk_losses",
     "add_arrays",
@@ -725,6 +726,58 @@ def weighted_summary(chunk, model: SimulationModel, loss, weight) -> LossSummary
         histogram=_histogram(loss, weight, model.hist_edges),
         batches=_batch_sums(chunk, model, loss, weight),
         meta={"weight_needed": model.weight_needed, "state_rows": 0})
+
+
+def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch=None,
+                     histogram: bool = True) -> LossSummary:
+    """The merged :class:`LossSummary` of consecutive ``chunks`` (from chunk 0) for given
+    per-scenario losses and weights (None or empty: plain sampling), from the whole arrays
+    at once, without per-obligor states or sums.
+
+    The tail rows, their batches and the batch sums are those of merging
+    :func:`weighted_summary` over the chunks, bit for bit (each batch lies in one chunk and
+    ``bincount`` sums it in scenario order either way); the weight sum, mean, ``m2`` and
+    histogram are whole-array sums (compensated, in scenario order) and may differ from the
+    merged ones in the last bits.  Used by the what-if (:mod:`riskdask.credit.whatif_run`),
+    whose modified book is a whole array.  ``batch``: every scenario's global batch (as
+    computed here), to share between calls; ``histogram=False`` leaves the histogram empty
+    (a caller that reads no histogram saves a pass).
+    """
+    size = loss.size
+    w = np.ones(size) if weight is None or np.size(weight) == 0 else np.asarray(weight)
+    plain = weight is None or np.size(weight) == 0
+    m = model.batches_per_chunk
+    if batch is None:
+        batch = np.concatenate([c.index * m + local_batch(c.size, m) for c in chunks])
+    if batch.size != size or chunks[0].index != 0:
+        raise ValueError("scenario_summary needs consecutive chunks from chunk 0 covering "
+                         "the losses")
+    rows = top_rows(loss, w, model.weight_needed)
+    w_sum = float(size) if plain else ordered_sum(w)
+    mean = ordered_sum(loss if plain else w * loss) / w_sum if w_sum > 0 else 0.0
+    dev = loss - mean
+    m2 = ordered_sum(dev * dev if plain else w * dev * dev)
+    d = loss - model.center
+    wd = d if plain else w * d
+    nb = len(chunks) * m
+    batches = np.column_stack([np.arange(nb, dtype=float),
+                               np.bincount(batch, minlength=nb).astype(float),
+                               np.bincount(batch, weights=w, minlength=nb),
+                               np.bincount(batch, weights=wd, minlength=nb),
+                               np.bincount(batch, weights=wd * d, minlength=nb)])
+    if histogram:
+        counts, _ = np.histogram(loss, bins=model.hist_edges, weights=None if plain else w)
+        below, above = loss < model.hist_edges[0], loss > model.hist_edges[-1]
+        hist = np.concatenate([[ordered_sum(w[below])], counts.astype(float),
+                               [ordered_sum(w[above])]])
+    else:
+        hist = np.empty(0)
+    return LossSummary(
+        first_chunk=chunks[0].index, last_chunk=chunks[-1].index, n=size, weight_sum=w_sum,
+        mean=mean, m2=m2, obligor_loss=np.zeros(model.n_obligors), tail_loss=loss[rows],
+        tail_weight=w[rows], tail_scenario=rows.astype(np.int64), tail_batch=batch[rows],
+        tail_states=np.zeros((0, model.n_obligors), dtype=np.uint8), histogram=hist,
+        batches=batches, meta={"weight_needed": model.weight_needed, "state_rows": 0})
 
 
 def chunk_losses(chunk, model: SimulationModel):

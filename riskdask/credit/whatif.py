@@ -1,49 +1,41 @@
 """What-if from a run's own scenarios: add or remove positions without re-simulating the
-rest of the portfolio.
+rest of the portfolio (kernels: pure functions of a chunk, its stream and the model).
 
-The run keeps every scenario's portfolio loss ``L_s`` (and its importance-sampling weight):
-8 bytes a scenario (16 with IS), linear in the scenarios and independent of the portfolio
-size (``tables/scenario_losses.parquet``).  A change of the book needs only the losses of the
-changed positions in the same scenarios:
+The run keeps every scenario's portfolio loss ``L_s`` (and its importance-sampling weight)
+and the forward state of every obligor in its worst scenarios (the tail buffer's states).
+A change of the book needs only
 
-* a position of an obligor **in the run**: the obligor's forward state in every scenario is
-  regenerated exactly -- the chunk's stream is replayed for the systematic factors and then
-  *advanced* (``PCG64.advance``) straight to the obligor's idiosyncratic draws (the kernel
-  lays them out obligor-major), which are classified by the kernel's own compiled
-  migration step on a one-group problem: the same states, bit for bit, at the cost of the
-  factor draws plus ``sb`` draws per block instead of ``n sb``;
-* a position of a **new** obligor: its idiosyncratic uniforms come from a stream keyed by
-  its obligor id (purpose ``"whatif"``), combined with the regenerated systematic factors
-  and its loadings (sector / country, or the uniform rho) -- an exact sample of the model
-  for the new obligor, jointly with the run's scenarios.
+* the losses of the **changed positions** in every scenario.  For an obligor of the run,
+  its forward state is regenerated exactly: the chunk's stream is replayed for the
+  systematic factors and then *advanced* (``PCG64.advance``) straight to the obligor's
+  idiosyncratic draws (the kernel lays each block's draws out obligor-major), which are
+  classified by the kernel's own compiled migration step -- the same states, bit for bit,
+  at the cost of the factor draws plus one draw per scenario.  A **new** obligor draws its
+  idiosyncratic uniforms from a stream keyed by its obligor id (purpose ``"whatif"``),
+  combined with the regenerated systematic factors and its loadings: an exact sample of
+  the model for the new obligor, jointly with the run's scenarios;
+* the states of every obligor in the scenarios that **enter** the modified book's tail but
+  were not among the run's kept tail rows (for the marginal ES of every obligor): the
+  block holding such a scenario is fetched from the stream whole (raw draws only, about a
+  millisecond) and only those scenarios' columns are classified.
 
-The modified losses ``L'_s = L_s + sum_added l_s - sum_removed l_s`` are summarised chunk by
-chunk exactly like the run's (:func:`riskdask.credit.simulation.weighted_summary`) and give
-VaR / ES with the run's Monte Carlo errors; the change of ES carries the batch-means error of
-the difference (the linearised ES of both books on the same scenarios), and each changed
-position its marginal (Euler) ES in the new book, ``E[l | new tail] - mean l``.
-
-Exactness: a removal equals a full rerun in which the removed position's nominal is 0 (the
-draw layout is then unchanged) up to floating-point rounding of the loss sums; against a
-full rerun of the *modified* portfolio with the same seed -- whose draws are laid out for a
-different set of obligors, so a different sample -- the figures agree within their Monte
-Carlo errors (tests check 2 SE).
+Both are one walk over a chunk's stream (:func:`replay_chunk`).  The statistics of the
+modified book ``L'_s = L_s + sum_added l_s - sum_removed l_s`` are the run's Step 6 on the
+whole scenario array (:func:`riskdask.credit.simulation.scenario_summary`).
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import replace
 
 import numpy as np
+from numba import njit
 
-from .migration import normal_migrations, uniform_migrations
-from .simulation import (SimulationModel, _systematic_returns, _TWO_PI_2M32,
-                         uses_uniform_draws, weighted_summary)
-from .summary import merge_summaries
+from .migration import normal_migrations, uniform_column_states, uniform_migrations
+from .simulation import SimulationModel, _systematic_returns, _TWO_PI_2M32, uses_uniform_draws
 
-__all__ = ["obligor_states_chunk", "new_obligor_states_chunk", "changed_losses_chunk",
-           "combine_changes", "whatif_stream"]
+__all__ = ["replay_chunk", "tail_loss_sums", "changed_losses_chunk", "tail_states_chunk",
+           "new_obligor_states", "whatif_stream", "check_replayable"]
 
 
 def whatif_stream(root: np.random.SeedSequence, obligor_id: str,
@@ -55,12 +47,38 @@ def whatif_stream(root: np.random.SeedSequence, obligor_id: str,
                                   spawn_key=tuple(root.spawn_key) + (code, int(chunk_index)))
 
 
+def check_replayable(model: SimulationModel) -> None:
+    """Refuse a model whose draws the what-if cannot replay obligor by obligor."""
+    if model.kind != "factor":
+        raise ValueError("what-if regenerates obligors on the factor path only")
+    if model.recovery is not None:
+        raise ValueError("what-if with uncertain recovery is not supported (the beta draws "
+                         "follow every block's defaults)")
+
+
+def _word_spans(columns, sb: int, n: int, uniform: bool):
+    """Raw 64-bit draw ranges ``[r0, r1)`` of each column's draws in a block.
+
+    Uniform path: column ``k`` is 32-bit words ``[k sb, (k + 1) sb)`` of the block.  Normal
+    path (Box-Muller, :func:`~riskdask.credit.simulation.standard_normals_f32`): normal ``a``
+    is the cos half of raw ``a`` for ``a < m`` and the sin half of raw ``a - m`` above.
+    """
+    if uniform:
+        return {k: ((k * sb) // 2, ((k + 1) * sb + 1) // 2) for k in columns}
+    m = (n * sb + 1) // 2
+    spans = {}
+    for k in columns:
+        a0, a1 = k * sb, (k + 1) * sb
+        spans[k] = ((min(a0, m), min(a1, m)), (max(a0, m) - m, max(a1, m) - m))
+    return spans
+
+
 def _fetch(bitgen, ranges, total: int) -> dict:
-    """Raw 64-bit draws ``[r0, r1)`` of a block's stream for each range (sorted, possibly
+    """Raw 64-bit draws ``[r0, r1)`` of a block's stream for each range (possibly
     overlapping), advancing over the rest; the stream ends at the block's end (``total``)."""
     out, pos = {}, 0
     merged = []
-    for r0, r1 in sorted(ranges):
+    for r0, r1 in sorted(r for r in ranges if r[1] > r[0]):
         if merged and r0 <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], r1)
         else:
@@ -75,102 +93,182 @@ def _fetch(bitgen, ranges, total: int) -> dict:
     return out
 
 
-def _take(fetched: dict, r0: int, r1: int) -> np.ndarray:
+def _slice(fetched: dict, r0: int, r1: int) -> np.ndarray:
+    if r1 <= r0:
+        return np.empty(0, np.uint64)
     for (a, b), raw in fetched.items():
         if a <= r0 and r1 <= b:
             return raw[r0 - a:r1 - a]
     raise AssertionError("range not fetched")
 
 
-def _normals_at(raw_cos, raw_sin):
-    """The Box-Muller float32 normals of :func:`~riskdask.credit.simulation.
-    standard_normals_f32` for given raws (cos half and sin half), same arithmetic."""
-    parts = []
-    for raw, fn in ((raw_cos, np.cos), (raw_sin, np.sin)):
-        if raw.size == 0:
-            parts.append(np.empty(0, np.float32))
-            continue
-        halves = raw.view(np.uint32).reshape(raw.size, 2)
-        u = halves[:, 1].astype(np.float64) * 2.0 ** -32 + 2.0 ** -33
-        radius = np.sqrt(-2.0 * np.log(u)).astype(np.float32)
-        theta = halves[:, 0].astype(np.float32) * _TWO_PI_2M32
-        parts.append(np.multiply(radius, fn(theta)))
-    return np.concatenate(parts)
+def _box_muller(raw, fn) -> np.ndarray:
+    """The float32 normals of :func:`~riskdask.credit.simulation.standard_normals_f32` of
+    given raws (``fn``: ``np.cos`` or ``np.sin`` half), with the same arithmetic."""
+    if raw.size == 0:
+        return np.empty(0, np.float32)
+    halves = raw.view(np.uint32).reshape(raw.size, 2)
+    u = halves[:, 1].astype(np.float64) * 2.0 ** -32 + 2.0 ** -33
+    radius = np.sqrt(-2.0 * np.log(u)).astype(np.float32)
+    theta = halves[:, 0].astype(np.float32) * _TWO_PI_2M32
+    return np.multiply(radius, fn(theta))
 
 
-def obligor_states_chunk(chunk, model: SimulationModel, columns) -> tuple:
-    """Forward states (worst first) of the obligors in simulation ``columns`` in every
-    scenario of the chunk, regenerated exactly, and the chunk's systematic draws.
+def _column_draws(fetched, span, k: int, sb: int, uniform: bool) -> np.ndarray:
+    if uniform:
+        raw = _slice(fetched, *span)
+        off = (k * sb) % 2
+        return raw.view(np.uint32)[off:off + sb]
+    (c0, c1), (s0, s1) = span
+    return np.concatenate([_box_muller(_slice(fetched, c0, c1), np.cos),
+                           _box_muller(_slice(fetched, s0, s1), np.sin)])
+
+
+def _scenario_draws(raw, rows, sb: int, n: int, uniform: bool) -> np.ndarray:
+    """Every obligor's draw (n, len(rows)) at block ``rows`` from the block's whole raws."""
+    words = np.arange(n)[:, None] * sb + np.asarray(rows)[None, :]
+    if uniform:
+        return raw.view(np.uint32)[words]
+    m = raw.size
+    flat = words.ravel()
+    out = np.empty(flat.size, np.float32)
+    cos = flat < m
+    out[cos] = _box_muller(raw[flat[cos]], np.cos)
+    out[~cos] = _box_muller(raw[flat[~cos] - m], np.sin)
+    return out.reshape(words.shape)
+
+
+def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None):
+    """One walk over a chunk's stream: the systematic draws, the idiosyncratic draws of
+    some obligors in every scenario and of every obligor in some scenarios.
+
+    Parameters
+    ----------
+    chunk : riskdask.engine.Chunk
+    model : SimulationModel
+        The run's model (factor path, no uncertain recovery).
+    columns : sequence of int
+        Obligors (simulation order) whose draws are wanted in every scenario.
+    rows : sequence of int
+        Scenarios (0-based within the chunk) whose draws of every obligor are wanted.
+    marks : list, optional
+        The stream's state at every block's start, from an earlier walk (the ``marks``
+        this function returns): with them only the blocks holding ``rows`` are visited
+        (``columns`` must then be empty).
 
     Returns
     -------
-    states : ndarray of uint8 (len(columns), size)
-    eta : ndarray (size, K)
+    eta : ndarray (size, K) or None
+        Systematic factor draws, importance-sampling shift added (as the kernel); with
+        ``marks``, None and ``row_eta`` instead.
+    column_draws : ndarray (len(columns), size)
+        uint32 uniforms or float32 normals, the kernel's own.
+    row_draws : ndarray (n, len(rows))
+        The same for every obligor at ``rows``, in the order given.
+    row_eta : ndarray (len(rows), K)
+        The systematic draws at ``rows``.
+    marks : list of dict
+        The bit generator's state at every block's start.
     """
-    if model.kind != "factor":
-        raise ValueError("what-if regenerates obligors on the factor path only")
-    if model.recovery is not None:
-        raise ValueError("what-if with uncertain recovery is not supported (the beta draws "
-                         "follow every block's defaults)")
+    check_replayable(model)
     rng = chunk.rng()
     bitgen = rng.bit_generator
-    n, size = model.n_obligors, chunk.size
-    columns = [int(c) for c in columns]
-    states = np.empty((len(columns), size), dtype=np.uint8)
-    etas = []
+    n, size, n_factors = model.n_obligors, chunk.size, model.group_loadings.shape[1]
     uniform = uses_uniform_draws(model)
-    reps = model.group_start[:-1]
-    for b0 in range(0, size, model.block):
+    columns = [int(c) for c in columns]
+    rows = np.asarray(rows, dtype=np.int64)
+    dtype = np.uint32 if uniform else np.float32
+    col_out = np.empty((len(columns), size), dtype=dtype)
+    row_out = np.empty((n, rows.size), dtype=dtype)
+    row_eta = np.empty((rows.size, n_factors))
+    where = np.argsort(rows, kind="stable")
+    sorted_rows = rows[where]
+    etas, new_marks = [], []
+    starts = range(0, size, model.block)
+    if marks is not None:
+        if columns:
+            raise ValueError("replay_chunk: marks visit only the blocks holding rows")
+        hit = np.unique(sorted_rows // model.block)
+        starts = [int(b) * model.block for b in hit]
+    spans_of = {}
+    for b0 in starts:
         sb = min(model.block, size - b0)
-        eta = rng.standard_normal((sb, model.group_loadings.shape[1]))
+        if marks is not None:
+            bitgen.state = marks[b0 // model.block]
+        else:
+            new_marks.append(bitgen.state)
+        eta = rng.standard_normal((sb, n_factors))
         if model.shift is not None:
             eta += model.shift
-        etas.append(eta)
-        if uniform:
-            total = (sb * n + 1) // 2
-            spans = {k: ((k * sb) // 2, ((k + 1) * sb + 1) // 2) for k in columns}
-            fetched = _fetch(bitgen, list(spans.values()), total)
-        else:
-            m = (n * sb + 1) // 2
-            total = m
-            spans = {}
-            for k in columns:
-                a0, a1 = k * sb, (k + 1) * sb
-                cos_r = (min(a0, m), min(a1, m))
-                sin_r = (max(a0, m) - m, max(a1, m) - m)
-                spans[k] = (cos_r, sin_r)
-            ranges = [r for c, s in spans.values() for r in (c, s) if r[1] > r[0]]
+        if marks is None:
+            etas.append(eta)
+        total = (sb * n + 1) // 2
+        lo, hi = np.searchsorted(sorted_rows, [b0, b0 + sb])
+        if sb not in spans_of:
+            spans_of[sb] = _word_spans(columns, sb, n, uniform)
+        spans = spans_of[sb]
+        if hi > lo:                              # a scenario wanted whole: the block's raws
+            raw = bitgen.random_raw(total)
+            fetched = {(0, total): raw}
+            local = sorted_rows[lo:hi] - b0
+            row_out[:, where[lo:hi]] = _scenario_draws(raw, local, sb, n, uniform)
+            row_eta[where[lo:hi]] = eta[local]
+        elif columns:
+            ranges = [r for s in spans.values() for r in ((s,) if uniform else s)]
             fetched = _fetch(bitgen, ranges, total)
-        for row, k in enumerate(columns):
-            g = int(model.group_of_obligor[k])
-            systematic = _systematic_returns(eta, model.group_loadings[g:g + 1])
-            thr = model.thresholds[reps[g]:reps[g] + 1]
-            sd = model.group_idio[g:g + 1]
-            state0 = model.initial_state[reps[g]:reps[g] + 1]
-            start = np.array([0, 1], dtype=np.int64)
-            if uniform:
-                r0, r1 = spans[k]
-                raw = _take(fetched, r0, r1)
-                off = (k * sb) % 2
-                draw = np.ascontiguousarray(raw.view(np.uint32)[off:off + sb]).reshape(1, sb)
-                s, _, new = uniform_migrations(draw, thr, systematic, sd, start, state0)
-            else:
-                (c0, c1), (s0, s1) = spans[k]
-                raw_c = _take(fetched, c0, c1) if c1 > c0 else np.empty(0, np.uint64)
-                raw_s = _take(fetched, s0, s1) if s1 > s0 else np.empty(0, np.uint64)
-                draw = _normals_at(raw_c, raw_s).reshape(1, sb)
-                s, _, new = normal_migrations(draw, thr, systematic, sd, start, state0)
-            col = np.full(sb, model.initial_state[k], dtype=np.uint8)
-            col[s] = new
-            states[row, b0:b0 + sb] = col
-    return states, np.concatenate(etas)
+        else:
+            bitgen.advance(total)
+            continue
+        for j, k in enumerate(columns):
+            col_out[j, b0:b0 + sb] = _column_draws(fetched, spans[k], k, sb, uniform)
+    eta = np.concatenate(etas) if etas else None
+    return eta, col_out, row_out, row_eta, new_marks
 
 
-def new_obligor_states_chunk(chunk, eta, loadings, thresholds, initial_state, streams):
-    """Forward states of new obligors (rows of ``loadings`` (m, K), ``thresholds`` (m, R-1),
-    worst-first ``initial_state`` (m,)) given the chunk's systematic draws ``eta``: 32-bit
-    uniforms from each obligor's own stream (``streams[j]``: a SeedSequence) classified by
-    the kernel's compiled migration step."""
+def _classify(model: SimulationModel, draw, eta, groups, group_start, initial):
+    """Forward states (worst first) of draws (m, s) by the kernel's migration step: rows of
+    ``draw`` grouped by ``group_start`` with the rating groups ``groups`` of the model."""
+    systematic = _systematic_returns(eta, model.group_loadings[groups])
+    reps = model.group_start[:-1][groups]
+    fn = uniform_migrations if uses_uniform_draws(model) else normal_migrations
+    s, i, new = fn(np.ascontiguousarray(draw), model.thresholds[reps], systematic,
+                   model.group_idio[groups], group_start, model.initial_state[reps])
+    states = np.repeat(np.asarray(initial, dtype=np.uint8)[:, None], draw.shape[1], axis=1)
+    states[i, s] = new
+    return states
+
+
+def column_states(model: SimulationModel, columns, draws, eta) -> np.ndarray:
+    """States (len(columns), size) of obligors (simulation order) from their draws: the
+    one-obligor kernel :func:`~riskdask.credit.migration.uniform_column_states` on the
+    uniform path, the group kernel on one group otherwise (the same states either way)."""
+    out = np.empty(draws.shape, dtype=np.uint8)
+    uniform = uses_uniform_draws(model)
+    for j, k in enumerate(columns):
+        g = int(model.group_of_obligor[k])
+        if uniform:
+            rep = model.group_start[g]
+            systematic = _systematic_returns(eta, model.group_loadings[g:g + 1])[0]
+            out[j] = uniform_column_states(draws[j], model.thresholds[rep], systematic,
+                                           model.group_idio[g])
+        else:
+            out[j] = _classify(model, draws[j:j + 1], eta, np.array([g]),
+                               np.array([0, 1], dtype=np.int64), [model.initial_state[k]])[0]
+    return out
+
+
+def scenario_states(model: SimulationModel, draws, eta_rows) -> np.ndarray:
+    """Every obligor's state (rows, n) in some scenarios from their draws (n, rows)."""
+    groups = np.arange(model.group_start.size - 1)
+    return _classify(model, draws, eta_rows, groups, model.group_start,
+                     model.initial_state).T
+
+
+def new_obligor_states(eta, loadings, thresholds, initial_state, streams) -> np.ndarray:
+    """Forward states of new obligors (rows of ``loadings`` (m, K), ``thresholds``
+    (m, R-1), worst-first ``initial_state`` (m,)) given a chunk's systematic draws ``eta``:
+    32-bit uniforms from each obligor's own stream (``streams[j]``: a SeedSequence)
+    classified by the kernel's compiled migration step."""
     m, size = len(streams), eta.shape[0]
     out = np.empty((m, size), dtype=np.uint8)
     for j in range(m):
@@ -189,57 +287,74 @@ def new_obligor_states_chunk(chunk, eta, loadings, thresholds, initial_state, st
     return out
 
 
-def changed_losses_chunk(chunk, shared, *, change):
-    """Engine kernel: the chunk's summary of the modified book and the changed positions'
-    per-scenario losses.
+@njit(cache=True, nogil=True, boundscheck=False)
+def _tail_sums_kernel(states, loss_by_state, weight, ks, out):
+    n = states.shape[1]
+    acc = np.zeros(n)
+    j = 0
+    for r in range(states.shape[0]):
+        while j < ks.size and ks[j] == r:
+            out[:, j] = acc
+            j += 1
+        w = weight[r]
+        for i in range(n):
+            acc[i] += w * loss_by_state[i, states[r, i]]
+    while j < ks.size:
+        out[:, j] = acc
+        j += 1
 
-    ``shared``: ``{"model", "loss", "weight"}`` (the run's model, the kept losses and
-    weights of all scenarios); ``change``: ``{"columns", "rows" (loss_by_state rows of the
-    changed positions on existing obligors, signed: + added, - removed), "new": (loadings,
-    thresholds, initial_state, rows, streams root, ids) or None}``.
+
+def tail_loss_sums(states, loss_by_state, weight, ks) -> np.ndarray:
+    """``sum_{r < k} w_r loss_by_state[i, states[r, i]]`` per obligor ``i`` for every ``k``
+    in ``ks`` (ascending), in one pass over the tail rows (worst first): the ES
+    contribution sums of Step 6 (row by row, as
+    :func:`riskdask.credit.simulation._tail_state_sums`, so the same bits).
+
+    Parameters
+    ----------
+    states : ndarray of uint8 (rows, n)
+    loss_by_state : ndarray (n, R)
+    weight : ndarray (rows,)
+    ks : sequence of int, ascending, each <= rows
 
     Returns
     -------
-    (LossSummary, ndarray (positions, size))
+    ndarray (n, len(ks))
     """
-    model = shared["model"]
-    base = shared["loss"][chunk.start:chunk.stop]
-    w = shared["weight"]
-    weight = np.ones(chunk.size) if w is None or w.size == 0 else w[chunk.start:chunk.stop]
-    cols = change["columns"]
-    losses = []
-    if cols:
-        states, eta = obligor_states_chunk(chunk, model, sorted(set(cols)))
-        where = {c: r for r, c in enumerate(sorted(set(cols)))}
-        for c, row in zip(cols, change["rows"]):
-            losses.append(row[states[where[c]]])
-    else:
-        eta = None
+    ks = np.asarray(ks, dtype=np.int64)
+    out = np.empty((states.shape[1], ks.size))
+    _tail_sums_kernel(np.ascontiguousarray(states, dtype=np.uint8),
+                      np.ascontiguousarray(loss_by_state, dtype=np.float64),
+                      np.ascontiguousarray(weight, dtype=np.float64), ks, out)
+    return out
+
+
+def changed_losses_chunk(chunk, model: SimulationModel, *, change):
+    """Engine kernel: the changed positions' signed losses (positions, size) in the chunk,
+    and the stream's state at every block's start (for :func:`tail_states_chunk`).
+
+    ``change``: ``{"columns": simulation columns of the changed positions on obligors of
+    the run, "rows": their signed ``loss_by_state`` rows (+ added, - removed), "new":
+    (loadings, thresholds, initial_state, rows, streams root, ids) or None}``; rows of the
+    result: the existing obligors' positions in order, then the new obligors'.
+    """
+    cols = sorted(set(change["columns"]))
+    eta, draws, _, _, marks = replay_chunk(chunk, model, cols)
+    states = column_states(model, cols, draws, eta)
+    where = {c: r for r, c in enumerate(cols)}
+    losses = [row[states[where[c]]] for c, row in zip(change["columns"], change["rows"])]
     new = change.get("new")
     if new is not None:
         loadings, thresholds, initial, rows, root, ids = new
-        if eta is None:
-            _, eta = obligor_states_chunk(chunk, model, [])
         streams = [whatif_stream(root, i, chunk.index) for i in ids]
-        st = new_obligor_states_chunk(chunk, eta, loadings, thresholds, initial, streams)
-        for j, row in enumerate(rows):
-            losses.append(row[st[j]])
-    per = np.vstack(losses) if losses else np.zeros((0, chunk.size))
-    loss = base + per.sum(axis=0) if losses else base.copy()
-    return weighted_summary(chunk, model, loss, weight), per, loss
+        st = new_obligor_states(eta, loadings, thresholds, initial, streams)
+        losses.extend(row[st[j]] for j, row in enumerate(rows))
+    return (np.vstack(losses) if losses else np.zeros((0, chunk.size))), marks
 
 
-def combine_changes(a, b):
-    """Merge two neighbouring chunk ranges of :func:`changed_losses_chunk` (exact)."""
-    return (merge_summaries(a[0], b[0], weight_needed=a[0].meta["weight_needed"],
-                            state_rows=0),
-            np.concatenate([a[1], b[1]], axis=1), np.concatenate([a[2], b[2]]))
-
-
-def statistics_model(model: SimulationModel, expected_loss_change: float) -> SimulationModel:
-    """The model whose Step 6 statistics describe the modified book: under importance
-    sampling the analytic mean moves by the changed positions' analytic EL."""
-    if model.shift is None or model.expected_loss is None:
-        return model
-    el = np.concatenate([model.expected_loss, [expected_loss_change]])
-    return replace(model, expected_loss=el)
+def tail_states_chunk(chunk, model: SimulationModel, *, rows, marks=None) -> np.ndarray:
+    """Engine kernel: every obligor's state (len(rows), n) at chunk-local scenario
+    ``rows``, regenerated exactly (the blocks holding them fetched whole; with the
+    ``marks`` of :func:`changed_losses_chunk`, only those blocks are visited)."""
+    _, _, draws, eta, _ = replay_chunk(chunk, model, (), rows, marks)
+    return scenario_states(model, draws, eta)

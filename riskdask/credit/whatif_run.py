@@ -1,6 +1,16 @@
 """``riskdask whatif RUN --add positions.csv --remove ID,...``: the wiring of
-:mod:`riskdask.credit.whatif` (config, inputs and the kept scenario losses of a finished
-run directory to the kernels, and the result to numbers for people).
+:mod:`riskdask.credit.whatif` (config, inputs and the kept scenario data of a finished run
+directory to the kernels, and the result to numbers for people).
+
+What a run keeps (``simulation.keep_scenarios``, the default) and how it grows:
+
+* ``tables/scenario_losses.parquet``: every scenario's portfolio loss, 8 bytes a scenario
+  (16 with importance-sampling weights) -- linear in the scenarios, independent of the
+  portfolio size;
+* ``tables/tail_states.parquet``: every obligor's forward state (one byte) in the run's
+  worst scenarios, the rows of the tail buffer that carry states: ``n x min(a - 1,
+  contribution_rows)`` bytes with plain sampling (``a`` the 99 % tail count: grows with
+  the scenarios up to the cap), ``n x contribution_rows`` with importance sampling.
 
 :func:`whatif` is the Python API; the CLI prints :func:`whatif_lines`.
 """
@@ -8,13 +18,16 @@ run directory to the kernels, and the result to numbers for people).
 from __future__ import annotations
 
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from riskdask.engine import plan_chunks, reduce_local
+from riskdask.engine import plan_chunks
 from riskdask.errors import ConfigError, InputError
 from riskdask.formatting import estimate, integer, sig
 from riskdask.streams import Streams
@@ -23,224 +36,111 @@ from .analytic import obligor_bounds
 from .config import Config
 from .data import (align_curves, build_portfolio, load_curves, load_portfolio_file,
                    validate_portfolio)
-from .model import analytic_moments
-from .simulation import simulation_statistics, top_rows
-from .summary import batch_means_se, exact_sum, tail_count, tail_index
-from .uncertainty import local_batch
-from .whatif import changed_losses_chunk, combine_changes, statistics_model
+from .model import analytic_moments, level_key
+from .simulation import SimulationModel, scenario_summary, simulation_statistics, top_rows
+from .summary import batch_means_se, ordered_sum
+from .whatif import changed_losses_chunk, check_replayable, tail_loss_sums, tail_states_chunk
 
-__all__ = ["whatif", "whatif_lines", "SCENARIO_TABLE"]
+__all__ = ["whatif", "whatif_lines", "kept_tables", "SCENARIO_TABLE", "STATES_TABLE"]
 
 SCENARIO_TABLE = "scenario_losses"
+STATES_TABLE = "tail_states"
 PURPOSE = "whatif"
 
 
-def _load_run(run_dir: Path):
+# ----------------------------------------------------------------------------- the kept data
+def kept_tables(summary, model: SimulationModel) -> dict:
+    """The tables a run keeps for the what-if (module docstring): the scenario losses (and
+    weights) and the tail rows' states, obligors in input order (the obligors table's)."""
+    kept = {"loss": summary.scenario_loss}
+    if summary.scenario_weight is not None and summary.scenario_weight.size:
+        kept["weight"] = summary.scenario_weight
+    inverse = np.empty_like(model.order)
+    inverse[model.order] = np.arange(model.order.size)
+    states = np.ascontiguousarray(summary.tail_states[:, inverse], dtype=np.uint8)
+    rows = states.shape[0]
+    tail = pd.DataFrame({"scenario": summary.tail_scenario[:rows].astype(np.int64),
+                         "states": [bytes(r) for r in states]})
+    return {SCENARIO_TABLE: pd.DataFrame(kept), STATES_TABLE: tail}
+
+
+@dataclass(frozen=True)
+class KeptRun:
+    """A finished credit run's config and kept scenario data (:func:`kept_tables`)."""
+
+    run_dir: Path
+    manifest: dict
+    config: Config
+    loss: np.ndarray
+    weight: np.ndarray                 # empty: plain sampling
+    tail_scenario: np.ndarray          # sorted scenario numbers of the kept states
+    tail_states: np.ndarray            # (rows, n) uint8, input order, rows as tail_scenario
+    obligors: pd.DataFrame             # the run's obligors table
+    summary: dict                      # the run's summary.json
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.loss.nbytes + self.weight.nbytes + self.tail_states.nbytes
+                   + self.tail_scenario.nbytes)
+
+
+def load_run(run_dir) -> KeptRun:
+    """Read a credit run directory's config and kept data; exit-2 errors name the file."""
+    run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
         raise InputError("not a run directory (no manifest.json)", file=run_dir)
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable manifest ({exc})", file=manifest_path) from None
     if manifest.get("job") != "credit":
         raise InputError(f"a {manifest.get('job')!r} run: what-if needs a credit run",
                          file=manifest_path)
-    table = run_dir / "tables" / f"{SCENARIO_TABLE}.parquet"
-    if not table.is_file():
-        raise InputError("the run kept no scenario losses (simulation.keep_scenarios = "
-                         "false, or more than 25,000,000 scenarios): rerun with them kept",
-                         file=table)
-    kept = pd.read_parquet(table)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable run summary ({exc})", file=run_dir / "summary.json"
+                         ) from None
+    tables = run_dir / "tables"
+    paths = {name: tables / f"{name}.parquet" for name in (SCENARIO_TABLE, STATES_TABLE,
+                                                          "obligors")}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise InputError("the run kept no scenario data (simulation.keep_scenarios = "
+                             "false, more than 25,000,000 scenarios, or a run from before "
+                             "the what-if kept tail states): rerun with them kept", file=path)
+    try:
+        kept = pd.read_parquet(paths[SCENARIO_TABLE])
+        tail = pd.read_parquet(paths[STATES_TABLE])
+        obligors = pd.read_parquet(paths["obligors"])
+    except Exception as exc:      # pyarrow raises several types for a damaged file
+        raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
+                         file=tables) from None
     loss = kept["loss"].to_numpy(dtype=float)
     weight = kept["weight"].to_numpy(dtype=float) if "weight" in kept else np.empty(0)
-    return manifest, Config.model_validate(manifest["config"]), loss, weight, table
+    n = len(obligors)
+    blob = b"".join(tail["states"].tolist())
+    if len(blob) != n * len(tail):
+        raise InputError(f"tail states of {len(blob) // max(len(tail), 1)} obligors, the "
+                         f"obligors table has {n}", file=paths[STATES_TABLE])
+    states = np.frombuffer(blob, dtype=np.uint8).reshape(len(tail), n)
+    scen = tail["scenario"].to_numpy(dtype=np.int64)
+    order = np.argsort(scen, kind="stable")
+    return KeptRun(run_dir, manifest, Config.model_validate(manifest["config"]), loss, weight,
+                   scen[order], states[order], obligors, summary)
 
 
-def _rows(positions: pd.DataFrame, matrix, curves_path, ratings) -> np.ndarray:
-    """``FV - CFV^w`` worst first for each obligor of ``positions`` (its positions summed)."""
+# ----------------------------------------------------------------------------- the change
+def _rows(positions: pd.DataFrame, matrix, curves, curves_path, ratings):
+    """``FV - CFV^w`` worst first for each obligor of ``positions`` (its positions summed),
+    the analytic EL and FV of each, and the portfolio they form (``curves``: the loaded
+    forward curves)."""
     pf = build_portfolio(positions.reset_index(drop=True), matrix)
-    curves = align_curves(load_curves(curves_path), matrix, sorted(set(ratings)), curves_path)
-    mom = analytic_moments(pf, matrix, curves)
+    mom = analytic_moments(pf, matrix, align_curves(curves, matrix, sorted(set(ratings)),
+                                                    curves_path))
     per = mom.per_obligor
-    return (per.fv[:, None] - mom.cfv)[:, ::-1], per.fv - per.efv, pf
-
-
-def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
-    """VaR / ES of a finished credit run's portfolio with positions added and/or removed,
-    from the run's own scenarios (:mod:`riskdask.credit.whatif`).
-
-    Parameters
-    ----------
-    run_dir : path
-        A credit run directory (its config and ``tables/scenario_losses.parquet``).
-    add : path, optional
-        Positions to add (the portfolio file's format); an existing ``obligor_id`` adds to
-        that obligor (same rating), a new one is a new obligor (sector / country loadings).
-    remove : sequence of str
-        Position ids (or obligor ids: all their positions) to remove.
-    engine : riskdask.engine.Engine, optional
-        Run the chunks on a cluster; None: in this process.
-
-    Returns
-    -------
-    dict
-        ``levels`` (per confidence: base and new VaR / ES with errors, the change of ES with
-        its error), ``positions`` (the changed positions: sign, analytic EL, marginal ES per
-        level in the new book), ``el_change``, ``kept_bytes``, ``seconds`` and
-        ``exactness``.
-    """
-    t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    manifest, cfg, base_loss, base_weight, table = _load_run(run_dir)
-    from .pipeline import (EMBEDDED_CURVES, PURPOSES, _shift, analytics, load_inputs,
-                           scenario_model)
-
-    if cfg.correlation.kind == "matrix":
-        raise ConfigError("what-if needs a factor or uniform correlation (a full matrix has "
-                          "no factors to regenerate obligors from)", key="correlation.kind")
-    if cfg.correlation.factor_correlation is not None:
-        raise ConfigError("what-if with correlation.factor_correlation is not supported",
-                          key="correlation.factor_correlation")
-    inputs = load_inputs(cfg, None, None)
-    an = analytics(cfg, inputs)
-    model = scenario_model(cfg, inputs, an, shift=_shift(cfg, inputs, an))
-    if model.recovery is not None:
-        raise ConfigError("what-if with uncertain recovery (recovery_sd) is not supported")
-    streams = Streams(cfg.seed, PURPOSES)
-    n_kept = base_loss.size
-    chunks = plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size,
-                         streams.seed("scenarios"))
-    chunks = [c for c in chunks if c.stop <= n_kept]
-    if not chunks or chunks[-1].stop != n_kept:
-        raise InputError("the kept scenario losses do not match the run's plan", file=table)
-
-    pf, matrix = inputs.portfolio, inputs.matrix
-    curves_path = cfg.curves.path or EMBEDDED_CURVES
-    ob_ids = list(pf.obligors["obligor_id"])
-    inverse = np.empty_like(model.order)
-    inverse[model.order] = np.arange(model.order.size)
-    columns, rows, changed = [], [], []
-    el_change = 0.0
-
-    # ---- removals: positions (or obligors) of the run
-    remove = [str(r).strip() for r in remove if str(r).strip()]
-    if remove:
-        pos = pf.positions
-        pick = pos["position_id"].astype(str).isin(remove) | pos["obligor_id"].astype(
-            str).isin(remove)
-        known = set(pos["position_id"].astype(str)) | set(pos["obligor_id"].astype(str))
-        unknown = [r for r in remove if r not in known]
-        if unknown:
-            raise InputError(f"--remove: no position or obligor {unknown[0]!r} in the run's "
-                             "portfolio")
-        sub = pos[pick]
-        lrows, el_i, spf = _rows(sub, matrix, curves_path, sub["rating"])
-        for j, oid in enumerate(spf.obligors["obligor_id"]):
-            columns.append(int(inverse[ob_ids.index(oid)]))
-            rows.append(-lrows[j])
-            el_change -= float(el_i[j])
-            changed.append({"id": str(oid), "change": "removed",
-                            "positions": list(sub.loc[sub["obligor_id"] == oid,
-                                                      "position_id"].astype(str)),
-                            "analytic_el": -float(el_i[j])})
-
-    # ---- additions
-    new = None
-    if add is not None:
-        raw = load_portfolio_file(add)
-        added = validate_portfolio(raw, add, matrix, need_terms=True)
-        clash = set(added["position_id"].astype(str)) & set(pf.positions["position_id"]
-                                                              .astype(str))
-        if clash:
-            raise InputError(f"position {sorted(clash)[0]!r} is already in the run's portfolio",
-                             file=add, column="position_id")
-        lrows, el_i, apf = _rows(added, matrix, curves_path, added["rating"])
-        new_l, new_t, new_s, new_r, new_ids = [], [], [], [], []
-        for j, ob in apf.obligors.iterrows():
-            oid = ob["obligor_id"]
-            el_change += float(el_i[j])
-            entry = {"id": str(oid), "positions": list(added.loc[added["obligor_id"] == oid,
-                                                               "position_id"].astype(str)),
-                     "analytic_el": float(el_i[j])}
-            if oid in ob_ids:
-                i = ob_ids.index(oid)
-                if pf.obligors["rating"].iloc[i] != ob["rating"]:
-                    raise InputError(f"obligor {oid!r} is rated {pf.obligors['rating'].iloc[i]}"
-                                     f" in the run, {ob['rating']} here", file=add,
-                                     column="rating")
-                columns.append(int(inverse[i]))
-                rows.append(lrows[j])
-                entry["change"] = "added (existing obligor)"
-            else:
-                new_l.append(_new_loadings(cfg, inputs, ob, add))
-                icr = int(apf.initial_index[j])
-                new_t.append(obligor_bounds(np.array([icr]), matrix.probabilities)[0, 1:-1])
-                new_s.append(matrix.n_states - 1 - icr)
-                new_r.append(lrows[j])
-                new_ids.append(str(oid))
-                entry["change"] = "added (new obligor)"
-            changed.append(entry)
-        if new_ids:
-            new = (np.array(new_l), np.array(new_t), np.array(new_s), new_r,
-                   streams.seed(PURPOSE), new_ids)
-    if not changed:
-        raise InputError("nothing to change: give --add FILE and/or --remove IDS")
-
-    change = {"columns": columns, "rows": rows, "new": new}
-    shared = {"model": model, "loss": base_loss, "weight": base_weight}
-    if engine is None:
-        parts = [changed_losses_chunk(c, shared, change=change) for c in chunks]
-        summary, per, loss = reduce_local(parts, combine_changes)
-    else:
-        summary, per, loss = engine.map_reduce(changed_losses_chunk, chunks, combine_changes,
-                                               shared=shared, kernel_kwargs={"change": change},
-                                               label="credit-whatif")
-    fv_new = an.fv_portfolio
-    stats_model = statistics_model(model, el_change)
-    new_stats = simulation_statistics(summary, stats_model, fv_new)
-    weight = np.ones(loss.size) if base_weight.size == 0 else base_weight
-    batch = np.concatenate([c.index * model.batches_per_chunk
-                            + local_batch(c.size, model.batches_per_chunk) for c in chunks])
-    weighted = model.shift is not None
-    base_mean = exact_sum(model.expected_loss) if weighted else None
-    new_mean = base_mean + el_change if weighted else None
-    # the changed positions, in `changed` order: existing-obligor rows first, then new
-    order_rows = [k for k, e in enumerate(changed) if "new obligor" not in e["change"]] + [
-        k for k, e in enumerate(changed) if "new obligor" in e["change"]]
-    levels = []
-    need = max(tail_count(loss.size, c) for c in model.confidence) + 1
-    order_old = top_rows(base_loss, weight, need)
-    order_new = top_rows(loss, weight, need)
-    if not weighted:     # the simulated means, once
-        base_mean = exact_sum(base_loss) / loss.size
-        new_mean = exact_sum(loss) / loss.size
-    for j, c in enumerate(model.confidence):
-        old = _es_parts(base_loss, weight, c, batch, base_mean, order_old, weighted)
-        nw = _es_parts(loss, weight, c, batch, new_mean, order_new, weighted)
-        lv = new_stats.levels[j]
-        d_se = (batch_means_se(nw["y"] - old["y"], old["nb"])
-                if old["y"] is not None and nw["y"] is not None else float("nan"))
-        levels.append({"confidence": c, "var_old": old["var"], "es_old": old["es"],
-                       "var": lv.var, "var_se": lv.var_se, "es": lv.es, "es_se": lv.es_se,
-                       "var_change": lv.var - old["var"], "es_change": lv.es - old["es"],
-                       "es_change_se": d_se})
-        for r, k in enumerate(order_rows):
-            l_pos = per[r] * (1.0 if "removed" not in changed[k]["change"] else -1.0)
-            mean_pos = (changed[k]["analytic_el"] if weighted
-                        else float(np.dot(weight, per[r])) / loss.size)
-            if "removed" in changed[k]["change"]:
-                marginal = 0.0        # not in the new book
-            else:
-                marginal = (exact_sum(weight[nw["tail"]] * l_pos[nw["tail"]]) / nw["W"]
-                            - mean_pos) if nw["tail"] is not None else float("nan")
-            changed[k].setdefault("marginal_es", []).append(marginal)
-    return {"run": str(run_dir), "levels": levels, "positions": changed,
-            "el_change": el_change, "scenarios": int(loss.size),
-            "kept_bytes": int(base_loss.nbytes + base_weight.nbytes),
-            "seconds": time.perf_counter() - t0,
-            "run_simulation_seconds": (manifest.get("timings") or {}).get("simulation"),
-            "exactness": ("the run's scenarios: existing obligors' states regenerated bit for "
-                          "bit; new obligors from streams keyed by their id; equal to a full "
-                          "rerun of the modified book within Monte Carlo error (its draws "
-                          "are laid out for other obligors)")}
+    return (per.fv[:, None] - mom.cfv)[:, ::-1], per.fv - per.efv, per.fv, pf
 
 
 def _new_loadings(cfg: Config, inputs, ob, where) -> np.ndarray:
@@ -263,49 +163,413 @@ def _new_loadings(cfg: Config, inputs, ob, where) -> np.ndarray:
     return out
 
 
-def _es_parts(loss, weight, c, batch, mean, order, analytic):
-    """VaR / ES (seed convention) of full scenario arrays and the per-batch linearised ES
-    ``Y = n w (L - q)^+ / W`` (minus ``w L`` unless the mean is ``analytic``) for the error of a
-    change (the same scenarios, so the difference's batch means).  ``order``: the worst rows
-    sorted (:func:`~riskdask.credit.simulation.top_rows`), at least to the level's tail."""
+@dataclass
+class _Change:
+    """The changed positions, one entry per obligor touched (removals, then additions)."""
+
+    columns: list        # simulation columns of changed obligors of the run
+    rows: list           # their signed loss_by_state rows
+    new: tuple | None    # the new obligors' (loadings, thresholds, states, rows, root, ids)
+    entries: list        # per changed obligor: id, change, positions, analytic EL, ...
+    el_change: float
+    fv_change: float
+
+
+def _change(cfg, inputs, model, streams, add, remove) -> _Change:
+    from .pipeline import EMBEDDED_CURVES
+
+    pf, matrix = inputs.portfolio, inputs.matrix
+    curves_path = cfg.curves.path or EMBEDDED_CURVES
+    curves = load_curves(curves_path)
+    ob_ids = [str(o) for o in pf.obligors["obligor_id"]]
+    index_of = {o: i for i, o in enumerate(ob_ids)}
+    inverse = np.empty_like(model.order)
+    inverse[model.order] = np.arange(model.order.size)
+    ch = _Change([], [], None, [], 0.0, 0.0)
+
+    remove = [str(r).strip() for r in remove if str(r).strip()]
+    if remove:
+        pos = pf.positions
+        pid, oid = pos["position_id"].astype(str), pos["obligor_id"].astype(str)
+        unknown = [r for r in remove if r not in set(pid) | set(oid)]
+        if unknown:
+            raise InputError(f"--remove: no position or obligor {unknown[0]!r} in the run's "
+                             "portfolio")
+        sub = pos[pid.isin(remove) | oid.isin(remove)]
+        lrows, el_i, fv_i, spf = _rows(sub, matrix, curves, curves_path, sub["rating"])
+        for j, o in enumerate(spf.obligors["obligor_id"]):
+            i = index_of[str(o)]
+            ch.columns.append(int(inverse[i]))
+            ch.rows.append(-lrows[j])
+            ch.el_change -= float(el_i[j])
+            ch.fv_change -= float(fv_i[j])
+            mine = sub["obligor_id"].astype(str) == str(o)
+            whole = int(mine.sum()) == int((pos["obligor_id"].astype(str) == str(o)).sum())
+            ch.entries.append({"id": str(o), "index": i,
+                               "change": "removed" if whole else "removed (some positions)",
+                               "positions": list(sub.loc[mine, "position_id"].astype(str)),
+                               "analytic_el": -float(el_i[j])})
+    if add is not None:
+        raw = load_portfolio_file(add)
+        added = validate_portfolio(raw, add, matrix, need_terms=True)
+        clash = set(added["position_id"].astype(str)) & set(pf.positions["position_id"]
+                                                              .astype(str))
+        if clash:
+            raise InputError(f"position {sorted(clash)[0]!r} is already in the run's portfolio",
+                             file=add, column="position_id")
+        lrows, el_i, fv_i, apf = _rows(added, matrix, curves, curves_path, added["rating"])
+        new_l, new_t, new_s, new_r, new_ids = [], [], [], [], []
+        for j, ob in apf.obligors.iterrows():
+            o = str(ob["obligor_id"])
+            ch.el_change += float(el_i[j])
+            ch.fv_change += float(fv_i[j])
+            entry = {"id": o, "positions": list(added.loc[added["obligor_id"].astype(str) == o,
+                                                        "position_id"].astype(str)),
+                     "analytic_el": float(el_i[j])}
+            if o in index_of:
+                i = index_of[o]
+                if pf.obligors["rating"].iloc[i] != ob["rating"]:
+                    raise InputError(f"obligor {o!r} is rated {pf.obligors['rating'].iloc[i]}"
+                                     f" in the run, {ob['rating']} here", file=add,
+                                     column="rating")
+                ch.columns.append(int(inverse[i]))
+                ch.rows.append(lrows[j])
+                entry.update(change="added (existing obligor)", index=i)
+            else:
+                new_l.append(_new_loadings(cfg, inputs, ob, add))
+                icr = int(apf.initial_index[j])
+                new_t.append(obligor_bounds(np.array([icr]), matrix.probabilities)[0, 1:-1])
+                new_s.append(matrix.n_states - 1 - icr)
+                new_r.append(lrows[j])
+                new_ids.append(o)
+                entry.update(change="added (new obligor)", index=None)
+            ch.entries.append(entry)
+        if new_ids:
+            ch.new = (np.array(new_l), np.array(new_t), np.array(new_s), new_r,
+                      streams.seed(PURPOSE), new_ids)
+    if not ch.entries:
+        raise InputError("nothing to change: give --add FILE and/or --remove IDS")
+    return ch
+
+
+# ----------------------------------------------------------------------------- the what-if
+def _map(kernel, chunks, model, engine, label, per_chunk=None, **kwargs) -> list:
+    """A kernel on every chunk, results in chunk order: on this machine's cores (threads:
+    the replay's generators and compiled kernels release the GIL), or on the engine (the
+    model sent once).  ``per_chunk``: keyword arguments that differ by chunk."""
+    def one(j):
+        extra = per_chunk[j] if per_chunk is not None else {}
+        return kernel(chunks[j], model, **kwargs, **extra)
+
+    if engine is None:
+        workers = min(len(chunks), os.cpu_count() or 1)
+        if workers <= 1:
+            return [one(j) for j in range(len(chunks))]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, range(len(chunks))))
+    if per_chunk is None:
+        return engine.map_chunks(kernel, chunks, shared=model, kernel_kwargs=kwargs,
+                                 label=label)
+    return [engine.map_chunks(kernel, [c], shared=model, kernel_kwargs={**kwargs, **extra},
+                              label=label)[0] for c, extra in zip(chunks, per_chunk)]
+
+
+def _figures(level: dict) -> dict:
+    """A level of the run's summary.json with its missing figures (null) as NaN."""
+    return {key: (float("nan") if level.get(key) is None else level[key])
+            for key in ("var", "var_se", "es", "es_se")} | {
+        "tail_scenarios": int(level.get("tail_scenarios") or 0)}
+
+
+def _linearised_es(loss, weight, rows, k, batch, nb_count, batch_mean):
+    """Per-batch linearised ES ``Y_b = (n / W) sum_b w (L - q)^+ 1{tail}`` over the first
+    ``k`` of the tail ``rows`` (sorted worst first; ``q`` the loss of row ``k``), minus the
+    batch's mean loss ``batch_mean`` (None where the mean is analytic): its batch means give
+    the error of an ES, and of the difference of two books' ES on the same scenarios."""
     n = loss.size
-    a = tail_count(n, c)
-    k = tail_index(weight[order], a)
-    if a < 2 or not 0 < k < order.size:
-        return {"var": float("nan"), "es": float("nan"), "y": None, "nb": None, "tail": None,
-                "W": float("nan")}
-    tail = order[:k]
-    q = float(loss[order[k]])
-    W = exact_sum(weight[tail])
-    es = exact_sum(weight[tail] * loss[tail]) / W - mean
-    ids, inv = np.unique(batch, return_inverse=True)
-    nb = np.bincount(inv, minlength=ids.size).astype(float)
-    excess = np.zeros(n)
-    excess[tail] = weight[tail] * (loss[tail] - q)
-    y = (n / W) * np.bincount(inv, weights=excess, minlength=ids.size) / nb
-    if not analytic:
-        y = y - np.bincount(inv, weights=weight * loss, minlength=ids.size) / nb
-    return {"var": q - mean, "es": float(es), "y": y, "nb": nb, "tail": tail, "W": W}
+    if not 0 < k < rows.size:
+        return None
+    tail = rows[:k]
+    q = float(loss[rows[k]])
+    w_t = weight[tail]
+    W = ordered_sum(w_t)
+    nb = nb_count.size
+    y = (n / W) * np.bincount(batch[tail], weights=w_t * (loss[tail] - q), minlength=nb)
+    y = y / nb_count
+    return y if batch_mean is None else y - batch_mean
 
 
-def whatif_lines(res: dict) -> list[str]:
+def _tail_states(kept: KeptRun, scen, chunks, model, engine, marks) -> tuple:
+    """Every obligor's state (len(scen), n; input order) in the scenarios ``scen``: the
+    kept rows where the run kept them, the others regenerated exactly by chunk."""
+    n = model.n_obligors
+    out = np.empty((scen.size, n), dtype=np.uint8)
+    pos = np.searchsorted(kept.tail_scenario, scen)
+    pos = np.minimum(pos, max(kept.tail_scenario.size - 1, 0))
+    have = kept.tail_scenario.size > 0
+    found = (kept.tail_scenario[pos] == scen) if have else np.zeros(scen.size, bool)
+    out[found] = kept.tail_states[pos[found]]
+    missing = np.flatnonzero(~found)
+    if missing.size:
+        starts = np.array([c.start for c in chunks])
+        owner = np.searchsorted(starts, scen[missing], side="right") - 1
+        todo = [c for c in chunks if np.any(owner == c.index)]
+        parts = _map(tail_states_chunk, todo, model, engine, "credit-whatif-tail",
+                     per_chunk=[{"rows": scen[missing[owner == c.index]] - c.start,
+                                 "marks": marks[c.index]} for c in todo])
+        inverse = np.empty_like(model.order)
+        inverse[model.order] = np.arange(model.order.size)
+        for c, part in zip(todo, parts):
+            out[missing[owner == c.index]] = part[:, inverse]
+    return out, int(missing.size)
+
+
+def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
+    """VaR / ES of a finished credit run's portfolio with positions added and/or removed,
+    from the run's own scenarios (:mod:`riskdask.credit.whatif`).
+
+    Parameters
+    ----------
+    run_dir : path
+        A credit run directory (its config and kept tables, module docstring).
+    add : path, optional
+        Positions to add (the portfolio file's format); an existing ``obligor_id`` adds to
+        that obligor (same rating), a new one is a new obligor (sector / country loadings).
+    remove : sequence of str
+        Position ids (or obligor ids: all their positions) to remove.
+    engine : riskdask.engine.Engine, optional
+        Run the replays on a cluster; None: in this process (the default: a what-if is a
+        replay of a few obligors' draws, cheaper than shipping the scenarios).
+
+    Returns
+    -------
+    dict
+        ``levels`` (per confidence: base and new VaR / ES with errors, the change of ES with
+        its error), ``positions`` (the changed obligors: change, positions, analytic EL,
+        marginal ES per level in the new book), ``obligors`` (DataFrame: the marginal ES of
+        every obligor of the modified book per level; they sum to its ES), ``el_change``,
+        ``kept_bytes``, ``regenerated_scenarios``, ``seconds`` and ``exactness``.
+    """
+    t0 = time.perf_counter()
+    kept = load_run(run_dir)
+    cfg = kept.config
+    from .pipeline import PURPOSES, _shift, analytics, load_inputs, scenario_model
+
+    if cfg.correlation.kind == "matrix":
+        raise ConfigError("what-if needs a factor or uniform correlation (a full matrix has "
+                          "no factors to regenerate obligors from)", key="correlation.kind")
+    if cfg.correlation.factor_correlation is not None:
+        raise ConfigError("what-if with correlation.factor_correlation is not supported (the "
+                          "run's factors are rotated; a new obligor's loadings would be "
+                          "too)", key="correlation.factor_correlation")
+    inputs = load_inputs(cfg, None, None)
+    ids = [str(o) for o in inputs.portfolio.obligors["obligor_id"]]
+    if ids != [str(o) for o in kept.obligors["obligor_id"]]:
+        raise InputError("the run's portfolio file has changed since the run (its obligors "
+                         "differ from the run's obligors table)",
+                         file=cfg.portfolio.path or "portfolio")
+    an = analytics(cfg, inputs)
+    model = scenario_model(cfg, inputs, an, shift=_shift(cfg, inputs, an))
+    try:
+        check_replayable(model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    streams = Streams(cfg.seed, PURPOSES)
+    n_kept = kept.loss.size
+    chunks = [c for c in plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size,
+                                     streams.seed("scenarios")) if c.stop <= n_kept]
+    if not chunks or chunks[-1].stop != n_kept:
+        raise InputError("the kept scenario losses do not match the run's plan",
+                         file=kept.run_dir / "tables" / f"{SCENARIO_TABLE}.parquet")
+    ch = _change(cfg, inputs, model, streams, add, remove)
+    t_setup = time.perf_counter() - t0
+
+    # -- 1. the changed positions' losses in every scenario (one replay per chunk)
+    t1 = time.perf_counter()
+    parts = _map(changed_losses_chunk, chunks, model, engine, "credit-whatif",
+                 change={"columns": ch.columns, "rows": ch.rows, "new": ch.new})
+    per = np.concatenate([p[0] for p in parts], axis=1)  # (changed, scenarios), signed
+    marks = [p[1] for p in parts]
+    base, weight = kept.loss, kept.weight
+    loss = base + per.sum(axis=0)
+    t_replay = time.perf_counter() - t1
+
+    # -- 2. the Step 6 statistics of both books on the same scenarios
+    weighted = model.shift is not None
+    w = np.ones(loss.size) if weight.size == 0 else weight
+    m = model.batches_per_chunk
+    batch = np.concatenate([c.index * m + _local(c.size, m) for c in chunks])
+    nb_count = np.bincount(batch, minlength=len(chunks) * m).astype(float)
+    # the run's own figures for its book; its tail rows (loss descending, ties by scenario)
+    old = kept.summary["levels"]
+    old_rows = top_rows(base, w, model.weight_needed)
+    new_sum = scenario_summary(chunks, model, loss, weight, batch=batch, histogram=False)
+    new = simulation_statistics(new_sum, _stats_model(model, ch.el_change),
+                                an.fv_portfolio + ch.fv_change)
+    analytic = new.mean_reference == "analytic"
+
+    # -- 3. marginal ES of every obligor of the modified book (Euler: they sum to its ES)
+    t2 = time.perf_counter()
+    k_max = max((lv.tail_scenarios for lv in new.levels if np.isfinite(lv.es)), default=0)
+    scen = new_sum.tail_scenario[:k_max]
+    states, regenerated = _tail_states(kept, scen, chunks, model, engine, marks)
+    t_tail = time.perf_counter() - t2
+    obligors, entries = _marginals(kept, model, an, ch, per, states, scen, w, new, analytic)
+
+    levels = []
+    nb = nb_count.size
+    mean_old = None if analytic else np.bincount(batch, weights=base * w, minlength=nb) / nb_count
+    mean_new = None if analytic else np.bincount(batch, weights=loss * w, minlength=nb) / nb_count
+    for j, c in enumerate(model.confidence):
+        lo, ln = _figures(old[j]), new.levels[j]
+        y_old = _linearised_es(base, w, old_rows, lo["tail_scenarios"], batch, nb_count,
+                               mean_old)
+        y_new = _linearised_es(loss, w, new_sum.tail_scenario, ln.tail_scenarios, batch,
+                               nb_count, mean_new)
+        d_se = (batch_means_se(y_new - y_old, nb_count)
+                if y_old is not None and y_new is not None else float("nan"))
+        levels.append({"confidence": c, "var_old": lo["var"], "es_old": lo["es"],
+                       "var_old_se": lo["var_se"], "es_old_se": lo["es_se"],
+                       "var": ln.var, "var_se": ln.var_se, "es": ln.es, "es_se": ln.es_se,
+                       "var_change": ln.var - lo["var"], "es_change": ln.es - lo["es"],
+                       "es_change_se": d_se, "tail_scenarios": ln.tail_scenarios,
+                       "se_note": ln.se_note,
+                       "marginal_es_sum": float(obligors[f"marginal_es_{level_key(c)}"]
+                                                .sum()) if np.isfinite(ln.es) else
+                       float("nan")})
+    seconds = time.perf_counter() - t0
+    return {"run": str(kept.run_dir), "levels": levels, "positions": entries,
+            "obligors": obligors, "el_change": ch.el_change, "scenarios": int(loss.size),
+            "weighted": weighted, "kept_bytes": kept.nbytes,
+            "regenerated_scenarios": regenerated,
+            "seconds": seconds,
+            "timings": {"setup": t_setup, "replay": t_replay, "tail_states": t_tail,
+                        "statistics": seconds - t_setup - t_replay - t_tail},
+            "run_seconds": _run_seconds(kept.manifest),
+            "exactness": ("the run's own scenarios: the changed obligors' states regenerated "
+                          "bit for bit (a removal equals a rerun with that nominal 0, to "
+                          "rounding); new obligors from streams keyed by their id. Against "
+                          "a full rerun of the modified book (whose draws are laid out for "
+                          "other obligors: another sample) within Monte Carlo error")}
+
+
+def _local(size, m):
+    from .uncertainty import local_batch
+    return local_batch(size, m)
+
+
+def _stats_model(model: SimulationModel, expected_loss_change: float) -> SimulationModel:
+    """The model whose Step 6 statistics describe the modified book: under importance
+    sampling the analytic mean moves by the changed positions' analytic EL."""
+    from dataclasses import replace
+
+    if model.shift is None or model.expected_loss is None:
+        return model
+    el = np.concatenate([model.expected_loss, [expected_loss_change]])
+    return replace(model, expected_loss=el)
+
+
+def _marginals(kept, model, an, ch, per, states, scen, w, new, analytic):
+    """The marginal (Euler) ES ``E_w[l_i | tail'] - mean l_i`` of every obligor of the
+    modified book per level: unchanged obligors from their states in the new tail, changed
+    ones with their positions' losses added, new ones from their own losses; means simulated
+    (plain) or analytic (importance sampling), as the book's ES."""
+    n = model.n_obligors
+    inverse = np.empty_like(model.order)
+    inverse[model.order] = np.arange(model.order.size)
+    levels = [(j, lv.tail_scenarios) for j, lv in enumerate(new.levels)
+              if np.isfinite(lv.es) and lv.tail_scenarios > 0]
+    ks = sorted({k for _, k in levels})
+    wt = w[scen]
+    sums = tail_loss_sums(states, model.loss_by_state[inverse], wt, ks)   # (n, len(ks))
+    n_sc = w.size
+    if analytic:
+        mean = np.asarray(an.per_obligor.fv - an.per_obligor.efv, dtype=float).copy()
+    else:
+        mean = kept.obligors["simulated_mean_loss"].to_numpy(dtype=float).copy()
+    ids = [str(o) for o in kept.obligors["obligor_id"]]
+    status = np.array(["unchanged"] * n, dtype=object)
+    entries = [dict(e) for e in ch.entries]
+    # rows of `per`: existing-obligor entries in order, then new obligors
+    existing = [e for e in entries if e["index"] is not None]
+    fresh = [e for e in entries if e["index"] is None]
+    k_at = np.array(ks, dtype=np.int64)
+
+    def tail_part(r):            # sum_{s < k} w_s l_s of changed row r, at every k
+        c = np.concatenate([[0.0], np.cumsum(wt * per[r][scen])])
+        return c[k_at]
+
+    extra = []
+    for r, e in enumerate(existing):
+        i = e["index"]
+        sums[i] += tail_part(r)
+        mean[i] += (e["analytic_el"] if analytic else ordered_sum(w * per[r]) / n_sc)
+        status[i] = "removed" if e["change"] == "removed" else "changed"
+    for r, e in enumerate(fresh, start=len(existing)):
+        extra.append((e["id"], tail_part(r),
+                      e["analytic_el"] if analytic else ordered_sum(w * per[r]) / n_sc))
+    if extra:
+        sums = np.vstack([sums] + [x[1][None, :] for x in extra])
+        mean = np.concatenate([mean, [x[2] for x in extra]])
+    table = pd.DataFrame({"obligor_id": ids + [x[0] for x in extra],
+                          "status": list(status) + ["added"] * len(extra),
+                          "mean_loss": mean})
+    for j, lv in enumerate(new.levels):
+        key = f"marginal_es_{level_key(lv.confidence)}"
+        table[key] = np.nan
+    for j, k in levels:
+        key = f"marginal_es_{level_key(new.levels[j].confidence)}"
+        table[key] = sums[:, ks.index(k)] / ordered_sum(wt[:k]) - mean
+    table = table[table["status"] != "removed"].reset_index(drop=True)
+    for e in entries:
+        row = table[table["obligor_id"] == e["id"]]
+        e["marginal_es"] = ([float(row[f"marginal_es_{level_key(lv.confidence)}"].iloc[0])
+                             for lv in new.levels] if len(row) else
+                            [0.0] * len(new.levels))
+        e.pop("index", None)
+    return table, entries
+
+
+def _run_seconds(manifest: dict):
+    t = manifest.get("timings") or {}
+    return {"simulation": t.get("simulation"), "compute": t.get("compute"),
+            "whole": sum(float(t[k]) for k in ("load", "compute", "present", "write")
+                         if isinstance(t.get(k), (int, float))) or None}
+
+
+def whatif_lines(res: dict, top: int = 5) -> list[str]:
     """Console lines of a what-if result (every estimate with its error)."""
+    run = res.get("run_seconds") or {}
     out = [f"what-if on {res['run']}: {integer(res['scenarios'])} kept scenarios "
-           f"({sig(res['kept_bytes'] / 2 ** 20, 3)} MiB), {sig(res['seconds'], 2)} s"
-           + (f" (the run's simulation: {sig(res['run_simulation_seconds'], 2)} s)"
-              if res.get("run_simulation_seconds") else "")]
+           f"({sig(res['kept_bytes'] / 2 ** 20, 3)} MiB kept), {sig(res['seconds'], 2)} s"
+           + (f" (the run: {sig(run['whole'], 2)} s, its simulation "
+              f"{sig(run['simulation'], 2)} s)" if run.get("whole") and run.get("simulation")
+              else "")]
     for p in res["positions"]:
         out.append(f"  {p['change']}: {p['id']} ({', '.join(p['positions'])}), analytic EL "
                    f"{sig(p['analytic_el'], 4)}")
     out.append(f"EL change (analytic): {sig(res['el_change'], 4)}")
+    table = res["obligors"]
     for j, lv in enumerate(res["levels"]):
         pct = f"{100 * lv['confidence']:g}%"
-        out.append(f"VaR {pct}: {sig(lv['var_old'], 6)} -> {estimate(lv['var'], lv['var_se'])}"
-                   f" (change {sig(lv['var_change'], 4)})")
-        out.append(f"ES {pct}: {sig(lv['es_old'], 6)} -> {estimate(lv['es'], lv['es_se'])} "
+        out.append(f"VaR {pct}: {estimate(lv['var_old'], lv['var_old_se'])} -> "
+                   f"{estimate(lv['var'], lv['var_se'])}")
+        out.append(f"ES {pct}: {estimate(lv['es_old'], lv['es_old_se'])} -> "
+                   f"{estimate(lv['es'], lv['es_se'])} "
                    f"(change {estimate(lv['es_change'], lv['es_change_se'])})")
+        if lv.get("se_note"):
+            out.append(f"  note: {lv['se_note']}")
         for p in res["positions"]:
-            if "removed" not in p["change"]:
+            if p["change"] != "removed":
                 out.append(f"  marginal ES {pct} of {p['id']}: {sig(p['marginal_es'][j], 4)}")
+        key = f"marginal_es_{level_key(lv['confidence'])}"
+        if key in table and table[key].notna().any():
+            best = table.nlargest(top, key)
+            out.append(f"  largest marginal ES {pct} (sum over the book "
+                       f"{sig(lv['marginal_es_sum'], 6)}): " + ", ".join(
+                           f"{o} {sig(v, 3)}" for o, v in zip(best["obligor_id"], best[key])))
+    if res.get("regenerated_scenarios"):
+        out.append(f"tail scenarios regenerated (not among the run's kept states): "
+                   f"{integer(res['regenerated_scenarios'])}")
     out.append(f"exactness: {res['exactness']}")
     return out
