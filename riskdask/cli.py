@@ -247,14 +247,36 @@ def checkpoints_prune_cmd(out, checkpoint, days):
               help="Positions to add (the portfolio file's columns).")
 @click.option("--remove", "remove", default="", metavar="ID,...",
               help="Position (or obligor) ids to remove, comma-separated.")
-def whatif_cmd(run_dir, add, remove):
+@click.option("--table", "table", type=click.Path(dir_okay=False), default=None,
+              help="Write the marginal ES of every obligor of the modified book here "
+                   "(.csv or .parquet).")
+def whatif_cmd(run_dir, add, remove, table):
     """Credit: VaR / ES of a run's book with positions added / removed, from the run's own
     scenarios (no re-simulation of the rest; riskdask.credit.whatif_run.whatif)."""
     from .credit.whatif_run import whatif, whatif_lines
 
+    import os
+    from pathlib import Path
+
+    target = None if table is None else Path(table)
+    if target is not None and target.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError("--table: give a .csv or .parquet file", file=target)
     res = whatif(run_dir, add=add, remove=[r for r in remove.split(",") if r.strip()])
     for line in whatif_lines(res):
         click.echo(line)
+    if target is not None:         # whole or not at all: a temporary file moved into place
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            if target.suffix.lower() == ".csv":
+                res["obligors"].to_csv(tmp, index=False)
+            else:
+                res["obligors"].to_parquet(tmp, index=False)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{target}: cannot write the marginal ES table "
+                              f"({exc.strerror})") from None
+        click.echo(f"marginal ES of {len(res['obligors'])} obligors: {target}")
 
 
 def _print_headline(result) -> None:

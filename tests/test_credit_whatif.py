@@ -18,7 +18,7 @@ from riskdask import run_job
 from riskdask.credit.synthetic import synthetic_portfolio
 from riskdask.credit.whatif import column_states, replay_chunk, tail_states_chunk
 from riskdask.credit.whatif_run import whatif
-from riskdask.engine import plan_chunks
+from riskdask.engine import Engine, plan_chunks
 from test_credit_lattice import LocalContext, local_compute
 
 SIM = ["simulation.n_scenarios=40000", "simulation.chunk_size=10000",
@@ -138,9 +138,16 @@ def test_whatif_against_full_reruns(local_client, book):
 def test_whatif_cli(cli, local_client, book):
     d, pf = book
     base = _run(local_client(1), d, pf, "cli")
-    r = cli("whatif", str(base.run_dir), "--remove", pf["position_id"].iloc[2])
+    table = d / "marginal.csv"
+    r = cli("whatif", str(base.run_dir), "--remove", pf["position_id"].iloc[2],
+            "--table", str(table))
     assert r.code == 0, r.err
-    assert "ES 99%" in r.out and "change" in r.out
+    assert "ES 99%" in r.out and "change" in r.out and "largest marginal ES" in r.out
+    written = pd.read_csv(table)
+    assert {"obligor_id", "status", "marginal_es_99", "marginal_es_99_9"} <= set(written)
+    r = cli("whatif", str(base.run_dir), "--remove", pf["position_id"].iloc[2],
+            "--table", str(d / "marginal.xlsx"))
+    assert r.code == 2 and "marginal.xlsx" in r.err
     r = cli("whatif", str(base.run_dir), "--remove", "NO_SUCH_ID")
     assert r.code == 2 and "NO_SUCH_ID" in r.err and r.err.count("\n") <= 1
 
@@ -161,6 +168,11 @@ def test_marginal_es_sums_to_es(local_client, book, importance):
     new["position_id"], new["obligor_id"], new["nominal"] = "NEW9", "ONEW9", 8e7
     new.to_csv(d / "add_new9.csv", index=False)
     res = whatif(base.run_dir, add=d / "add_new9.csv", remove=[pf["position_id"].iloc[1]])
+    if not importance:    # on a 2-worker cluster: the same bits as in this process
+        on_cluster = whatif(base.run_dir, add=d / "add_new9.csv",
+                            remove=[pf["position_id"].iloc[1]], engine=Engine(local_client(2)))
+        pd.testing.assert_frame_equal(on_cluster["obligors"], res["obligors"], check_exact=True)
+        assert on_cluster["levels"] == res["levels"]
     table = res["obligors"]
     assert "ONEW9" in set(table["obligor_id"])
     assert table.loc[table["obligor_id"] == "ONEW9", "status"].item() == "added"
