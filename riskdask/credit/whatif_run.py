@@ -134,11 +134,11 @@ def load_run(run_dir) -> KeptRun:
 # ----------------------------------------------------------------------------- the change
 def _rows(positions: pd.DataFrame, matrix, curves, curves_path, ratings):
     """``FV - CFV^w`` worst first for each obligor of ``positions`` (its positions summed),
-    the analytic EL and FV of each, and the portfolio they form (``curves``: the loaded
-    forward curves)."""
+    the analytic EL and FV of each, and the portfolio they form (``curves(ratings)``: forward
+    curves covering those ratings)."""
     pf = build_portfolio(positions.reset_index(drop=True), matrix)
-    mom = analytic_moments(pf, matrix, align_curves(curves, matrix, sorted(set(ratings)),
-                                                    curves_path))
+    mom = analytic_moments(pf, matrix, align_curves(curves(ratings), matrix,
+                                                    sorted(set(ratings)), curves_path))
     per = mom.per_obligor
     return (per.fv[:, None] - mom.cfv)[:, ::-1], per.fv - per.efv, per.fv, pf
 
@@ -180,7 +180,20 @@ def _change(cfg, inputs, model, streams, add, remove) -> _Change:
 
     pf, matrix = inputs.portfolio, inputs.matrix
     curves_path = cfg.curves.path or EMBEDDED_CURVES
-    curves = load_curves(curves_path)
+    run_ratings = set(pf.obligors["rating"])
+
+    class _Curves:           # the run's aligned curves serve its own ratings; others: the file
+        def __init__(self):
+            self.loaded = None
+
+        def __call__(self, ratings):
+            if set(ratings) <= run_ratings:
+                return inputs.curves
+            if self.loaded is None:
+                self.loaded = load_curves(curves_path)
+            return self.loaded
+
+    curves = _Curves()
     ob_ids = [str(o) for o in pf.obligors["obligor_id"]]
     index_of = {o: i for i, o in enumerate(ob_ids)}
     inverse = np.empty_like(model.order)
