@@ -142,6 +142,7 @@ def _tables(cfg: Config, out: Outputs, result: CreditResult) -> None:
     for j, c in enumerate(cfg.simulation.confidence):
         ob[f"es_contribution_{level_key(c)}"] = stats.contributions[:, j]
     out.table("obligors", ob)
+    out.table("positions", pf.positions)     # the validated book (what-if: the run's own)
 
     cfv = pd.DataFrame(an.cfv, columns=[f"cfv_{r}" for r in result.inputs.matrix.scale])
     cfv.insert(0, "obligor_id", pf.obligors["obligor_id"].to_numpy())

@@ -136,11 +136,14 @@ def _ratio(num, den):
 
 
 # ----------------------------------------------------------------------------- load
-def load_inputs(cfg: Config, record=None, streams=None) -> CreditInputs:
+def load_inputs(cfg: Config, record=None, streams=None, *, positions=None) -> CreditInputs:
     """Read and validate matrix, curves, portfolio (and cash flows) and correlation.
 
     ``streams`` is unused: the synthetic portfolio is fixed by ``portfolio.synthetic_seed``
     (an input, not a random stream of the run). ``record`` (optional) receives the inputs.
+    ``positions``: a run's own validated positions (its ``tables/positions.parquet``) in place
+    of ``portfolio.path`` or the synthetic portfolio -- the what-if's book is the run's even
+    if the file changed since.
     """
     check_levels(cfg.simulation.n_scenarios, cfg.simulation.confidence)
     notes = []
@@ -153,7 +156,9 @@ def load_inputs(cfg: Config, record=None, streams=None) -> CreditInputs:
     for rating, total in rescaled:
         notes.append(f"migration matrix row {rating} summed to {total:.6f}; rescaled to 1 "
                      "(matrix.normalize = true)")
-    if cfg.portfolio.path is None:
+    if positions is not None:
+        raw, portfolio_path = positions, "<the run's positions table>"
+    elif cfg.portfolio.path is None:
         raw = synthetic_portfolio(cfg.portfolio.synthetic_seed, cfg.portfolio.synthetic_obligors)
         portfolio_path = f"<synthetic portfolio seed={cfg.portfolio.synthetic_seed}>"
     else:

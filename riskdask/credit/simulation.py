@@ -50,6 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numba import njit
 from scipy.special import ndtri
 
 from riskdask.engine import reduce_local
@@ -728,6 +729,21 @@ def weighted_summary(chunk, model: SimulationModel, loss, weight) -> LossSummary
         meta={"weight_needed": model.weight_needed, "state_rows": 0})
 
 
+@njit(cache=True, nogil=True, boundscheck=False)
+def _batch_sums_kernel(batch, loss, weight, center, plain, out):
+    # the sums of _batch_sums in one pass: bincount adds each batch's terms in scenario
+    # order, and so does this loop (the same IEEE operations, the same bits)
+    for i in range(loss.size):
+        b = batch[i]
+        d = loss[i] - center
+        w = 1.0 if plain else weight[i]
+        wd = d if plain else w * d
+        out[b, 1] += 1.0
+        out[b, 2] += w
+        out[b, 3] += wd
+        out[b, 4] += wd * d
+
+
 def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch=None,
                      histogram: bool = True) -> LossSummary:
     """The merged :class:`LossSummary` of consecutive ``chunks`` (from chunk 0) for given
@@ -757,14 +773,12 @@ def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch
     mean = ordered_sum(loss if plain else w * loss) / w_sum if w_sum > 0 else 0.0
     dev = loss - mean
     m2 = ordered_sum(dev * dev if plain else w * dev * dev)
-    d = loss - model.center
-    wd = d if plain else w * d
     nb = len(chunks) * m
-    batches = np.column_stack([np.arange(nb, dtype=float),
-                               np.bincount(batch, minlength=nb).astype(float),
-                               np.bincount(batch, weights=w, minlength=nb),
-                               np.bincount(batch, weights=wd, minlength=nb),
-                               np.bincount(batch, weights=wd * d, minlength=nb)])
+    batches = np.zeros((nb, 5))
+    batches[:, 0] = np.arange(nb)
+    _batch_sums_kernel(np.ascontiguousarray(batch, dtype=np.int64),
+                       np.ascontiguousarray(loss, dtype=float), np.ascontiguousarray(w),
+                       float(model.center), plain, batches)
     if histogram:
         counts, _ = np.histogram(loss, bins=model.hist_edges, weights=None if plain else w)
         below, above = loss < model.hist_edges[0], loss > model.hist_edges[-1]

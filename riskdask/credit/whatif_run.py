@@ -77,6 +77,7 @@ class KeptRun:
     tail_states: np.ndarray            # (rows, n) uint8, input order, rows as tail_scenario
     obligors: pd.DataFrame             # the run's obligors table
     summary: dict                      # the run's summary.json
+    positions: pd.DataFrame | None     # the run's validated positions (None: an older run)
 
     @property
     def nbytes(self) -> int:
@@ -117,6 +118,12 @@ def load_run(run_dir) -> KeptRun:
     except Exception as exc:      # pyarrow raises several types for a damaged file
         raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
                          file=tables) from None
+    book = tables / "positions.parquet"
+    try:
+        positions = pd.read_parquet(book) if book.is_file() else None
+    except Exception as exc:
+        raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
+                         file=book) from None
     loss = kept["loss"].to_numpy(dtype=float)
     weight = kept["weight"].to_numpy(dtype=float) if "weight" in kept else np.empty(0)
     n = len(obligors)
@@ -128,7 +135,7 @@ def load_run(run_dir) -> KeptRun:
     scen = tail["scenario"].to_numpy(dtype=np.int64)
     order = np.argsort(scen, kind="stable")
     return KeptRun(run_dir, manifest, Config.model_validate(manifest["config"]), loss, weight,
-                   scen[order], states[order], obligors, summary)
+                   scen[order], states[order], obligors, summary, positions)
 
 
 # ----------------------------------------------------------------------------- the change
@@ -375,11 +382,11 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
         raise ConfigError("what-if with correlation.factor_correlation is not supported (the "
                           "run's factors are rotated; a new obligor's loadings would be "
                           "too)", key="correlation.factor_correlation")
-    inputs = load_inputs(cfg, None, None)
+    inputs = load_inputs(cfg, None, None, positions=kept.positions)
     ids = [str(o) for o in inputs.portfolio.obligors["obligor_id"]]
     if ids != [str(o) for o in kept.obligors["obligor_id"]]:
-        raise InputError("the run's portfolio file has changed since the run (its obligors "
-                         "differ from the run's obligors table)",
+        raise InputError("the run's portfolio has changed since the run (its obligors differ "
+                         "from the run's obligors table)",
                          file=cfg.portfolio.path or "portfolio")
     an = analytics(cfg, inputs)
     model = scenario_model(cfg, inputs, an, shift=_shift(cfg, inputs, an))
