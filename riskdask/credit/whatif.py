@@ -138,6 +138,41 @@ def _scenario_draws(raw, rows, sb: int, n: int, uniform: bool) -> np.ndarray:
     return out.reshape(words.shape)
 
 
+#: Up to this many wanted scenarios in a block, their draws are fetched one by one
+#: (``advance`` + one raw, ~0.4 ms a scenario at 500 obligors) instead of the block's whole
+#: stream (~0.9 ms at 500 obligors x 2,097 scenarios).
+SPARSE_ROWS = 2
+
+
+def _sparse_scenario_draws(bitgen, rows, sb: int, n: int, uniform: bool, total: int):
+    """:func:`_scenario_draws` fetching only the raws it needs (the stream then at the
+    block's end)."""
+    words = np.arange(n)[:, None] * sb + np.asarray(rows)[None, :]
+    if uniform:
+        at = words // 2
+    else:
+        at = np.where(words < total, words, words - total)
+    need = np.unique(at)
+    vals = np.empty(need.size, dtype=np.uint64)
+    pos = 0
+    for t, r0 in enumerate(need.tolist()):
+        if r0 > pos:
+            bitgen.advance(r0 - pos)
+        vals[t] = bitgen.random_raw()
+        pos = r0 + 1
+    if total > pos:
+        bitgen.advance(total - pos)
+    raw = vals[np.searchsorted(need, at)]
+    if uniform:    # word 2p is the low half of raw p (little endian, as .view(np.uint32))
+        low, high = raw & np.uint64(0xFFFFFFFF), raw >> np.uint64(32)
+        return np.where(words % 2 == 0, low, high).astype(np.uint32)
+    flat, cos = raw.ravel(), (words < total).ravel()
+    out = np.empty(flat.size, np.float32)
+    out[cos] = _box_muller(flat[cos], np.cos)
+    out[~cos] = _box_muller(flat[~cos], np.sin)
+    return out.reshape(words.shape)
+
+
 def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None):
     """One walk over a chunk's stream: the systematic draws, the idiosyncratic draws of
     some obligors in every scenario and of every obligor in some scenarios.
@@ -207,7 +242,13 @@ def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None)
         if sb not in spans_of:
             spans_of[sb] = _word_spans(columns, sb, n, uniform)
         spans = spans_of[sb]
-        if hi > lo:                              # a scenario wanted whole: the block's raws
+        if hi > lo and not columns and hi - lo <= SPARSE_ROWS:
+            local = sorted_rows[lo:hi] - b0      # a few scenarios: just their n draws each
+            row_out[:, where[lo:hi]] = _sparse_scenario_draws(bitgen, local, sb, n, uniform,
+                                                              total)
+            row_eta[where[lo:hi]] = eta[local]
+            continue
+        if hi > lo:                              # scenarios wanted whole: the block's raws
             raw = bitgen.random_raw(total)
             fetched = {(0, total): raw}
             local = sorted_rows[lo:hi] - b0
