@@ -131,6 +131,12 @@ class SimulationModel:
     # keep every scenario's loss (and weight) in the merged summary (what-if)
     keep_losses: bool = False
 
+    def input_columns(self) -> np.ndarray:
+        """The simulated column of every obligor in input order (the inverse of ``order``)."""
+        inverse = np.empty_like(self.order)
+        inverse[self.order] = np.arange(self.order.size)
+        return inverse
+
     def reference_mean(self, simulated_mean: float) -> float:
         """The mean in ``VaR = mean - SFV_(a)``: the simulated one (seed Step 6), or with
         importance sampling the exact analytic EL -- the likelihood-ratio-weighted mean is
@@ -595,17 +601,15 @@ def _blocks(chunk, model: SimulationModel, factors: list | None = None):
 
 def _batch_sums(chunk, model: SimulationModel, loss, weight) -> np.ndarray:
     """Per fixed sub-range of the chunk: id, n_b, sum w, sum w (L - c), sum w (L - c)^2
-    (``bincount``: a sequential sum, the same bits in every process)."""
+    (one compiled pass adding each batch's terms in scenario order: the same bits in every
+    process)."""
     m = model.batches_per_chunk
-    local = local_batch(chunk.size, m)
-    d = loss - model.center
-    wd = weight * d
-    rows = [np.arange(m, dtype=float) + chunk.index * m,
-            np.bincount(local, minlength=m).astype(float),
-            np.bincount(local, weights=weight, minlength=m),
-            np.bincount(local, weights=wd, minlength=m),
-            np.bincount(local, weights=wd * d, minlength=m)]
-    return np.column_stack(rows)
+    out = np.zeros((m, 5))
+    out[:, 0] = np.arange(m) + chunk.index * m
+    _batch_sums_kernel(local_batch(chunk.size, m), np.ascontiguousarray(loss, dtype=float),
+                       np.ascontiguousarray(weight, dtype=float), float(model.center), False,
+                       out)
+    return out
 
 
 def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
@@ -731,8 +735,8 @@ def weighted_summary(chunk, model: SimulationModel, loss, weight) -> LossSummary
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _batch_sums_kernel(batch, loss, weight, center, plain, out):
-    # the sums of _batch_sums in one pass: bincount adds each batch's terms in scenario
-    # order, and so does this loop (the same IEEE operations, the same bits)
+    # per batch, in scenario order: count, sum w, sum w d, sum w d^2 with d = L - center
+    # (plain: w = 1 exactly, and 1.0 * d is d bit for bit)
     for i in range(loss.size):
         b = batch[i]
         d = loss[i] - center
@@ -752,9 +756,9 @@ def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch
 
     The tail rows, their batches and the batch sums are those of merging
     :func:`weighted_summary` over the chunks, bit for bit (each batch lies in one chunk and
-    ``bincount`` sums it in scenario order either way); the weight sum, mean, ``m2`` and
-    histogram are whole-array sums (compensated, in scenario order) and may differ from the
-    merged ones in the last bits.  Used by the what-if (:mod:`riskdask.credit.whatif_run`),
+    is summed in scenario order either way); the weight sum, mean, ``m2`` and histogram are
+    whole-array sums (compensated, in scenario order) and may differ from the merged ones in
+    the last bits.  Used by the what-if (:mod:`riskdask.credit.whatif_run`),
     whose modified book is a whole array.  ``batch``: every scenario's global batch (as
     computed here), to share between calls; ``histogram=False`` leaves the histogram empty
     (a caller that reads no histogram saves a pass).
@@ -1028,8 +1032,7 @@ def simulation_statistics(summary: LossSummary, model: SimulationModel, fv_portf
     mean_loss, ul = _mean_and_sd(n_total, summary.weight_sum, summary.mean, summary.m2)
     el_se, ul_se = moment_errors(summary.batches, n_total, mean_loss, ul, model.center)
     weighted = model.shift is not None
-    inverse = np.empty_like(model.order)
-    inverse[model.order] = np.arange(model.order.size)
+    inverse = model.input_columns()
     obligor_mean = summary.obligor_loss / n_total
     obligor_mean_input = obligor_mean[inverse]
     contributions = np.full((model.n_obligors, len(model.confidence)), np.nan)

@@ -124,17 +124,26 @@ def _column_draws(fetched, span, k: int, sb: int, uniform: bool) -> np.ndarray:
                            _box_muller(_slice(fetched, s0, s1), np.sin)])
 
 
-def _scenario_draws(raw, rows, sb: int, n: int, uniform: bool) -> np.ndarray:
-    """Every obligor's draw (n, len(rows)) at block ``rows`` from the block's whole raws."""
+def _scenario_words(rows, sb: int, n: int, uniform: bool, total: int):
+    """Every obligor's draw at block ``rows``: its word index (n, len(rows)) in the block
+    and the raw 64-bit draw that holds it (uniform: word ``2p`` / ``2p + 1`` is the low /
+    high half of raw ``p``; normal: normal ``a`` the cos half of raw ``a`` below ``total``,
+    the sin half of raw ``a - total`` above)."""
     words = np.arange(n)[:, None] * sb + np.asarray(rows)[None, :]
-    if uniform:
-        return raw.view(np.uint32)[words]
-    m = raw.size
-    flat = words.ravel()
+    at = words // 2 if uniform else np.where(words < total, words, words - total)
+    return words, at
+
+
+def _draws_of(raw, words, uniform: bool, total: int) -> np.ndarray:
+    """The kernel's draws (uint32 uniforms or float32 normals) at ``words`` from the raws
+    holding them (``raw``, shaped as ``words``)."""
+    if uniform:      # the halves as the kernel's raw.view(np.uint32) orders them
+        halves = np.ascontiguousarray(raw).view(np.uint32).reshape(raw.shape + (2,))
+        return np.take_along_axis(halves, (words % 2)[..., None], axis=-1)[..., 0]
+    flat, cos = raw.ravel(), (words < total).ravel()
     out = np.empty(flat.size, np.float32)
-    cos = flat < m
-    out[cos] = _box_muller(raw[flat[cos]], np.cos)
-    out[~cos] = _box_muller(raw[flat[~cos] - m], np.sin)
+    out[cos] = _box_muller(flat[cos], np.cos)
+    out[~cos] = _box_muller(flat[~cos], np.sin)
     return out.reshape(words.shape)
 
 
@@ -144,14 +153,13 @@ def _scenario_draws(raw, rows, sb: int, n: int, uniform: bool) -> np.ndarray:
 SPARSE_ROWS = 2
 
 
-def _sparse_scenario_draws(bitgen, rows, sb: int, n: int, uniform: bool, total: int):
-    """:func:`_scenario_draws` fetching only the raws it needs (the stream then at the
-    block's end)."""
-    words = np.arange(n)[:, None] * sb + np.asarray(rows)[None, :]
-    if uniform:
-        at = words // 2
-    else:
-        at = np.where(words < total, words, words - total)
+def _scenario_draws(bitgen, rows, sb: int, n: int, uniform: bool, total: int):
+    """Every obligor's draw (n, len(rows)) at block ``rows``: the block's whole stream, or
+    for at most :data:`SPARSE_ROWS` rows only the raws they need; the stream then stands at
+    the block's end."""
+    words, at = _scenario_words(rows, sb, n, uniform, total)
+    if len(rows) > SPARSE_ROWS:
+        return _draws_of(bitgen.random_raw(total)[at], words, uniform, total)
     need = np.unique(at)
     vals = np.empty(need.size, dtype=np.uint64)
     pos = 0
@@ -162,15 +170,7 @@ def _sparse_scenario_draws(bitgen, rows, sb: int, n: int, uniform: bool, total: 
         pos = r0 + 1
     if total > pos:
         bitgen.advance(total - pos)
-    raw = vals[np.searchsorted(need, at)]
-    if uniform:    # word 2p is the low half of raw p (little endian, as .view(np.uint32))
-        low, high = raw & np.uint64(0xFFFFFFFF), raw >> np.uint64(32)
-        return np.where(words % 2 == 0, low, high).astype(np.uint32)
-    flat, cos = raw.ravel(), (words < total).ravel()
-    out = np.empty(flat.size, np.float32)
-    out[cos] = _box_muller(flat[cos], np.cos)
-    out[~cos] = _box_muller(flat[~cos], np.sin)
-    return out.reshape(words.shape)
+    return _draws_of(vals[np.searchsorted(need, at)], words, uniform, total)
 
 
 def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None):
@@ -185,7 +185,8 @@ def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None)
     columns : sequence of int
         Obligors (simulation order) whose draws are wanted in every scenario.
     rows : sequence of int
-        Scenarios (0-based within the chunk) whose draws of every obligor are wanted.
+        Scenarios (0-based within the chunk) whose draws of every obligor are wanted
+        (``columns`` or ``rows``, not both).
     marks : list, optional
         The stream's state at every block's start, from an earlier walk (the ``marks``
         this function returns): with them only the blocks holding ``rows`` are visited
@@ -220,6 +221,8 @@ def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None)
     sorted_rows = rows[where]
     etas, new_marks = [], []
     starts = range(0, size, model.block)
+    if columns and rows.size:
+        raise ValueError("replay_chunk: give columns or rows, not both")
     if marks is not None:
         if columns:
             raise ValueError("replay_chunk: marks visit only the blocks holding rows")
@@ -242,24 +245,16 @@ def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None)
         if sb not in spans_of:
             spans_of[sb] = _word_spans(columns, sb, n, uniform)
         spans = spans_of[sb]
-        if hi > lo and not columns and hi - lo <= SPARSE_ROWS:
-            local = sorted_rows[lo:hi] - b0      # a few scenarios: just their n draws each
-            row_out[:, where[lo:hi]] = _sparse_scenario_draws(bitgen, local, sb, n, uniform,
-                                                              total)
+        if hi > lo:                              # scenarios wanted whole: every obligor
+            local = sorted_rows[lo:hi] - b0
+            row_out[:, where[lo:hi]] = _scenario_draws(bitgen, local, sb, n, uniform, total)
             row_eta[where[lo:hi]] = eta[local]
             continue
-        if hi > lo:                              # scenarios wanted whole: the block's raws
-            raw = bitgen.random_raw(total)
-            fetched = {(0, total): raw}
-            local = sorted_rows[lo:hi] - b0
-            row_out[:, where[lo:hi]] = _scenario_draws(raw, local, sb, n, uniform)
-            row_eta[where[lo:hi]] = eta[local]
-        elif columns:
-            ranges = [r for s in spans.values() for r in ((s,) if uniform else s)]
-            fetched = _fetch(bitgen, ranges, total)
-        else:
+        if not columns:
             bitgen.advance(total)
             continue
+        ranges = [r for s in spans.values() for r in ((s,) if uniform else s)]
+        fetched = _fetch(bitgen, ranges, total)
         for j, k in enumerate(columns):
             col_out[j, b0:b0 + sb] = _column_draws(fetched, spans[k], k, sb, uniform)
     eta = np.concatenate(etas) if etas else None

@@ -39,6 +39,7 @@ from .data import (align_curves, build_portfolio, load_curves, load_portfolio_fi
 from .model import analytic_moments, level_key
 from .simulation import SimulationModel, scenario_summary, simulation_statistics, top_rows
 from .summary import batch_means_se, ordered_sum
+from .uncertainty import local_batch
 from .whatif import changed_losses_chunk, check_replayable, tail_loss_sums, tail_states_chunk
 
 __all__ = ["whatif", "whatif_lines", "kept_tables", "SCENARIO_TABLE", "STATES_TABLE"]
@@ -55,8 +56,7 @@ def kept_tables(summary, model: SimulationModel) -> dict:
     kept = {"loss": summary.scenario_loss}
     if summary.scenario_weight is not None and summary.scenario_weight.size:
         kept["weight"] = summary.scenario_weight
-    inverse = np.empty_like(model.order)
-    inverse[model.order] = np.arange(model.order.size)
+    inverse = model.input_columns()
     states = np.ascontiguousarray(summary.tail_states[:, inverse], dtype=np.uint8)
     rows = states.shape[0]
     tail = pd.DataFrame({"scenario": summary.tail_scenario[:rows].astype(np.int64),
@@ -203,8 +203,7 @@ def _change(cfg, inputs, model, streams, add, remove) -> _Change:
     curves = _Curves()
     ob_ids = [str(o) for o in pf.obligors["obligor_id"]]
     index_of = {o: i for i, o in enumerate(ob_ids)}
-    inverse = np.empty_like(model.order)
-    inverse[model.order] = np.arange(model.order.size)
+    inverse = model.input_columns()
     ch = _Change([], [], None, [], 0.0, 0.0)
 
     remove = [str(r).strip() for r in remove if str(r).strip()]
@@ -337,8 +336,7 @@ def _tail_states(kept: KeptRun, scen, chunks, model, engine, marks) -> tuple:
         parts = _map(tail_states_chunk, todo, model, engine, "credit-whatif-tail",
                      per_chunk=[{"rows": scen[missing[owner == c.index]] - c.start,
                                  "marks": marks[c.index]} for c in todo])
-        inverse = np.empty_like(model.order)
-        inverse[model.order] = np.arange(model.order.size)
+        inverse = model.input_columns()
         for c, part in zip(todo, parts):
             out[missing[owner == c.index]] = part[:, inverse]
     return out, int(missing.size)
@@ -418,7 +416,7 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
     weighted = model.shift is not None
     w = np.ones(loss.size) if weight.size == 0 else weight
     m = model.batches_per_chunk
-    batch = np.concatenate([c.index * m + _local(c.size, m) for c in chunks])
+    batch = np.concatenate([c.index * m + local_batch(c.size, m) for c in chunks])
     nb_count = np.bincount(batch, minlength=len(chunks) * m).astype(float)
     # the run's own figures for its book; its tail rows (loss descending, ties by scenario)
     old = kept.summary["levels"]
@@ -473,11 +471,6 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
                           "other obligors: another sample) within Monte Carlo error")}
 
 
-def _local(size, m):
-    from .uncertainty import local_batch
-    return local_batch(size, m)
-
-
 def _stats_model(model: SimulationModel, expected_loss_change: float) -> SimulationModel:
     """The model whose Step 6 statistics describe the modified book: under importance
     sampling the analytic mean moves by the changed positions' analytic EL."""
@@ -495,8 +488,7 @@ def _marginals(kept, model, an, ch, per, states, scen, w, new, analytic):
     ones with their positions' losses added, new ones from their own losses; means simulated
     (plain) or analytic (importance sampling), as the book's ES."""
     n = model.n_obligors
-    inverse = np.empty_like(model.order)
-    inverse[model.order] = np.arange(model.order.size)
+    inverse = model.input_columns()
     levels = [(j, lv.tail_scenarios) for j, lv in enumerate(new.levels)
               if np.isfinite(lv.es) and lv.tail_scenarios > 0]
     ks = sorted({k for _, k in levels})
