@@ -109,6 +109,9 @@ def power_study(args, client) -> int:
     """The power study of the module docstring; prints one row per (theta*, n)."""
     from riskdask.engine import Engine
     from riskdask.hazard import likelihood as L
+    from riskdask.hazard.analysis import theta_deg
+    from riskdask.hazard.config import Config as HazardConfig
+    from riskdask.hazard.pipeline import likelihood_profile
 
     engine = Engine(client)
     sizes = [int(v) for v in args.sizes.split(",")]
@@ -116,7 +119,7 @@ def power_study(args, client) -> int:
     timings = {}
     ref_ratio = None
     for name, (k1, k2) in POWER_TRUTHS.items():
-        truth = float(np.degrees(np.arctan2(k2, k1)))
+        truth = float(theta_deg(k1, k2))
         for n in sizes:
             cell = []
             for seed in range(args.seeds):
@@ -127,14 +130,7 @@ def power_study(args, client) -> int:
                 t0 = time.perf_counter()
                 py = L.person_years(panel.grants, f.break_index, f.end_index, panel.event, 1)
                 agg = L.aggregate(py.features, py.event)
-                theta = np.linspace(0.0, 90.0, 181)
-                coefs = np.stack([L.direction_coef("T", t) for t in theta])
-                ll = np.concatenate(engine.map_chunks(
-                    L.profile_tile, plan_chunks(181, 46),
-                    shared=L.ProfileInput(agg=agg, coefs=coefs, df=L.DEFAULT_DF),
-                    label="bench-profile"))
-                rep = L.profile_report(theta, ll, lambda t: L.fit_at(
-                    agg, L.direction_coef("T", t)).loglik)
+                rep = likelihood_profile(HazardConfig(definition="T"), agg, 0.0, engine)
                 t_prof = time.perf_counter() - t0
                 timings.setdefault(n, []).append(t_prof)
                 if ref_ratio is None and n == max(sizes):

@@ -9,11 +9,21 @@ import zlib
 
 import numpy as np
 
-__all__ = ["stream_seed", "Streams"]
+__all__ = ["stream_seed", "keyed_seed", "Streams"]
 
 
 def _purpose_code(purpose: str) -> int:
     return zlib.crc32(purpose.encode()) or 1
+
+
+def keyed_seed(root: np.random.SeedSequence, *keys) -> np.random.SeedSequence:
+    """``root``'s child keyed by names and numbers: ``SeedSequence(root.entropy,
+    spawn_key=root.spawn_key + (crc32(name) or int, ...))``.  A child depends on its own keys
+    only (a backtest task's model, fold and sub-forest; a what-if obligor's id and chunk), so
+    adding or removing another one changes none of the others' numbers."""
+    key = tuple(zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys)
+    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + key,
+                                  pool_size=root.pool_size)
 
 
 def stream_seed(seed: int, purpose: str, *, primary: str) -> np.random.SeedSequence:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine import Chunk, map_reduce
+from ..streams import keyed_seed
 from .evaluate import binary_scores
 from .forest import as_float32, chunk_random_state, fit_subforest
 
@@ -153,17 +154,12 @@ def task_chunks(tasks: Sequence[BacktestTask], folds: Sequence[Fold], seed
 
 def task_seed(root: np.random.SeedSequence, model: str, fold_label: str, part: int
               ) -> np.random.SeedSequence:
-    """The stream of one task: ``root``'s child keyed by (model, fold, sub-forest).
-
-    ``SeedSequence(root.entropy, spawn_key=root.spawn_key + (crc32(model), crc32(fold),
-    part))``: a model's numbers depend on its own name, folds and trees only, so adding or
-    removing another model (or reordering ``backtest.models``) changes none of them.
+    """The stream of one task: ``root``'s child keyed by (model, fold, sub-forest)
+    (:func:`riskdask.streams.keyed_seed`): a model's numbers depend on its own name, folds
+    and trees only, so adding or removing another model (or reordering
+    ``backtest.models``) changes none of them.
     """
-    import zlib
-
-    key = (zlib.crc32(model.encode()), zlib.crc32(fold_label.encode()), int(part))
-    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + key,
-                                  pool_size=root.pool_size)
+    return keyed_seed(root, model, fold_label, int(part))
 
 
 @dataclass

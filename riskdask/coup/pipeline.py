@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..engine import plan_chunks
 from ..errors import ConfigError, InputError
+from ..streams import keyed_seed
 from . import backtest as bt
 from . import calibration, decisions, evaluate
 from .config import Config
@@ -286,11 +287,7 @@ def sweep_counts(engine, p, y, rows_per_partition: int, label: str = "sweep") ->
 
 def paired_seed(streams, what: str) -> np.random.SeedSequence:
     """The ``bootstrap`` stream's child for one paired comparison, keyed by ``what``."""
-    import zlib
-
-    root = streams.seed("bootstrap")
-    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key)
-                                  + (zlib.crc32(what.encode()),), pool_size=root.pool_size)
+    return keyed_seed(streams.seed("bootstrap"), what)
 
 
 def run_temporal(cfg: Config, engine, streams, data: CoupInputs) -> BacktestResult:

@@ -26,10 +26,10 @@ whole scenario array (:func:`riskdask.credit.simulation.scenario_summary`).
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 from numba import njit
+
+from riskdask.streams import keyed_seed
 
 from .migration import normal_migrations, uniform_column_states, uniform_migrations
 from .simulation import SimulationModel, _systematic_returns, _TWO_PI_2M32, uses_uniform_draws
@@ -40,11 +40,10 @@ __all__ = ["replay_chunk", "tail_loss_sums", "changed_losses_chunk", "tail_state
 
 def whatif_stream(root: np.random.SeedSequence, obligor_id: str,
                   chunk_index: int) -> np.random.SeedSequence:
-    """The idiosyncratic stream of a new obligor in one chunk: keyed by its id (crc32),
-    so the same added obligor draws the same in every what-if of the run."""
-    code = zlib.crc32(str(obligor_id).encode()) or 1
-    return np.random.SeedSequence(root.entropy,
-                                  spawn_key=tuple(root.spawn_key) + (code, int(chunk_index)))
+    """The idiosyncratic stream of a new obligor in one chunk: keyed by its id
+    (:func:`riskdask.streams.keyed_seed`), so the same added obligor draws the same in every
+    what-if of the run."""
+    return keyed_seed(root, str(obligor_id), int(chunk_index))
 
 
 def check_replayable(model: SimulationModel) -> None:

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
 from .likelihood import (DEFAULT_DF, PersonYears, aggregate, direction_coef, fit_at,
-                         predict_probability)
+                         predict_probability, refine_maximum)
 
 __all__ = ["CRITERIA", "HoldoutInput", "holdout_fold", "holdout_tile", "likelihood_theta",
            "HoldoutReport", "holdout_report", "log_score"]
@@ -48,12 +47,7 @@ def likelihood_theta(agg, definition: str, k0: float = 0.0, df: int = DEFAULT_DF
     def ll(t):
         return fit_at(agg, direction_coef(definition, t, k0), df).loglik
 
-    values = np.array([ll(t) for t in grid])
-    i = int(np.argmax(values))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    res = optimize.minimize_scalar(lambda t: -ll(t), bounds=(lo, hi), method="bounded",
-                                   options={"xatol": 1e-3})
-    return float(res.x) if -res.fun > values[i] else float(grid[i])
+    return refine_maximum(grid, np.array([ll(t) for t in grid]), ll)[0]
 
 
 def log_score(p, y) -> np.ndarray:

@@ -62,7 +62,7 @@ from .timeatrisk import coefficients
 __all__ = ["PersonYears", "person_years", "aggregate", "Aggregate", "spline_basis",
            "PoissonFit", "fit_poisson", "fit_at", "profile_loglik", "ProfileInput",
            "profile_tile", "profile_report", "ProfileReport", "direction_coef", "CHI2_95",
-           "predict_probability", "DEFAULT_DF"]
+           "predict_probability", "DEFAULT_DF", "refine_maximum"]
 
 #: ``chi2_1`` 95 % quantile: the profile-likelihood interval's cut-off.
 CHI2_95 = float(chi2.ppf(0.95, 1))
@@ -332,6 +332,22 @@ def _ratio(theta: float) -> float:
     return math.inf if theta >= 90 else math.tan(math.radians(theta))
 
 
+def refine_maximum(theta_grid, loglik_grid, loglik_fn, xatol: float = 1e-4):
+    """``(theta, l(theta))`` at the profile's maximum: the best grid point, refined by a
+    bounded search between its neighbours (kept only if it is better)."""
+    th = np.asarray(theta_grid, np.float64)
+    ll = np.asarray(loglik_grid, np.float64)
+    i = int(np.nanargmax(ll))
+    best_t, best_ll = float(th[i]), float(ll[i])
+    lo, hi = float(th[max(i - 1, 0)]), float(th[min(i + 1, th.size - 1)])
+    if hi > lo:
+        res = optimize.minimize_scalar(lambda x: -loglik_fn(x), bounds=(lo, hi),
+                                       method="bounded", options={"xatol": xatol})
+        if -res.fun > best_ll:
+            best_t, best_ll = float(res.x), float(-res.fun)
+    return best_t, best_ll
+
+
 def profile_report(theta_grid, loglik_grid, loglik_fn, n_person_years: int = 0,
                    n_closures: int = 0, df: int = DEFAULT_DF) -> ProfileReport:
     """Maximum, 95 % profile-likelihood interval and LR tests from a profile on a grid.
@@ -345,14 +361,7 @@ def profile_report(theta_grid, loglik_grid, loglik_fn, n_person_years: int = 0,
     """
     th = np.asarray(theta_grid, np.float64)
     ll = np.asarray(loglik_grid, np.float64)
-    i = int(np.nanargmax(ll))
-    best_t, best_ll = float(th[i]), float(ll[i])
-    lo_b, hi_b = float(th[max(i - 1, 0)]), float(th[min(i + 1, th.size - 1)])
-    if hi_b > lo_b:
-        res = optimize.minimize_scalar(lambda x: -loglik_fn(x), bounds=(lo_b, hi_b),
-                                       method="bounded", options={"xatol": 1e-4})
-        if -res.fun > best_ll:
-            best_t, best_ll = float(res.x), float(-res.fun)
+    best_t, best_ll = refine_maximum(th, ll, loglik_fn)
 
     def excess(x):
         return 2.0 * (best_ll - loglik_fn(x)) - CHI2_95

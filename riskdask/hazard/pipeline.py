@@ -23,7 +23,7 @@ import pandas as pd
 from ..engine import plan_chunks
 from ..errors import ConfigError, InputError
 from . import analysis, uncertainty
-from .analysis import Optimum
+from .analysis import Optimum, theta_deg
 from .bandwidth import bandwidth_sensitivity, cv_bandwidth
 from .config import Config
 from .covariates import cox_baseline, design_matrix
@@ -485,7 +485,7 @@ def prediction_direction(cfg: Config, prof: ProfileReport | None, best, dev_coef
     elif d == "T0":
         theta, source = 0.0, "T0 (k2 = 0)"
     else:
-        theta = float(np.degrees(np.arctan2(d[1], d[0])))
+        theta = float(theta_deg(d[0], d[1]))
         source = f"given: k1 = {d[0]:g}, k2 = {d[1]:g}"
     coef = direction_coef(cfg.definition, theta, best.k0)
     return coef, {"source": source, "theta_deg": theta, "k0": float(best.k0),

@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .analysis import theta_deg
 from .panel import Period
 
 __all__ = ["FIELDS", "FUNCTIONS", "SHAPES", "generate_panel", "inverted_u_hazard", "true_hazard",
@@ -76,7 +77,7 @@ def true_hazard(t, shape: str = "inverted_u", peak_hazard: float = 0.07,
 
 def true_theta_deg(true_k1: float, true_k2: float) -> float:
     """The generator's direction ``atan2(k2*, k1*)`` in degrees."""
-    return float(np.degrees(np.arctan2(true_k2, true_k1)))
+    return float(theta_deg(true_k1, true_k2))
 
 
 def true_next_year_probability(panel, *, shape: str = "inverted_u", peak_hazard: float = 0.07,

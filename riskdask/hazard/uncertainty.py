@@ -48,7 +48,7 @@ import pandas as pd
 from .analysis import ratio_k2_k1, theta_deg
 from .gridsearch import GridPoints
 
-__all__ = ["theta_deg", "sensitivity_directions", "sensitivity_points", "REFERENCE_DIRECTIONS",
+__all__ = ["theta_deg", "sensitivity_points", "REFERENCE_DIRECTIONS",
            "reference_points",
            "dev_by_direction", "round_to_interval", "optimum_report", "identification",
            "fixed_report", "Direction", "AxisResult", "ThetaInterval", "Headline",
@@ -424,17 +424,6 @@ def fixed_report(definition: str, coef, dev_column: np.ndarray) -> FixedDefiniti
         n_splits=int(d.size),
         statement=f"{definition} has no coefficients to choose: nothing was searched; Dev is that "
                   f"of the fixed definition")
-
-
-def sensitivity_directions(points: GridPoints, must=()) -> np.ndarray:
-    """Interior directions (degrees) for the bandwidth table: the searched ones (at most ~180
-    of them, evenly picked) plus ``must`` (the optimum and the per-split optima, so that the
-    row of the run's own bandwidth fraction reproduces the run's optimum)."""
-    th = np.unique(np.round(theta_deg(points.k1, points.k2), 7))
-    th = th[(th > 0) & (th < 90)]
-    if th.size > 181:
-        th = th[np.unique(np.linspace(0, th.size - 1, 181).round().astype(int))]
-    return np.unique(np.concatenate([th, np.round(np.asarray(must, float), 7)]))
 
 
 def sensitivity_points(points: GridPoints, must) -> np.ndarray:
