@@ -322,28 +322,11 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n_boot
     was drawn -- scikit-learn's metrics with those counts as ``sample_weight`` give the same
     values (computed here from one sort, :class:`_SortedScores`). A replicate with one class
     only has no AUC and is skipped; an interval needs 20 valid replicates or is None.
-    ``seed``: the run's ``bootstrap`` stream.
+    ``seed``: the run's ``bootstrap`` stream.  One model of :func:`paired_bootstrap` (the
+    same draws, hence the same intervals).
     """
-    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = {"roc_auc": [], "pr_auc": [], "brier": [], "log_loss": []}
-    sq = (np.clip(p, 0.0, 1.0) - y) ** 2
-    ll = _row_log_loss(y, p)
-    sorted_scores = _SortedScores(y, p)
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, len(codes), len(codes)),
-                        minlength=len(codes))[inverse].astype(np.float64)
-        draws["brier"].append(float(np.dot(w, sq) / w.sum()))
-        draws["log_loss"].append(float(np.dot(w, ll) / w.sum()))
-        auc, ap = sorted_scores.scores(w)
-        if auc is not None:
-            draws["roc_auc"].append(auc)
-            draws["pr_auc"].append(ap)
-    a = (1 - level) / 2
-    return {k: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) >= 20
-            else None for k, v in draws.items()}
-
+    return paired_bootstrap(y, {"model": p}, groups, n_boot, seed, level,
+                            reference=None)[0]["model"]
 
 
 #: The scores of :func:`paired_bootstrap`, and whether higher is better.
