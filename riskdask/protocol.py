@@ -60,8 +60,9 @@ class Outputs:
     ----------
     summary : dict
         Headline figures (plain values, numpy scalars allowed): ``summary.json``.
-    tables : dict of str to pandas.DataFrame
-        Written as ``tables/<name>.parquet`` (pyarrow), in insertion order.
+    tables : dict of str to pandas.DataFrame or pyarrow.Table
+        Written as ``tables/<name>.parquet`` (pyarrow), in insertion order; a
+        ``pyarrow.Table`` plain and uncompressed (kept data read back whole and fast).
     figures : list of Figure
     sections : list of (title, html)
         Extra report sections, after the headline. The html is built with

@@ -133,18 +133,26 @@ def write_outputs(directory: Path, outputs) -> tuple[dict, list]:
     """Write a job's :class:`~riskdask.protocol.Outputs` below ``directory``.
 
     Tables go to ``tables/<name>.parquet`` (pyarrow), figures to ``figures/<name>.png``
-    (matplotlib, closed once saved). Returns the manifest's table index
+    (matplotlib, closed once saved); a ``pyarrow.Table`` (kept data a later command reads
+    back whole) is written plain and uncompressed. Returns the manifest's table index
     (``{name: {path, rows, columns}}``) and the written figures (for the report).
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tables = {}
     if outputs.tables:
         (directory / "tables").mkdir(exist_ok=True)
     for name, frame in outputs.tables.items():
-        with writing(directory / "tables" / f"{name}.parquet"):
-            frame.to_parquet(directory / "tables" / f"{name}.parquet", engine="pyarrow",
-                             index=False)
+        path = directory / "tables" / f"{name}.parquet"
+        with writing(path):
+            if isinstance(frame, pa.Table):   # kept data read back whole: plain, uncompressed
+                pq.write_table(frame, path, compression="none", use_dictionary=False)
+            else:
+                frame.to_parquet(path, engine="pyarrow", index=False)
+        columns = frame.column_names if isinstance(frame, pa.Table) else frame.columns
         tables[name] = {"path": f"tables/{name}.parquet", "rows": int(len(frame)),
-                        "columns": [str(c) for c in frame.columns]}
+                        "columns": [str(c) for c in columns]}
     figures = []
     if outputs.figures:
         from .plotting import DPI, pyplot

@@ -19,6 +19,7 @@ from riskdask.credit.synthetic import synthetic_portfolio
 from riskdask.credit.whatif import column_states, replay_chunk, tail_states_chunk
 from riskdask.credit.whatif_run import whatif
 from riskdask.engine import Engine, plan_chunks
+from riskdask.errors import InputError
 from test_credit_lattice import LocalContext, local_compute
 
 SIM = ["simulation.n_scenarios=40000", "simulation.chunk_size=10000",
@@ -49,7 +50,7 @@ def test_regenerated_states_are_the_runs_own(kind, n):
     np.testing.assert_allclose(total, s.scenario_loss, rtol=1e-12, atol=1e-6)
     # every obligor's state in chosen scenarios (the tail rows the what-if regenerates), with
     # and without the block marks of a first walk: the run's kept tail states
-    for picked in (rows[::7], rows[:2]):    # many rows a block (whole block), a few (sparse)
+    for picked in (rows[::7], rows[:2]):    # many rows a block, a few
         _check_tail_rows(m, s, chunks, rows, picked)
 
 
@@ -61,6 +62,40 @@ def _check_tail_rows(m, s, chunks, rows, picked):
             got = tail_states_chunk(c, m, rows=mine - c.start, marks=with_marks)
             where = [int(np.flatnonzero(rows == x)[0]) for x in mine]
             np.testing.assert_array_equal(got, s.tail_states[where])
+
+
+def test_kept_tables_read_back_as_the_run_had_them(tmp_path):
+    """The kept tail table (fixed-width states, null past the rows that carry them) reads
+    back to the run's tail buffer and states; the buffer's order is the top rows of the kept
+    losses (what the what-if takes for the run's book); a run that kept states as
+    variable-length bytes (before the buffer's order was kept) still reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from riskdask.credit.simulation import top_rows
+    from riskdask.credit.whatif_run import STATES_TABLE, _kept_states, kept_tables
+
+    _, r = local_compute({"seed": 5, "portfolio": {"synthetic_obligors": 50},
+                          "simulation": {"n_scenarios": 20_000, "chunk_size": 5_000,
+                                         "confidence": [0.99, 0.999], "tail_fits": False}})
+    s, m = r.run.summary, r.model
+    tables = kept_tables(s, m)
+    path = tmp_path / "tail_states.parquet"
+    pq.write_table(tables[STATES_TABLE], path, compression="none", use_dictionary=False)
+    scen, states, order = _kept_states(pq.read_table(path), m.n_obligors, path)
+    rows = s.tail_states.shape[0]
+    assert 0 < rows < s.tail_scenario.size
+    np.testing.assert_array_equal(order, s.tail_scenario)
+    np.testing.assert_array_equal(scen, s.tail_scenario[:rows])
+    np.testing.assert_array_equal(states, s.tail_states[:, m.input_columns()])
+    loss = tables["scenario_losses"].column("loss").to_numpy()
+    np.testing.assert_array_equal(order, top_rows(loss, np.ones(loss.size), m.weight_needed))
+    old = pa.table({"scenario": scen, "states": [bytes(x) for x in states]})
+    scen2, states2, order2 = _kept_states(old, m.n_obligors, path)
+    assert order2 is None
+    np.testing.assert_array_equal(states2, states)
+    with pytest.raises(InputError, match="obligors"):
+        _kept_states(pq.read_table(path), m.n_obligors + 1, path)
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +306,14 @@ def test_whole_array_summary_is_the_merged_one(importance):
     for x, y in zip(a, b):
         assert x.var == y.var and x.es == pytest.approx(y.es, rel=1e-12)
         assert x.es_se == pytest.approx(y.es_se, rel=1e-9)
+    # a floor from rows carrying the buffer's weight (the what-if's: another book's buffer
+    # on the same scenarios) spares the partition and keeps the same rows
+    other = s.scenario_loss * (1.0 + 0.3 * np.sin(np.arange(s.scenario_loss.size)))
+    w = np.ones(other.size) if s.scenario_weight.size == 0 else s.scenario_weight
+    rows = scenario_summary(chunks, m, other, s.scenario_weight).tail_scenario
+    floor = float(other[s.tail_scenario].min())
+    assert w[s.tail_scenario].sum() >= m.weight_needed
+    assert (other < floor).any() and (other[rows] >= floor).all()
+    np.testing.assert_array_equal(
+        scenario_summary(chunks, m, other, s.scenario_weight, floor=floor).tail_scenario,
+        rows)

@@ -694,17 +694,25 @@ def simulate_chunk(chunk, model: SimulationModel) -> LossSummary:
     )
 
 
-def top_rows(loss, weight, weight_needed: float, first: int = 0) -> np.ndarray:
+def top_rows(loss, weight, weight_needed: float, first: int = 0, floor=None) -> np.ndarray:
     """The rows a tail buffer keeps (:func:`~riskdask.credit.summary.keep_rows` of the rows
     sorted by loss descending, ties by scenario number ``first + row``), in that order.  With
     unit weights only the rows at or above the ``ceil(weight_needed)``-th largest loss are
-    sorted (the same rows in the same order as a full sort)."""
+    sorted (the same rows in the same order as a full sort).
+
+    ``floor``: a loss known to be at most the buffer's last loss (e.g. the smallest loss, in
+    these losses, of rows whose weights reach ``weight_needed``): only rows at or above it
+    are candidates, which spares the partition of the whole array -- the same rows again,
+    since every kept row lies at or above any such floor.
+    """
     size = loss.size
-    cand = np.arange(size)
     keep_n = int(np.ceil(weight_needed))
-    if size > keep_n > 0 and not np.any(weight != 1.0):
-        cut = np.partition(loss, size - keep_n)[size - keep_n]
-        cand = np.flatnonzero(loss >= cut)
+    unit = not np.any(weight != 1.0)
+    cand = np.arange(size) if floor is None else np.flatnonzero(loss >= floor)
+    if cand.size > keep_n > 0 and unit:
+        sub = loss if floor is None else loss[cand]
+        cut = np.partition(sub, sub.size - keep_n)[sub.size - keep_n]
+        cand = cand[sub >= cut]
     order = cand[sort_tail(loss[cand], first + cand)]
     return order[:keep_rows(weight[order], weight_needed)]
 
@@ -749,7 +757,7 @@ def _batch_sums_kernel(batch, loss, weight, center, plain, out):
 
 
 def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch=None,
-                     histogram: bool = True) -> LossSummary:
+                     histogram: bool = True, floor=None) -> LossSummary:
     """The merged :class:`LossSummary` of consecutive ``chunks`` (from chunk 0) for given
     per-scenario losses and weights (None or empty: plain sampling), from the whole arrays
     at once, without per-obligor states or sums.
@@ -761,7 +769,8 @@ def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch
     the last bits.  Used by the what-if (:mod:`riskdask.credit.whatif_run`),
     whose modified book is a whole array.  ``batch``: every scenario's global batch (as
     computed here), to share between calls; ``histogram=False`` leaves the histogram empty
-    (a caller that reads no histogram saves a pass).
+    (a caller that reads no histogram saves a pass); ``floor``: a lower bound of the tail
+    buffer's last loss (:func:`top_rows`).
     """
     size = loss.size
     w = np.ones(size) if weight is None or np.size(weight) == 0 else np.asarray(weight)
@@ -772,7 +781,7 @@ def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch
     if batch.size != size or chunks[0].index != 0:
         raise ValueError("scenario_summary needs consecutive chunks from chunk 0 covering "
                          "the losses")
-    rows = top_rows(loss, w, model.weight_needed)
+    rows = top_rows(loss, w, model.weight_needed, floor=floor)
     w_sum = float(size) if plain else ordered_sum(w)
     mean = ordered_sum(loss if plain else w * loss) / w_sum if w_sum > 0 else 0.0
     dev = loss - mean

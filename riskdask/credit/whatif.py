@@ -15,9 +15,10 @@ A change of the book needs only
   combined with the regenerated systematic factors and its loadings: an exact sample of
   the model for the new obligor, jointly with the run's scenarios;
 * the states of every obligor in the scenarios that **enter** the modified book's tail but
-  were not among the run's kept tail rows (for the marginal ES of every obligor): the
-  block holding such a scenario is fetched from the stream whole (raw draws only, about a
-  millisecond) and only those scenarios' columns are classified.
+  were not among the run's kept tail rows (for the marginal ES of every obligor): from the
+  stream's state at the start of the block holding such a scenario (recorded by the first
+  walk), the systematic draws are regenerated and the PCG64 state is jumped straight to
+  each obligor's draw (:mod:`riskdask.credit.pcg64_jump`): n raw draws a scenario.
 
 Both are one walk over a chunk's stream (:func:`replay_chunk`).  The statistics of the
 modified book ``L'_s = L_s + sum_added l_s - sum_removed l_s`` are the run's Step 6 on the
@@ -32,6 +33,7 @@ from numba import njit
 from riskdask.streams import keyed_seed
 
 from .migration import normal_migrations, uniform_column_states, uniform_migrations
+from .pcg64_jump import raws_at, state_words
 from .simulation import SimulationModel, _systematic_returns, _TWO_PI_2M32, uses_uniform_draws
 
 __all__ = ["replay_chunk", "tail_loss_sums", "changed_losses_chunk", "tail_states_chunk",
@@ -146,30 +148,15 @@ def _draws_of(raw, words, uniform: bool, total: int) -> np.ndarray:
     return out.reshape(words.shape)
 
 
-#: Up to this many wanted scenarios in a block, their draws are fetched one by one
-#: (``advance`` + one raw, ~0.4 ms a scenario at 500 obligors) instead of the block's whole
-#: stream (~0.9 ms at 500 obligors x 2,097 scenarios).
-SPARSE_ROWS = 2
-
-
 def _scenario_draws(bitgen, rows, sb: int, n: int, uniform: bool, total: int):
-    """Every obligor's draw (n, len(rows)) at block ``rows``: the block's whole stream, or
-    for at most :data:`SPARSE_ROWS` rows only the raws they need; the stream then stands at
-    the block's end."""
+    """Every obligor's draw (n, len(rows)) at block ``rows``, the stream standing at the
+    block's idiosyncratic draws: just the raws they need, computed by jumping the PCG64
+    state (:func:`~riskdask.credit.pcg64_jump.raws_at`, bit for bit numpy's) rather than
+    walking the block; the stream then stands at the block's end."""
     words, at = _scenario_words(rows, sb, n, uniform, total)
-    if len(rows) > SPARSE_ROWS:
-        return _draws_of(bitgen.random_raw(total)[at], words, uniform, total)
-    need = np.unique(at)
-    vals = np.empty(need.size, dtype=np.uint64)
-    pos = 0
-    for t, r0 in enumerate(need.tolist()):
-        if r0 > pos:
-            bitgen.advance(r0 - pos)
-        vals[t] = bitgen.random_raw()
-        pos = r0 + 1
-    if total > pos:
-        bitgen.advance(total - pos)
-    return _draws_of(vals[np.searchsorted(need, at)], words, uniform, total)
+    raw = raws_at(state_words(bitgen.state), at)
+    bitgen.advance(total)
+    return _draws_of(raw, words, uniform, total)
 
 
 def replay_chunk(chunk, model: SimulationModel, columns=(), rows=(), marks=None):
@@ -323,43 +310,54 @@ def new_obligor_states(eta, loadings, thresholds, initial_state, streams) -> np.
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _tail_sums_kernel(states, loss_by_state, weight, ks, out):
+def _tail_sums_kernel(states, extra, rows, loss_by_state, weight, ks, out):
     n = states.shape[1]
     acc = np.zeros(n)
     j = 0
-    for r in range(states.shape[0]):
+    for r in range(rows.size):
         while j < ks.size and ks[j] == r:
             out[:, j] = acc
             j += 1
         w = weight[r]
+        row = states[rows[r]] if rows[r] >= 0 else extra[-1 - rows[r]]
         for i in range(n):
-            acc[i] += w * loss_by_state[i, states[r, i]]
+            acc[i] += w * loss_by_state[i, row[i]]
     while j < ks.size:
         out[:, j] = acc
         j += 1
 
 
-def tail_loss_sums(states, loss_by_state, weight, ks) -> np.ndarray:
-    """``sum_{r < k} w_r loss_by_state[i, states[r, i]]`` per obligor ``i`` for every ``k``
-    in ``ks`` (ascending), in one pass over the tail rows (worst first): the ES
-    contribution sums of Step 6 (row by row, as
+def tail_loss_sums(states, loss_by_state, weight, ks, rows=None, extra=None) -> np.ndarray:
+    """``sum_{r < k} w_r loss_by_state[i, s_ri]`` per obligor ``i`` for every ``k`` in ``ks``
+    (ascending), in one pass over the tail rows (worst first; ``s_r`` the states of row
+    ``r``): the ES contribution sums of Step 6 (row by row, as
     :func:`riskdask.credit.simulation._tail_state_sums`, so the same bits).
 
     Parameters
     ----------
-    states : ndarray of uint8 (rows, n)
+    states : ndarray of uint8 (m, n)
     loss_by_state : ndarray (n, R)
     weight : ndarray (rows,)
+        The tail rows' weights.
     ks : sequence of int, ascending, each <= rows
+    rows : ndarray of int64 (rows,), optional
+        Where each tail row's states are: ``states[rows[r]]``, or ``extra[-1 - rows[r]]``
+        for ``rows[r] < 0`` (kept rows and regenerated ones, without copying either);
+        default: ``states`` are the tail rows in order.
+    extra : ndarray of uint8 (e, n), optional
 
     Returns
     -------
     ndarray (n, len(ks))
     """
     ks = np.asarray(ks, dtype=np.int64)
+    states = np.ascontiguousarray(states, dtype=np.uint8)
+    rows = (np.arange(states.shape[0], dtype=np.int64) if rows is None
+            else np.asarray(rows, dtype=np.int64))
+    extra = (np.zeros((0, states.shape[1]), np.uint8) if extra is None
+             else np.ascontiguousarray(extra, dtype=np.uint8))
     out = np.empty((states.shape[1], ks.size))
-    _tail_sums_kernel(np.ascontiguousarray(states, dtype=np.uint8),
-                      np.ascontiguousarray(loss_by_state, dtype=np.float64),
+    _tail_sums_kernel(states, extra, rows, np.ascontiguousarray(loss_by_state, dtype=np.float64),
                       np.ascontiguousarray(weight, dtype=np.float64), ks, out)
     return out
 

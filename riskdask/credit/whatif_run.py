@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from riskdask.engine import plan_chunks
 from riskdask.errors import ConfigError, InputError
@@ -51,17 +52,28 @@ PURPOSE = "whatif"
 
 # ----------------------------------------------------------------------------- the kept data
 def kept_tables(summary, model: SimulationModel) -> dict:
-    """The tables a run keeps for the what-if (module docstring): the scenario losses (and
-    weights) and the tail rows' states, obligors in input order (the obligors table's)."""
-    kept = {"loss": summary.scenario_loss}
+    """The tables a run keeps for the what-if (module docstring), as ``pyarrow`` tables
+    (written plain and uncompressed: read back whole in a few milliseconds): the scenario
+    losses (and weights), and the tail buffer's scenarios worst first with every obligor's
+    states (a fixed-width binary column, obligors in input order) on the rows that carry
+    them and null on the rest."""
+    import pyarrow as pa
+
+    kept = {"loss": pa.array(np.asarray(summary.scenario_loss, dtype=float))}
     if summary.scenario_weight is not None and summary.scenario_weight.size:
-        kept["weight"] = summary.scenario_weight
+        kept["weight"] = pa.array(np.asarray(summary.scenario_weight, dtype=float))
     inverse = model.input_columns()
     states = np.ascontiguousarray(summary.tail_states[:, inverse], dtype=np.uint8)
-    rows = states.shape[0]
-    tail = pd.DataFrame({"scenario": summary.tail_scenario[:rows].astype(np.int64),
-                         "states": [bytes(r) for r in states]})
-    return {SCENARIO_TABLE: pd.DataFrame(kept), STATES_TABLE: tail}
+    rows, n = states.shape
+    total = summary.tail_scenario.size
+    data = np.zeros((total, n), dtype=np.uint8)
+    data[:rows] = states
+    valid = np.packbits(np.arange(total) < rows, bitorder="little")
+    column = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(n), total, [pa.py_buffer(valid), pa.py_buffer(data)])
+    tail = pa.table({"scenario": pa.array(summary.tail_scenario.astype(np.int64)),
+                     "states": column})
+    return {SCENARIO_TABLE: pa.table(kept), STATES_TABLE: tail}
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,9 @@ class KeptRun:
     config: Config
     loss: np.ndarray
     weight: np.ndarray                 # empty: plain sampling
-    tail_scenario: np.ndarray          # sorted scenario numbers of the kept states
+    tail_scenario: np.ndarray          # scenario numbers of the kept states, worst first
     tail_states: np.ndarray            # (rows, n) uint8, input order, rows as tail_scenario
+    tail_order: np.ndarray | None      # the run's tail buffer, worst first (None: older run)
     obligors: pd.DataFrame             # the run's obligors table
     summary: dict                      # the run's summary.json
     positions: pd.DataFrame | None     # the run's validated positions (None: an older run)
@@ -112,8 +125,8 @@ def load_run(run_dir) -> KeptRun:
                              "false, more than 25,000,000 scenarios, or a run from before "
                              "the what-if kept tail states): rerun with them kept", file=path)
     try:
-        kept = pd.read_parquet(paths[SCENARIO_TABLE])
-        tail = pd.read_parquet(paths[STATES_TABLE])
+        kept = pq.read_table(paths[SCENARIO_TABLE])
+        tail = pq.read_table(paths[STATES_TABLE])
         obligors = pd.read_parquet(paths["obligors"])
     except Exception as exc:      # pyarrow raises several types for a damaged file
         raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
@@ -124,18 +137,40 @@ def load_run(run_dir) -> KeptRun:
     except Exception as exc:
         raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
                          file=book) from None
-    loss = kept["loss"].to_numpy(dtype=float)
-    weight = kept["weight"].to_numpy(dtype=float) if "weight" in kept else np.empty(0)
-    n = len(obligors)
-    blob = b"".join(tail["states"].tolist())
-    if len(blob) != n * len(tail):
-        raise InputError(f"tail states of {len(blob) // max(len(tail), 1)} obligors, the "
-                         f"obligors table has {n}", file=paths[STATES_TABLE])
-    states = np.frombuffer(blob, dtype=np.uint8).reshape(len(tail), n)
-    scen = tail["scenario"].to_numpy(dtype=np.int64)
-    order = np.argsort(scen, kind="stable")
+    names = set(kept.column_names)
+    if "loss" not in names or not {"scenario", "states"} <= set(tail.column_names):
+        raise InputError("kept tables without their columns (loss; scenario, states)",
+                         file=tables)
+    loss = kept.column("loss").to_numpy().astype(float, copy=False)
+    weight = (kept.column("weight").to_numpy().astype(float, copy=False) if "weight" in names
+              else np.empty(0))
+    scen, states, order = _kept_states(tail, len(obligors), paths[STATES_TABLE])
     return KeptRun(run_dir, manifest, Config.model_validate(manifest["config"]), loss, weight,
-                   scen[order], states[order], obligors, summary, positions)
+                   scen, states, order, obligors, summary, positions)
+
+
+def _kept_states(tail, n: int, path) -> tuple:
+    """Scenarios and states (rows, n) of the kept tail rows, and the run's whole tail buffer
+    worst first (None for a run that kept states as variable-length bytes, before the
+    buffer's order was kept)."""
+    import pyarrow as pa
+
+    scen = tail.column("scenario").to_numpy().astype(np.int64, copy=False)
+    column = tail.column("states").combine_chunks()
+    if pa.types.is_fixed_size_binary(column.type):
+        rows = len(column) - column.null_count
+        if column.type.byte_width != n or column.is_valid().to_numpy(
+                zero_copy_only=False)[:rows].sum() != rows:
+            raise InputError(f"tail states of {column.type.byte_width} obligors for the "
+                             f"obligors table's {n}, or not on the first rows", file=path)
+        data = np.frombuffer(column.buffers()[1], dtype=np.uint8,
+                             count=len(column) * n, offset=column.offset * n)
+        return scen[:rows], data.reshape(len(column), n)[:rows], scen
+    blob = b"".join(column.to_pylist())
+    if len(blob) != n * len(column):
+        raise InputError(f"tail states of {len(blob) // max(len(column), 1)} obligors, the "
+                         f"obligors table has {n}", file=path)
+    return scen, np.frombuffer(blob, dtype=np.uint8).reshape(len(column), n), None
 
 
 # ----------------------------------------------------------------------------- the change
@@ -272,16 +307,18 @@ def _change(cfg, inputs, model, streams, add, remove) -> _Change:
 
 
 # ----------------------------------------------------------------------------- the what-if
-def _map(kernel, chunks, model, engine, label, per_chunk=None, **kwargs) -> list:
+def _map(kernel, chunks, model, engine, label, per_chunk=None, threads=True,
+         **kwargs) -> list:
     """A kernel on every chunk, results in chunk order: on this machine's cores (threads:
-    the replay's generators and compiled kernels release the GIL), or on the engine (the
-    model sent once).  ``per_chunk``: keyword arguments that differ by chunk."""
+    the replay's generators and compiled kernels release the GIL; ``threads=False``: one),
+    or on the engine (the model sent once).  ``per_chunk``: keyword arguments that differ
+    by chunk."""
     def one(j):
         extra = per_chunk[j] if per_chunk is not None else {}
         return kernel(chunks[j], model, **kwargs, **extra)
 
     if engine is None:
-        workers = min(len(chunks), os.cpu_count() or 1)
+        workers = min(len(chunks), os.cpu_count() or 1) if threads else 1
         if workers <= 1:
             return [one(j) for j in range(len(chunks))]
         with ThreadPoolExecutor(workers) as pool:
@@ -319,27 +356,31 @@ def _linearised_es(loss, weight, rows, k, batch, nb_count, batch_mean):
 
 
 def _tail_states(kept: KeptRun, scen, chunks, model, engine, marks) -> tuple:
-    """Every obligor's state (len(scen), n; input order) in the scenarios ``scen``: the
-    kept rows where the run kept them, the others regenerated exactly by chunk."""
+    """Where every obligor's states (input order) in the scenarios ``scen`` are: ``rows``
+    into the kept states, or ``-1 - j`` into ``regenerated`` (j, n) for scenarios the run
+    did not keep, regenerated exactly by chunk (:func:`~riskdask.credit.whatif.
+    tail_loss_sums` reads both)."""
     n = model.n_obligors
-    out = np.empty((scen.size, n), dtype=np.uint8)
-    pos = np.searchsorted(kept.tail_scenario, scen)
-    pos = np.minimum(pos, max(kept.tail_scenario.size - 1, 0))
-    have = kept.tail_scenario.size > 0
-    found = (kept.tail_scenario[pos] == scen) if have else np.zeros(scen.size, bool)
-    out[found] = kept.tail_states[pos[found]]
+    by_scenario = np.argsort(kept.tail_scenario, kind="stable")
+    sorted_scen = kept.tail_scenario[by_scenario]
+    pos = np.minimum(np.searchsorted(sorted_scen, scen), max(sorted_scen.size - 1, 0))
+    found = (sorted_scen[pos] == scen) if sorted_scen.size else np.zeros(scen.size, bool)
+    rows = np.where(found, by_scenario[pos] if sorted_scen.size else 0, -1).astype(np.int64)
     missing = np.flatnonzero(~found)
+    regenerated = np.empty((missing.size, n), dtype=np.uint8)
+    rows[missing] = -1 - np.arange(missing.size)
     if missing.size:
         starts = np.array([c.start for c in chunks])
         owner = np.searchsorted(starts, scen[missing], side="right") - 1
         todo = [c for c in chunks if np.any(owner == c.index)]
+        # a few scenarios: one thread (the pool's start-up would cost more than it saves)
         parts = _map(tail_states_chunk, todo, model, engine, "credit-whatif-tail",
                      per_chunk=[{"rows": scen[missing[owner == c.index]] - c.start,
-                                 "marks": marks[c.index]} for c in todo])
+                                 "marks": marks[c.index]} for c in todo], threads=False)
         inverse = model.input_columns()
         for c, part in zip(todo, parts):
-            out[missing[owner == c.index]] = part[:, inverse]
-    return out, int(missing.size)
+            regenerated[np.flatnonzero(owner == c.index)] = part[:, inverse]
+    return rows, regenerated
 
 
 def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
@@ -420,8 +461,14 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
     nb_count = np.bincount(batch, minlength=len(chunks) * m).astype(float)
     # the run's own figures for its book; its tail rows (loss descending, ties by scenario)
     old = kept.summary["levels"]
-    old_rows = top_rows(base, w, model.weight_needed)
-    new_sum = scenario_summary(chunks, model, loss, weight, batch=batch, histogram=False)
+    old_rows = (kept.tail_order if kept.tail_order is not None else
+                top_rows(base, w, model.weight_needed))
+    # every row of the new buffer lies at or above the least new loss of the old buffer's
+    # rows, when they carry the weight a buffer needs (simulation.top_rows)
+    floor = (float(loss[old_rows].min()) if old_rows.size
+             and ordered_sum(w[old_rows]) >= model.weight_needed else None)
+    new_sum = scenario_summary(chunks, model, loss, weight, batch=batch, histogram=False,
+                               floor=floor)
     new = simulation_statistics(new_sum, _stats_model(model, ch.el_change),
                                 an.fv_portfolio + ch.fv_change)
     analytic = new.mean_reference == "analytic"
@@ -430,9 +477,10 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
     t2 = time.perf_counter()
     k_max = max((lv.tail_scenarios for lv in new.levels if np.isfinite(lv.es)), default=0)
     scen = new_sum.tail_scenario[:k_max]
-    states, regenerated = _tail_states(kept, scen, chunks, model, engine, marks)
+    rows, regenerated = _tail_states(kept, scen, chunks, model, engine, marks)
     t_tail = time.perf_counter() - t2
-    obligors, entries = _marginals(kept, model, an, ch, per, states, scen, w, new, analytic)
+    obligors, entries = _marginals(kept, model, an, ch, per, (rows, regenerated), scen, w,
+                                   new, analytic)
 
     levels = []
     nb = nb_count.size
@@ -459,7 +507,7 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
     return {"run": str(kept.run_dir), "levels": levels, "positions": entries,
             "obligors": obligors, "el_change": ch.el_change, "scenarios": int(loss.size),
             "weighted": weighted, "kept_bytes": kept.nbytes,
-            "regenerated_scenarios": regenerated,
+            "regenerated_scenarios": int(regenerated.shape[0]),
             "seconds": seconds,
             "timings": {"setup": t_setup, "replay": t_replay, "tail_states": t_tail,
                         "statistics": seconds - t_setup - t_replay - t_tail},
@@ -493,7 +541,9 @@ def _marginals(kept, model, an, ch, per, states, scen, w, new, analytic):
               if np.isfinite(lv.es) and lv.tail_scenarios > 0]
     ks = sorted({k for _, k in levels})
     wt = w[scen]
-    sums = tail_loss_sums(states, model.loss_by_state[inverse], wt, ks)   # (n, len(ks))
+    rows, regenerated = states
+    sums = tail_loss_sums(kept.tail_states, model.loss_by_state[inverse], wt, ks, rows,
+                          regenerated)                                  # (n, len(ks))
     n_sc = w.size
     if analytic:
         mean = np.asarray(an.per_obligor.fv - an.per_obligor.efv, dtype=float).copy()
