@@ -222,9 +222,10 @@ def test_marginal_es_sums_to_es(local_client, book, importance):
 
 
 def test_one_obligor_kernel_equals_the_group_kernel():
-    """The what-if's one-obligor classification (one ndtri a scenario) gives the group
-    kernel's states bit for bit, edge draws included (0, 2^32 - 1, draws at a cut)."""
-    from scipy.special import ndtr
+    """The what-if's one-obligor classification (a cell's x-range, else one inverse normal
+    a scenario) gives the group kernel's states bit for bit, edge draws included (0,
+    2^32 - 1, draws at a cut, at cell edges, boundaries at a cell edge)."""
+    from scipy.special import ndtr, ndtri
 
     from riskdask.credit.migration import uniform_column_states, uniform_migrations
 
@@ -240,6 +241,15 @@ def test_one_obligor_kernel_equals_the_group_kernel():
                       2.0 ** 32 - 1).astype(np.uint64)
     draw[:350] = np.concatenate([cuts.ravel(), np.maximum(cuts.ravel(), 1) - 1])[:350]
     draw[350:354] = [0, 1, 2 ** 32 - 1, 2 ** 32 - 2]
+    # the cells of 2^20 draws whose x-range decides most states: draws on both sides of
+    # cell edges, and boundaries placed exactly at a cell edge's x
+    edges = rng.integers(1, 4096, 200).astype(np.uint64) << np.uint64(20)
+    draw[400:1000] = np.concatenate([edges - 1, edges, edges + 1])
+    k = rng.integers(0, b.size, 200)
+    x_edge = ndtri(edges.astype(float) * 2.0 ** -32)
+    systematic[400:600] = b[k] - sd * x_edge
+    systematic[600:800] = b[k] - sd * x_edge
+    systematic[800:1000] = b[k] - sd * x_edge
     for r in range(8):
         s, _, new = uniform_migrations(draw[None, :], b[None, :], systematic[None, :],
                                        np.array([sd]), np.array([0, 1]), np.array([r]))
