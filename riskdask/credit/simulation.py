@@ -77,6 +77,9 @@ __all__ = [
     "tail_obligor_sums",
     "weighted_summary",
     "scenario_summary",
+    "batch_bounds",
+    "batch_sums",
+    "batch_of",
     "top_rows",
     "chunk_losses",
     "add_arrays",
@@ -606,7 +609,8 @@ def _batch_sums(chunk, model: SimulationModel, loss, weight) -> np.ndarray:
     m = model.batches_per_chunk
     out = np.zeros((m, 5))
     out[:, 0] = np.arange(m) + chunk.index * m
-    _batch_sums_kernel(local_batch(chunk.size, m), np.ascontiguousarray(loss, dtype=float),
+    _batch_sums_kernel(local_batch_bounds(chunk.size, m),
+                       np.ascontiguousarray(loss, dtype=float),
                        np.ascontiguousarray(weight, dtype=float), float(model.center), False,
                        out)
     return out
@@ -742,21 +746,90 @@ def weighted_summary(chunk, model: SimulationModel, loss, weight) -> LossSummary
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _batch_sums_kernel(batch, loss, weight, center, plain, out):
-    # per batch, in scenario order: count, sum w, sum w d, sum w d^2 with d = L - center
-    # (plain: w = 1 exactly, and 1.0 * d is d bit for bit)
-    for i in range(loss.size):
-        b = batch[i]
-        d = loss[i] - center
-        w = 1.0 if plain else weight[i]
-        wd = d if plain else w * d
-        out[b, 1] += 1.0
-        out[b, 2] += w
-        out[b, 3] += wd
-        out[b, 4] += wd * d
+def _batch_sums_kernel(bounds, loss, weight, center, plain, out):
+    # per batch b (rows bounds[b] .. bounds[b+1]-1), in scenario order: count, sum w,
+    # sum w d, sum w d^2 with d = L - center (plain: w = 1 exactly, and 1.0 * d is d
+    # bit for bit)
+    for b in range(bounds.size - 1):
+        for i in range(bounds[b], bounds[b + 1]):
+            d = loss[i] - center
+            w = 1.0 if plain else weight[i]
+            wd = d if plain else w * d
+            out[b, 1] += 1.0
+            out[b, 2] += w
+            out[b, 3] += wd
+            out[b, 4] += wd * d
 
 
-def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch=None,
+def local_batch_bounds(size: int, m: int) -> np.ndarray:
+    """First row of each of a chunk's ``m`` batches, and ``size``: the rows ``r`` with
+    ``(r m) // size == b`` (:func:`~riskdask.credit.uncertainty.local_batch`) are
+    ``ceil(b size / m) <= r < ceil((b + 1) size / m)``."""
+    b = np.arange(m + 1, dtype=np.int64)
+    return (b * int(size) + int(m) - 1) // int(m)
+
+
+def batch_bounds(chunks, m: int) -> np.ndarray:
+    """First scenario of every batch of consecutive ``chunks`` (``m`` a chunk, global batch
+    ``chunk.index * m + b``), and the end: ``len(chunks) m + 1`` values."""
+    return np.concatenate([c.start + local_batch_bounds(c.size, m)[:-1] for c in chunks]
+                          + [[chunks[-1].stop]]).astype(np.int64)
+
+
+def batch_sums(bounds, loss, weight, center: float) -> np.ndarray:
+    """Per batch of :func:`batch_bounds`: id, ``n_b``, ``sum w``, ``sum w (L - c)``,
+    ``sum w (L - c)^2`` (the chunks' :func:`_batch_sums`, bit for bit); ``weight`` None or
+    empty: plain sampling."""
+    plain = weight is None or np.size(weight) == 0
+    loss = np.ascontiguousarray(loss, dtype=float)
+    out = np.zeros((bounds.size - 1, 5))
+    out[:, 0] = np.arange(bounds.size - 1)
+    _batch_sums_kernel(bounds, loss, loss if plain else np.ascontiguousarray(weight, float),
+                       float(center), plain, out)
+    return out
+
+
+def batch_of(bounds, scenarios) -> np.ndarray:
+    """The batch of each scenario (:func:`batch_bounds`; an empty batch holds none)."""
+    return np.searchsorted(bounds, scenarios, side="right") - 1
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _moments_kernel(loss, weight, plain):
+    # compensated (Neumaier, as summary.ordered_sum) sums in scenario order: sum w, sum w L,
+    # then sum w (L - mean)^2 -- the products rounded first, as numpy's arrays would be
+    sums = np.zeros(3)
+    comp = np.zeros(3)
+    for p in range(2):
+        mean = 0.0
+        if p == 1:
+            w_sum = float(loss.size) if plain else sums[0] + comp[0]
+            mean = (sums[1] + comp[1]) / w_sum if w_sum > 0 else 0.0
+        for i in range(loss.size):
+            w = 1.0 if plain else weight[i]
+            if p == 0:
+                terms = (w, loss[i] if plain else w * loss[i])
+                for j in range(2):
+                    v = terms[j]
+                    t = sums[j] + v
+                    if abs(sums[j]) >= abs(v):
+                        comp[j] += (sums[j] - t) + v
+                    else:
+                        comp[j] += (v - t) + sums[j]
+                    sums[j] = t
+            else:
+                d = loss[i] - mean
+                v = d * d if plain else w * d * d
+                t = sums[2] + v
+                if abs(sums[2]) >= abs(v):
+                    comp[2] += (sums[2] - t) + v
+                else:
+                    comp[2] += (v - t) + sums[2]
+                sums[2] = t
+    return sums + comp
+
+
+def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *,
                      histogram: bool = True, floor=None) -> LossSummary:
     """The merged :class:`LossSummary` of consecutive ``chunks`` (from chunk 0) for given
     per-scenario losses and weights (None or empty: plain sampling), from the whole arrays
@@ -767,31 +840,25 @@ def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch
     is summed in scenario order either way); the weight sum, mean, ``m2`` and histogram are
     whole-array sums (compensated, in scenario order) and may differ from the merged ones in
     the last bits.  Used by the what-if (:mod:`riskdask.credit.whatif_run`),
-    whose modified book is a whole array.  ``batch``: every scenario's global batch (as
-    computed here), to share between calls; ``histogram=False`` leaves the histogram empty
+    whose modified book is a whole array.  ``histogram=False`` leaves the histogram empty
     (a caller that reads no histogram saves a pass); ``floor``: a lower bound of the tail
     buffer's last loss (:func:`top_rows`).
     """
     size = loss.size
-    w = np.ones(size) if weight is None or np.size(weight) == 0 else np.asarray(weight)
     plain = weight is None or np.size(weight) == 0
+    w = np.broadcast_to(1.0, size) if plain else np.asarray(weight, dtype=float)
     m = model.batches_per_chunk
-    if batch is None:
-        batch = np.concatenate([c.index * m + local_batch(c.size, m) for c in chunks])
-    if batch.size != size or chunks[0].index != 0:
+    if chunks[0].index != 0 or chunks[-1].stop != size:
         raise ValueError("scenario_summary needs consecutive chunks from chunk 0 covering "
                          "the losses")
+    bounds = batch_bounds(chunks, m)
+    loss = np.ascontiguousarray(loss, dtype=float)
     rows = top_rows(loss, w, model.weight_needed, floor=floor)
-    w_sum = float(size) if plain else ordered_sum(w)
-    mean = ordered_sum(loss if plain else w * loss) / w_sum if w_sum > 0 else 0.0
-    dev = loss - mean
-    m2 = ordered_sum(dev * dev if plain else w * dev * dev)
-    nb = len(chunks) * m
-    batches = np.zeros((nb, 5))
-    batches[:, 0] = np.arange(nb)
-    _batch_sums_kernel(np.ascontiguousarray(batch, dtype=np.int64),
-                       np.ascontiguousarray(loss, dtype=float), np.ascontiguousarray(w),
-                       float(model.center), plain, batches)
+    weights = loss if plain else np.ascontiguousarray(w)      # not read when plain
+    w_sum, wl_sum, m2 = _moments_kernel(loss, weights, plain)
+    w_sum = float(size) if plain else float(w_sum)
+    mean = float(wl_sum) / w_sum if w_sum > 0 else 0.0
+    batches = batch_sums(bounds, loss, weight, model.center)
     if histogram:
         counts, _ = np.histogram(loss, bins=model.hist_edges, weights=None if plain else w)
         below, above = loss < model.hist_edges[0], loss > model.hist_edges[-1]
@@ -801,8 +868,9 @@ def scenario_summary(chunks, model: SimulationModel, loss, weight=None, *, batch
         hist = np.empty(0)
     return LossSummary(
         first_chunk=chunks[0].index, last_chunk=chunks[-1].index, n=size, weight_sum=w_sum,
-        mean=mean, m2=m2, obligor_loss=np.zeros(model.n_obligors), tail_loss=loss[rows],
-        tail_weight=w[rows], tail_scenario=rows.astype(np.int64), tail_batch=batch[rows],
+        mean=mean, m2=float(m2), obligor_loss=np.zeros(model.n_obligors),
+        tail_loss=loss[rows], tail_weight=w[rows], tail_scenario=rows.astype(np.int64),
+        tail_batch=batch_of(bounds, rows),
         tail_states=np.zeros((0, model.n_obligors), dtype=np.uint8), histogram=hist,
         batches=batches, meta={"weight_needed": model.weight_needed, "state_rows": 0})
 

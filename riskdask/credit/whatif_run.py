@@ -38,9 +38,9 @@ from .config import Config
 from .data import (align_curves, build_portfolio, load_curves, load_portfolio_file,
                    validate_portfolio)
 from .model import analytic_moments, level_key
-from .simulation import SimulationModel, scenario_summary, simulation_statistics, top_rows
+from .simulation import (SimulationModel, batch_bounds, batch_of, batch_sums, scenario_summary,
+                         simulation_statistics, top_rows)
 from .summary import batch_means_se, ordered_sum
-from .uncertainty import local_batch
 from .whatif import changed_losses_chunk, check_replayable, tail_loss_sums, tail_states_chunk
 
 __all__ = ["whatif", "whatif_lines", "kept_tables", "SCENARIO_TABLE", "STATES_TABLE"]
@@ -100,6 +100,29 @@ class KeptRun:
 
 def load_run(run_dir) -> KeptRun:
     """Read a credit run directory's config and kept data; exit-2 errors name the file."""
+    head = _open_run(run_dir)
+    return _kept_run(head, _read_kept(head))
+
+
+@dataclass(frozen=True)
+class _RunHead:
+    """What a what-if needs of a run before its kept scenario data: config, books, size."""
+
+    run_dir: Path
+    manifest: dict
+    config: Config
+    summary: dict
+    obligors: pd.DataFrame
+    positions: pd.DataFrame | None
+    paths: dict
+    n_kept: int
+
+
+def _unreadable(exc, path):
+    return InputError(f"unreadable kept table ({type(exc).__name__}: {exc})", file=path)
+
+
+def _open_run(run_dir) -> _RunHead:
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
@@ -124,29 +147,52 @@ def load_run(run_dir) -> KeptRun:
             raise InputError("the run kept no scenario data (simulation.keep_scenarios = "
                              "false, more than 25,000,000 scenarios, or a run from before "
                              "the what-if kept tail states): rerun with them kept", file=path)
+    # pyarrow raises several types for a damaged file
     try:
-        kept = pq.read_table(paths[SCENARIO_TABLE])
-        tail = pq.read_table(paths[STATES_TABLE])
         obligors = pd.read_parquet(paths["obligors"])
-    except Exception as exc:      # pyarrow raises several types for a damaged file
-        raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
-                         file=tables) from None
+    except Exception as exc:
+        raise _unreadable(exc, paths["obligors"]) from None
+    try:
+        n_kept = pq.read_metadata(paths[SCENARIO_TABLE]).num_rows
+    except Exception as exc:
+        raise _unreadable(exc, paths[SCENARIO_TABLE]) from None
     book = tables / "positions.parquet"
     try:
         positions = pd.read_parquet(book) if book.is_file() else None
     except Exception as exc:
-        raise InputError(f"unreadable kept table ({type(exc).__name__}: {exc})",
-                         file=book) from None
+        raise _unreadable(exc, book) from None
+    return _RunHead(run_dir, manifest, Config.model_validate(manifest["config"]), summary,
+                    obligors, positions, paths, int(n_kept))
+
+
+def _read_kept(head: _RunHead) -> tuple:
+    """The kept scenario losses, weights and tail states (thread-safe: pyarrow reads
+    without the GIL, so the what-if reads them while it prepares the replay)."""
+    paths = head.paths
+    try:
+        kept = pq.read_table(paths[SCENARIO_TABLE])
+    except Exception as exc:
+        raise _unreadable(exc, paths[SCENARIO_TABLE]) from None
+    try:
+        tail = pq.read_table(paths[STATES_TABLE])
+    except Exception as exc:
+        raise _unreadable(exc, paths[STATES_TABLE]) from None
     names = set(kept.column_names)
     if "loss" not in names or not {"scenario", "states"} <= set(tail.column_names):
         raise InputError("kept tables without their columns (loss; scenario, states)",
-                         file=tables)
+                         file=paths[SCENARIO_TABLE].parent)
     loss = kept.column("loss").to_numpy().astype(float, copy=False)
     weight = (kept.column("weight").to_numpy().astype(float, copy=False) if "weight" in names
               else np.empty(0))
-    scen, states, order = _kept_states(tail, len(obligors), paths[STATES_TABLE])
-    return KeptRun(run_dir, manifest, Config.model_validate(manifest["config"]), loss, weight,
-                   scen, states, order, obligors, summary, positions)
+    if loss.size != head.n_kept:
+        raise InputError("the kept scenario losses changed while being read",
+                         file=paths[SCENARIO_TABLE])
+    return (loss, weight) + _kept_states(tail, len(head.obligors), paths[STATES_TABLE])
+
+
+def _kept_run(head: _RunHead, kept: tuple) -> KeptRun:
+    return KeptRun(head.run_dir, head.manifest, head.config, *kept, head.obligors,
+                   head.summary, head.positions)
 
 
 def _kept_states(tail, n: int, path) -> tuple:
@@ -337,11 +383,12 @@ def _figures(level: dict) -> dict:
         "tail_scenarios": int(level.get("tail_scenarios") or 0)}
 
 
-def _linearised_es(loss, weight, rows, k, batch, nb_count, batch_mean):
+def _linearised_es(loss, weight, rows, k, bounds, batch_mean):
     """Per-batch linearised ES ``Y_b = (n / W) sum_b w (L - q)^+ 1{tail}`` over the first
     ``k`` of the tail ``rows`` (sorted worst first; ``q`` the loss of row ``k``), minus the
-    batch's mean loss ``batch_mean`` (None where the mean is analytic): its batch means give
-    the error of an ES, and of the difference of two books' ES on the same scenarios."""
+    batch's mean loss ``batch_mean`` (None where the mean is analytic), for the batches of
+    ``bounds`` (:func:`~riskdask.credit.simulation.batch_bounds`): its batch means give the
+    error of an ES, and of the difference of two books' ES on the same scenarios."""
     n = loss.size
     if not 0 < k < rows.size:
         return None
@@ -349,9 +396,11 @@ def _linearised_es(loss, weight, rows, k, batch, nb_count, batch_mean):
     q = float(loss[rows[k]])
     w_t = weight[tail]
     W = ordered_sum(w_t)
-    nb = nb_count.size
-    y = (n / W) * np.bincount(batch[tail], weights=w_t * (loss[tail] - q), minlength=nb)
-    y = y / nb_count
+    nb_count = np.diff(bounds).astype(float)
+    y = (n / W) * np.bincount(batch_of(bounds, tail), weights=w_t * (loss[tail] - q),
+                              minlength=nb_count.size)
+    with np.errstate(invalid="ignore", divide="ignore"):     # empty batches: dropped after
+        y = y / nb_count
     return y if batch_mean is None else y - batch_mean
 
 
@@ -410,8 +459,14 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
         ``kept_bytes``, ``regenerated_scenarios``, ``seconds`` and ``exactness``.
     """
     t0 = time.perf_counter()
-    kept = load_run(run_dir)
-    cfg = kept.config
+    head = _open_run(run_dir)
+    with ThreadPoolExecutor(1) as reader:       # the kept data, while the replay is prepared
+        reading = reader.submit(_read_kept, head)
+        return _whatif(head, reading, t0, add, remove, engine)
+
+
+def _whatif(head, reading, t0, add, remove, engine) -> dict:
+    cfg = head.config
     from .pipeline import PURPOSES, _shift, analytics, load_inputs, scenario_model
 
     if cfg.correlation.kind == "matrix":
@@ -421,9 +476,9 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
         raise ConfigError("what-if with correlation.factor_correlation is not supported (the "
                           "run's factors are rotated; a new obligor's loadings would be "
                           "too)", key="correlation.factor_correlation")
-    inputs = load_inputs(cfg, None, None, positions=kept.positions)
+    inputs = load_inputs(cfg, None, None, positions=head.positions)
     ids = [str(o) for o in inputs.portfolio.obligors["obligor_id"]]
-    if ids != [str(o) for o in kept.obligors["obligor_id"]]:
+    if ids != [str(o) for o in head.obligors["obligor_id"]]:
         raise InputError("the run's portfolio has changed since the run (its obligors differ "
                          "from the run's obligors table)",
                          file=cfg.portfolio.path or "portfolio")
@@ -434,12 +489,12 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     streams = Streams(cfg.seed, PURPOSES)
-    n_kept = kept.loss.size
+    n_kept = head.n_kept
     chunks = [c for c in plan_chunks(cfg.simulation.n_scenarios, cfg.simulation.chunk_size,
                                      streams.seed("scenarios")) if c.stop <= n_kept]
     if not chunks or chunks[-1].stop != n_kept:
         raise InputError("the kept scenario losses do not match the run's plan",
-                         file=kept.run_dir / "tables" / f"{SCENARIO_TABLE}.parquet")
+                         file=head.paths[SCENARIO_TABLE])
     ch = _change(cfg, inputs, model, streams, add, remove)
     t_setup = time.perf_counter() - t0
 
@@ -449,16 +504,16 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
                  change={"columns": ch.columns, "rows": ch.rows, "new": ch.new})
     per = np.concatenate([p[0] for p in parts], axis=1)  # (changed, scenarios), signed
     marks = [p[1] for p in parts]
+    kept = _kept_run(head, reading.result())
     base, weight = kept.loss, kept.weight
     loss = base + per.sum(axis=0)
     t_replay = time.perf_counter() - t1
 
     # -- 2. the Step 6 statistics of both books on the same scenarios
     weighted = model.shift is not None
-    w = np.ones(loss.size) if weight.size == 0 else weight
-    m = model.batches_per_chunk
-    batch = np.concatenate([c.index * m + local_batch(c.size, m) for c in chunks])
-    nb_count = np.bincount(batch, minlength=len(chunks) * m).astype(float)
+    w = np.broadcast_to(1.0, loss.size) if weight.size == 0 else weight
+    bounds = batch_bounds(chunks, model.batches_per_chunk)
+    nb_count = np.diff(bounds).astype(float)
     # the run's own figures for its book; its tail rows (loss descending, ties by scenario)
     old = kept.summary["levels"]
     old_rows = (kept.tail_order if kept.tail_order is not None else
@@ -467,8 +522,7 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
     # rows, when they carry the weight a buffer needs (simulation.top_rows)
     floor = (float(loss[old_rows].min()) if old_rows.size
              and ordered_sum(w[old_rows]) >= model.weight_needed else None)
-    new_sum = scenario_summary(chunks, model, loss, weight, batch=batch, histogram=False,
-                               floor=floor)
+    new_sum = scenario_summary(chunks, model, loss, weight, histogram=False, floor=floor)
     new = simulation_statistics(new_sum, _stats_model(model, ch.el_change),
                                 an.fv_portfolio + ch.fv_change)
     analytic = new.mean_reference == "analytic"
@@ -483,16 +537,21 @@ def whatif(run_dir, *, add=None, remove=(), engine=None) -> dict:
                                    new, analytic)
 
     levels = []
-    nb = nb_count.size
-    mean_old = None if analytic else np.bincount(batch, weights=base * w, minlength=nb) / nb_count
-    mean_new = None if analytic else np.bincount(batch, weights=loss * w, minlength=nb) / nb_count
+    filled = nb_count > 0                  # a last chunk shorter than m has empty batches
+
+    def batch_mean(sums):                  # per batch: sum w L / n_b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (sums[:, 3] + model.center * sums[:, 2]) / nb_count
+
+    mean_old = (None if analytic else
+                batch_mean(batch_sums(bounds, base, weight, model.center)))
+    mean_new = None if analytic else batch_mean(new_sum.batches)
     for j, c in enumerate(model.confidence):
         lo, ln = _figures(old[j]), new.levels[j]
-        y_old = _linearised_es(base, w, old_rows, lo["tail_scenarios"], batch, nb_count,
-                               mean_old)
-        y_new = _linearised_es(loss, w, new_sum.tail_scenario, ln.tail_scenarios, batch,
-                               nb_count, mean_new)
-        d_se = (batch_means_se(y_new - y_old, nb_count)
+        y_old = _linearised_es(base, w, old_rows, lo["tail_scenarios"], bounds, mean_old)
+        y_new = _linearised_es(loss, w, new_sum.tail_scenario, ln.tail_scenarios, bounds,
+                               mean_new)
+        d_se = (batch_means_se((y_new - y_old)[filled], nb_count[filled])
                 if y_old is not None and y_new is not None else float("nan"))
         levels.append({"confidence": c, "var_old": lo["var"], "es_old": lo["es"],
                        "var_old_se": lo["var_se"], "es_old_se": lo["es_se"],
