@@ -367,10 +367,12 @@ CELL_SHIFT = 20
 
 @functools.lru_cache(maxsize=1)
 def _cell_ranges():
+    from scipy.special import ndtri
+
     cells = np.arange(1 << (32 - CELL_SHIFT), dtype=np.float64)
-    lo = ppnd16((cells * 2.0 ** CELL_SHIFT + 1.0) * 2.0 ** -32) - 1e-12
-    hi = ppnd16(np.minimum((cells + 1.0) * 2.0 ** CELL_SHIFT * 2.0 ** -32,
-                           1.0 - 2.0 ** -33)) + 1e-12
+    lo = ndtri((cells * 2.0 ** CELL_SHIFT + 1.0) * 2.0 ** -32) - 1e-12
+    hi = ndtri(np.minimum((cells + 1.0) * 2.0 ** CELL_SHIFT * 2.0 ** -32,
+                          1.0 - 2.0 ** -33)) + 1e-12
     hi[-1] = np.inf                         # the last cell reaches U = 2^32 - 1: exact path
     return lo, hi
 

@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import integrate, optimize
 from scipy.special import ndtr, ndtri, xlog1py
 
 from .bvn import bvn_cdf
@@ -104,10 +103,14 @@ def vasicek_rho_from_moments(pd_: float, sd: float) -> float:
         return lo
     if f(hi) <= 0:
         return hi
+    from scipy import optimize   # here: scipy.optimize costs 0.17 s to import
+
     return float(optimize.brentq(f, lo, hi, xtol=1e-10))
 
 
 def _vasicek_var_es(pd_, rho, exposure, reference, c):
+    from scipy import integrate
+
     x = float(vasicek_quantile(pd_, rho, c))
     # ES: the mean loss fraction beyond the c-quantile, (1/(1-c)) int_c^1 q(u) du.
     tail, _ = integrate.quad(lambda u: float(vasicek_quantile(pd_, rho, u)), c, 1.0,
@@ -218,6 +221,8 @@ def gpd_logpdf(y, xi: float, sigma: float):
 
 def _weighted_gpd_mle(y, w):
     """Weighted maximum likelihood of a GPD with location 0: ``(xi, sigma)``."""
+    from scipy import optimize
+
     wn = w / w.sum()
     m = float(np.dot(wn, y))
     v = float(np.dot(wn, (y - m) ** 2))
@@ -410,6 +415,8 @@ def _lattice_loglik(j, xi, sigma, h):
 
 
 def _lattice_mle(j, w, h):
+    from scipy import optimize
+
     wn = w / w.sum()
 
     def nll(theta):
