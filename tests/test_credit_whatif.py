@@ -189,6 +189,16 @@ def test_whatif_cli(cli, local_client, book):
     assert r.code == 2 and "marginal.xlsx" in r.err
     r = cli("whatif", str(base.run_dir), "--remove", "NO_SUCH_ID")
     assert r.code == 2 and "NO_SUCH_ID" in r.err and r.err.count("\n") <= 1
+    # a damaged kept table (read on a thread): exit 2, one line naming the file
+    import shutil
+
+    for name in ("scenario_losses", "tail_states"):
+        copy = d / f"damaged-{name}"
+        shutil.copytree(base.run_dir, copy)
+        path = copy / "tables" / f"{name}.parquet"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        r = cli("whatif", str(copy), "--remove", pf["position_id"].iloc[2])
+        assert r.code == 2 and f"{name}.parquet" in r.err and r.err.count("\n") <= 1, r.err
 
 
 @pytest.mark.parametrize("importance", [False, True])
