@@ -387,7 +387,8 @@ def changed_losses_chunk(chunk, model: SimulationModel, *, change):
 
 def tail_states_chunk(chunk, model: SimulationModel, *, rows, marks=None) -> np.ndarray:
     """Engine kernel: every obligor's state (len(rows), n) at chunk-local scenario
-    ``rows``, regenerated exactly (the blocks holding them fetched whole; with the
-    ``marks`` of :func:`changed_losses_chunk`, only those blocks are visited)."""
+    ``rows``, regenerated exactly (each row's n draws by jumping the block's stream to
+    them; with the ``marks`` of :func:`changed_losses_chunk`, only the blocks holding
+    ``rows`` are visited)."""
     _, _, draws, eta, _ = replay_chunk(chunk, model, (), rows, marks)
     return scenario_states(model, draws, eta)
