@@ -45,7 +45,7 @@ from .data import (align_curves, build_portfolio, load_curves, load_portfolio_fi
 from .model import analytic_moments, level_key
 from .simulation import (SimulationModel, batch_bounds, batch_of, batch_sums, scenario_summary,
                          simulation_statistics, top_rows)
-from .summary import batch_means_se, ordered_sum
+from .summary import batch_means_se, exact_sum, ordered_sum
 from .whatif import changed_losses_chunk, check_replayable, tail_loss_sums, tail_states_chunk
 
 __all__ = ["whatif", "whatif_lines", "kept_tables", "SCENARIO_TABLE", "STATES_TABLE"]
@@ -534,12 +534,15 @@ def _whatif(head, reading, t0, add, remove, engine) -> dict:
 
     # -- 3. marginal ES of every obligor of the modified book (Euler: they sum to its ES)
     t2 = time.perf_counter()
-    k_max = max((lv.tail_scenarios for lv in new.levels if np.isfinite(lv.es)), default=0)
-    scen = new_sum.tail_scenario[:k_max]
-    rows, regenerated = _tail_states(kept, scen, chunks, model, engine, marks)
+    run_mean = (np.asarray(an.per_obligor.fv - an.per_obligor.efv, dtype=float) if analytic
+                else kept.obligors["simulated_mean_loss"].to_numpy(dtype=float))
+    plan = _tail_plan(kept, new, new_sum, old_rows, w, run_mean)
+    need = (np.unique(np.concatenate([p[1] for p in plan.values()])) if plan
+            else np.empty(0, np.int64))
+    rows, regenerated = _tail_states(kept, need, chunks, model, engine, marks)
     t_tail = time.perf_counter() - t2
-    obligors, entries = _marginals(kept, model, an, ch, per, (rows, regenerated), scen, w,
-                                   new, analytic)
+    obligors, entries = _marginals(kept, model, ch, per, plan, need, rows, regenerated,
+                                   new_sum, w, new, analytic, run_mean)
 
     levels = []
     filled = nb_count > 0                  # a last chunk shorter than m has empty batches
@@ -594,36 +597,72 @@ def _stats_model(model: SimulationModel, expected_loss_change: float) -> Simulat
     return replace(model, expected_loss=el)
 
 
-def _marginals(kept, model, an, ch, per, states, scen, w, new, analytic):
+def _tail_plan(kept, new, new_sum, old_rows, w, run_mean) -> dict:
+    """Per level ``j`` of the modified book with an ES: ``(start, scenarios, signs)`` such
+    that every unchanged obligor's tail sum ``sum_{s in tail'} w_s l_is`` is ``start_i +
+    sum signs w_s l_is`` over ``scenarios``.
+
+    Where the run reported the level's contributions, ``start`` is the run's own tail sum
+    (its contribution plus its mean, times the run's tail weight) and only the scenarios
+    that leave (-) or enter (+) the tail are visited: a change of a few positions moves a
+    few hundred of them, though an importance-sampling tail holds most of the scenarios.
+    Otherwise ``start`` is 0 and the scenarios are the new tail's."""
+    n = len(run_mean)
+    plan = {}
+    for j, lv in enumerate(new.levels):
+        k = lv.tail_scenarios
+        if not (np.isfinite(lv.es) and k > 0):
+            continue
+        tail_new = new_sum.tail_scenario[:k]
+        old = kept.summary["levels"][j] if j < len(kept.summary["levels"]) else {}
+        k_old = int(old.get("tail_scenarios") or 0)
+        col = f"es_contribution_{level_key(lv.confidence)}"
+        contrib = (kept.obligors[col].to_numpy(dtype=float) if col in kept.obligors
+                   else np.full(n, np.nan))
+        if 0 < k_old < old_rows.size and np.all(np.isfinite(contrib)):
+            tail_old = old_rows[:k_old]
+            start = (contrib + run_mean) * exact_sum(w[tail_old])
+            entering = np.setdiff1d(tail_new, tail_old, assume_unique=True)
+            leaving = np.setdiff1d(tail_old, tail_new, assume_unique=True)
+            plan[j] = (start, np.concatenate([entering, leaving]).astype(np.int64),
+                       np.concatenate([np.ones(entering.size), -np.ones(leaving.size)]))
+        else:
+            plan[j] = (np.zeros(n), tail_new.astype(np.int64), np.ones(tail_new.size))
+    return plan
+
+
+def _marginals(kept, model, ch, per, plan, need, rows, regenerated, new_sum, w, new,
+               analytic, run_mean):
     """The marginal (Euler) ES ``E_w[l_i | tail'] - mean l_i`` of every obligor of the
-    modified book per level: unchanged obligors from their states in the new tail, changed
-    ones with their positions' losses added, new ones from their own losses; means simulated
-    (plain) or analytic (importance sampling), as the book's ES."""
+    modified book per level: unchanged obligors from the run's tail sums and the states of
+    the scenarios that left or entered the tail (:func:`_tail_plan`; ``rows`` /
+    ``regenerated`` hold the states of ``need``), changed ones with their positions' losses
+    added, new ones from their own losses; means simulated (plain) or analytic (importance
+    sampling), as the book's ES."""
     n = model.n_obligors
-    inverse = model.input_columns()
-    levels = [(j, lv.tail_scenarios) for j, lv in enumerate(new.levels)
-              if np.isfinite(lv.es) and lv.tail_scenarios > 0]
-    ks = sorted({k for _, k in levels})
-    wt = w[scen]
-    rows, regenerated = states
-    sums = tail_loss_sums(kept.tail_states, model.loss_by_state[inverse], wt, ks, rows,
-                          regenerated)                                  # (n, len(ks))
+    lbs = model.loss_by_state[model.input_columns()]
+    n_levels = len(new.levels)
+    sums = np.full((n, n_levels), np.nan)
+    for j, (start, scen, sign) in plan.items():
+        at = np.searchsorted(need, scen)
+        sums[:, j] = start + tail_loss_sums(kept.tail_states, lbs, w[scen] * sign,
+                                            [scen.size], rows[at], regenerated)[:, 0]
     n_sc = w.size
-    if analytic:
-        mean = np.asarray(an.per_obligor.fv - an.per_obligor.efv, dtype=float).copy()
-    else:
-        mean = kept.obligors["simulated_mean_loss"].to_numpy(dtype=float).copy()
+    mean = run_mean.copy()
     ids = [str(o) for o in kept.obligors["obligor_id"]]
     status = np.array(["unchanged"] * n, dtype=object)
     entries = [dict(e) for e in ch.entries]
     # rows of `per`: existing-obligor entries in order, then new obligors
     existing = [e for e in entries if e["index"] is not None]
     fresh = [e for e in entries if e["index"] is None]
-    k_at = np.array(ks, dtype=np.int64)
+    k_of = np.array([lv.tail_scenarios if j in plan else 0
+                     for j, lv in enumerate(new.levels)], dtype=np.int64)
+    scen = new_sum.tail_scenario[:int(k_of.max(initial=0))]
+    wt = w[scen]
 
-    def tail_part(r):            # sum_{s < k} w_s l_s of changed row r, at every k
+    def tail_part(r):            # sum_{s < k} w_s l_s of changed row r, at every level's k
         c = np.concatenate([[0.0], np.cumsum(wt * per[r][scen])])
-        return c[k_at]
+        return np.where(k_of > 0, c[k_of], np.nan)
 
     extra = []
     for r, e in enumerate(existing):
@@ -642,10 +681,8 @@ def _marginals(kept, model, an, ch, per, states, scen, w, new, analytic):
                           "mean_loss": mean})
     for j, lv in enumerate(new.levels):
         key = f"marginal_es_{level_key(lv.confidence)}"
-        table[key] = np.nan
-    for j, k in levels:
-        key = f"marginal_es_{level_key(new.levels[j].confidence)}"
-        table[key] = sums[:, ks.index(k)] / ordered_sum(wt[:k]) - mean
+        table[key] = (sums[:, j] / ordered_sum(wt[:k_of[j]]) - mean if j in plan
+                      else np.nan)
     table = table[table["status"] != "removed"].reset_index(drop=True)
     for e in entries:
         row = table[table["obligor_id"] == e["id"]]
