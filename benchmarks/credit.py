@@ -209,13 +209,14 @@ def print_adaptive(rows):
               f"{seconds:.1f} s wall (whole run)")
 
 
-def whatif_bench(n_obligors, scenarios, repeats=3):
+def whatif_bench(n_obligors, scenarios, repeats=3, importance=False):
     """What-if vs the full rerun it replaces, whole calls on this machine: the full run is
     ``run_job`` on a warm 2-worker cluster (load, simulation, tail fits, report, tables);
     the what-if is :func:`riskdask.credit.whatif_run.whatif` in this process on that run's
     directory (load the kept data, replay the changed obligors, Step 6 of the new book,
     marginal ES of every obligor).  Medians of ``repeats`` after one warm-up call each (the
-    first call's compile and import time printed apart)."""
+    first call's compile and import time printed apart).  ``importance``: the run with
+    importance sampling (its 99 % tail holds most scenarios)."""
     import tempfile
 
     from distributed import Client
@@ -228,6 +229,9 @@ def whatif_bench(n_obligors, scenarios, repeats=3):
     overrides = [f"portfolio.synthetic_obligors={n_obligors}", "correlation.kind=uniform",
                  f"correlation.rho={RHO}", f"simulation.n_scenarios={scenarios}",
                  f"simulation.chunk_size={CHUNK_SIZE}"]
+    if importance:
+        overrides += ["importance_sampling.enabled=true",
+                      "importance_sampling.compare_plain=false"]
     out = Path(tempfile.mkdtemp(prefix="bench-whatif-"))
     pf = synthetic_portfolio(2009, n_obligors)
     extra = pf.iloc[[3]].copy()
@@ -306,6 +310,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("kernel", "adaptive", "whatif"), default=None,
                         help="run only the kernel timings, the adaptive-stopping runs or the "
                              "what-if rows")
+    parser.add_argument("--importance", action="store_true",
+                        help="what-if rows on an importance-sampling run (1 repeat)")
     args = parser.parse_args()
     global CHUNK_SIZE
     CHUNK_SIZE = args.chunk_size
@@ -314,7 +320,8 @@ def main() -> None:
         print_adaptive(adaptive_runs())
         return
     if args.only == "whatif":
-        print_whatif(sim, n, *whatif_bench(n, sim))
+        print_whatif(sim, n, *(whatif_bench(n, sim, repeats=1, importance=True)
+                               if args.importance else whatif_bench(n, sim)))
         return
     gb = 1024 ** 3
     rows = []
