@@ -103,12 +103,11 @@ def metrics(result: SelfcheckResult) -> dict:
 
 
 def _top_draws_figure(top: np.ndarray, n: int):
-    from riskdask.plotting import pyplot
+    from riskdask.plotting import subplots
 
-    plt = pyplot()
     ranks = np.arange(1, len(top) + 1)
     expected = stats.norm.isf((ranks - 0.5) / n)  # approximate quantile of the r-th largest
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = subplots(figsize=(5, 3.2))
     ax.plot(ranks, top, "o", label="simulated")
     ax.plot(ranks, expected, "-", label="normal quantile")
     ax.set_xlabel("rank (1 = largest)")

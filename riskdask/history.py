@@ -233,15 +233,14 @@ def history_html(table, limit: int = 20) -> str:
 
 def history_figure(table):
     """Time series of every metric with its interval; dashed lines where config/inputs changed."""
-    from .plotting import pyplot
+    from .plotting import subplots
 
-    plt = pyplot()
     t = history_table(table)
     metrics = metric_names(table)
     n = max(1, len(metrics))
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), squeeze=False)
     x = list(range(1, len(t) + 1))
     marks = [i + 1 for i, c in enumerate(t["changed"]) if c]
     for ax, m in zip(axes.flat, metrics):

@@ -1,15 +1,17 @@
-"""The one place riskdask chooses matplotlib's backend.
+"""The one place riskdask makes a matplotlib figure.
 
-A batch engine never opens a window: every figure module gets pyplot from :func:`pyplot`,
-which selects the headless ``Agg`` backend before pyplot is first imported (and leaves a
-backend alone that the user chose for an interactive session).
+A batch engine never opens a window, and a long session (a notebook, a scheduler running a
+job every night, a loop over what-ifs) must not accumulate figures: :func:`subplots` makes a
+:class:`matplotlib.figure.Figure` on the headless Agg canvas that pyplot's figure manager
+never sees, so a figure is freed like any object once nothing refers to it, and no backend
+is chosen or changed for the user's own pyplot.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["pyplot", "DPI", "log_scale"]
+__all__ = ["subplots", "DPI", "log_scale"]
 
 #: Resolution of every saved figure. Figures are also *created* at it: a layout computed at
 #: another resolution than the PNG's is thrown away at save time, and every text's size and
@@ -17,19 +19,18 @@ __all__ = ["pyplot", "DPI", "log_scale"]
 DPI = 110
 
 
-def pyplot():
-    """``matplotlib.pyplot`` on a non-interactive backend (Agg unless the user chose one)."""
-    import os
-    import sys
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """``(figure, axes)`` as :func:`matplotlib.pyplot.subplots` gives them, on an Agg canvas
+    at :data:`DPI`, outside pyplot's figure manager (nothing to close; nothing kept).
 
-    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
-        import matplotlib
+    ``kwargs`` go to :meth:`matplotlib.figure.Figure.subplots` (``sharey``, ``squeeze`` ...).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        matplotlib.rcParams["figure.dpi"] = DPI
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 _MATHTEXT_POWER = re.compile(r"\$\\mathdefault\{(-?)(?:([0-9.]+)\\times\s*)?10\^\{(-?[0-9]+)\}\}\$")

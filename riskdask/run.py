@@ -155,15 +155,13 @@ def write_outputs(directory: Path, outputs) -> tuple[dict, list]:
                         "columns": [str(c) for c in columns]}
     figures = []
     if outputs.figures:
-        from .plotting import DPI, pyplot
+        from .plotting import DPI
 
-        plt = pyplot()
         (directory / "figures").mkdir(exist_ok=True)
         for fig in outputs.figures:
             with writing(directory / "figures" / f"{fig.name}.png"):
                 fig.figure.savefig(directory / "figures" / f"{fig.name}.png", dpi=DPI,
                                    bbox_inches="tight")
-            plt.close(fig.figure)
             figures.append(_WrittenFigure(fig.name, f"figures/{fig.name}.png", fig.caption))
     return tables, figures
 

@@ -101,6 +101,26 @@ def test_every_declared_metric_is_in_the_history_and_its_figure(job, default_run
                    for n, m in declared.items())
 
 
+def test_a_figure_nothing_refers_to_is_freed(default_run):
+    """Figures live outside pyplot's figure manager: a report's figure is freed once dropped,
+    so a session that runs jobs or builds reports in a loop does not accumulate figures (with
+    pyplot's ``subplots`` every figure stayed registered until closed by hand)."""
+    import gc
+    import weakref
+
+    import matplotlib.pyplot as plt
+
+    table = pd.read_parquet(default_run("credit").run_dir.parent / HISTORY_FILE)
+    open_before = plt.get_fignums()
+    fig = history_figure(table)
+    assert fig.axes and fig.canvas.get_renderer() is not None      # drawable on Agg
+    freed = weakref.ref(fig)
+    del fig
+    gc.collect()
+    assert freed() is None
+    assert plt.get_fignums() == open_before
+
+
 def test_profile_writes_the_performance_report(tmp_path):
     """``--profile`` on the local cluster a run starts: the workers' statistical profiler is
     on (riskdask's batch defaults turn it off), so the report's worker profile has the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from riskdask.plotting import _plain_power, log_scale, pyplot
+from riskdask.plotting import _plain_power, log_scale, subplots
 
 
 @pytest.mark.parametrize("mathtext, plain", [
@@ -25,8 +25,7 @@ def test_plain_power(mathtext, plain):
 
 @pytest.mark.parametrize("lo, hi", [(1e-7, 3e-3), (1.2e-3, 2.9e-3), (0.5, 4e4)])
 def test_log_scale_keeps_matplotlibs_ticks_and_labels_them_without_mathtext(lo, hi):
-    plt = pyplot()
-    fig, (ours, theirs) = plt.subplots(1, 2)
+    fig, (ours, theirs) = subplots(1, 2)
     for ax in (ours, theirs):
         ax.plot([1, 2], [lo, hi])
     log_scale(ours, "y")
@@ -41,7 +40,6 @@ def test_log_scale_keeps_matplotlibs_ticks_and_labels_them_without_mathtext(lo, 
         for x, t in zip(ours.get_yticks(minor=minor), a):
             if t.get_text() and not minor:
                 assert t.get_text() == f"10{_superscript(round(np.log10(x)))}"
-    plt.close(fig)
 
 
 def _superscript(n: int) -> str:

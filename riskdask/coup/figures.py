@@ -5,22 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from riskdask.plotting import log_scale
+from riskdask.plotting import log_scale, subplots
 
 __all__ = ["prf_vs_threshold", "pr_curve", "importances_top", "league_top",
            "pooled_backtest_figure", "reliability_figure", "model_pr_figure",
            "convergence_figure", "permutation_figure"]
 
 
-def _plt():
-    from riskdask.plotting import pyplot
-
-    return pyplot()
-
-
 def prf_vs_threshold(table: pd.DataFrame, optimal):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = subplots(figsize=(6.4, 3.8))
     for metric, style in (("precision", "-"), ("recall", "--"), ("f1", "-.")):
         ax.plot(table["threshold"], table[metric], style, label=metric)
     t = optimal.f1.threshold
@@ -35,8 +28,7 @@ def prf_vs_threshold(table: pd.DataFrame, optimal):
 
 
 def pr_curve(table: pd.DataFrame, base_rate: float):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.8, 4.0))
+    fig, ax = subplots(figsize=(4.8, 4.0))
     ok = ~table["precision_undefined"].to_numpy()
     ax.plot(table["recall"][ok], table["precision"][ok], ".-", ms=2)
     ax.axhline(base_rate, color="grey", lw=0.8, ls=":", label=f"base rate {base_rate:.4f}")
@@ -47,10 +39,9 @@ def pr_curve(table: pd.DataFrame, base_rate: float):
 
 
 def importances_top(table: pd.DataFrame, n: int = 20):
-    plt = _plt()
     top = table.head(n).iloc[::-1]
     has_perm = "permutation_importance" in top
-    fig, axes = plt.subplots(1, 2 if has_perm else 1, figsize=(9 if has_perm else 5, 5.5),
+    fig, axes = subplots(1, 2 if has_perm else 1, figsize=(9 if has_perm else 5, 5.5),
                              sharey=True, squeeze=False)
     y = np.arange(len(top))
     axes[0, 0].barh(y, top["impurity_importance"])
@@ -64,9 +55,8 @@ def importances_top(table: pd.DataFrame, n: int = 20):
 
 
 def league_top(table: pd.DataFrame, threshold: float, n: int = 20):
-    plt = _plt()
     top = table.head(n).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig, ax = subplots(figsize=(5.5, 5.5))
     colors = np.where(top["clears_f1_threshold"], "tab:red", "tab:blue")
     ax.barh(np.arange(len(top)), top["probability"], color=colors)
     labels = [f"{r}{'=' if t > 1 else ''} {c}" for r, t, c in
@@ -80,8 +70,7 @@ def league_top(table: pd.DataFrame, threshold: float, n: int = 20):
 
 def pooled_backtest_figure(per_year: pd.DataFrame):
     """Per test year: attempts (bars) and ROC-AUC / PR-AUC where the year has an attempt."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = subplots(figsize=(7, 3.6))
     ax.bar(per_year["test_year"], per_year["attempts"], color="lightgrey", label="attempts")
     ax.set_ylabel("attempts in the test year")
     ax.set_xlabel("test year (model trained only on earlier years)")
@@ -101,8 +90,7 @@ def pooled_backtest_figure(per_year: pd.DataFrame):
 
 def reliability_figure(table: pd.DataFrame, decomposition: dict):
     """Reliability curve (mean forecast vs observed rate, 95 % Wilson bars, counts)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4.4))
+    fig, ax = subplots(figsize=(5, 4.4))
     x, r = table["mean_predicted"], table["observed_rate"]
     err = np.clip(np.vstack([r - table["observed_low95"], table["observed_high95"] - r]), 0, None)
     ax.errorbar(x, r, yerr=err, fmt="o", ms=4, capsize=2, label="bins (95% Wilson)")
@@ -124,8 +112,7 @@ def reliability_figure(table: pd.DataFrame, decomposition: dict):
 
 def model_pr_figure(curves: dict[str, pd.DataFrame], base_rate: float):
     """One precision-recall curve per model (from each model's 1,000-threshold sweep)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig, ax = subplots(figsize=(5.2, 4.2))
     for name, table in curves.items():
         ok = ~table["precision_undefined"].to_numpy()
         ax.plot(table["recall"][ok], table["precision"][ok], "-", lw=1.2, label=name)
@@ -139,8 +126,7 @@ def model_pr_figure(curves: dict[str, pd.DataFrame], base_rate: float):
 def convergence_figure(table: pd.DataFrame):
     """OOB and test ROC-AUC, PR-AUC and Brier against the number of trees, each on its own
     axis (a PR-AUC of 0.01 beside a ROC-AUC of 0.7 on one axis is a flat line)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4))
+    fig, axes = subplots(1, 3, figsize=(10.5, 3.4))
     for ax, cols, name in ((axes[0], ("oob_roc_auc", "test_roc_auc"), "ROC-AUC"),
                            (axes[1], ("oob_pr_auc", "test_pr_auc"), "PR-AUC"),
                            (axes[2], ("oob_brier", "test_brier"), "Brier")):
@@ -156,9 +142,8 @@ def convergence_figure(table: pd.DataFrame):
 
 def permutation_figure(table: pd.DataFrame, n: int = 20):
     """Permutation importance, mean with ± sd bars and the min-max range over repeats."""
-    plt = _plt()
     top = table.sort_values("permutation_importance", ascending=False).head(n).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig, ax = subplots(figsize=(5.5, 5.5))
     y = np.arange(len(top))
     ax.barh(y, top["permutation_importance"], xerr=top["permutation_importance_std"],
             color="tab:orange", capsize=2)

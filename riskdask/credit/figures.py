@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from riskdask.formatting import sig
-from riskdask.plotting import log_scale, pyplot
-
-plt = pyplot()
+from riskdask.plotting import log_scale, subplots
 
 __all__ = ["loss_distribution", "top_contributors", "tail_fits", "money_scale"]
 
@@ -26,13 +24,15 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
     """Histogram of simulated losses (log scale) with VaR (dashed) and ES (solid) markers;
     the VaR of each Step 7 tail fit in ``fits`` (:class:`riskdask.credit.tail.TailFit`)
     as a dotted marker."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    from matplotlib import colormaps
+
+    fig, ax = subplots(figsize=(8, 4.5))
     prob = summary.histogram[1:-1] / summary.n        # (1/sim) sum of weights per bin
     scale, unit = money_scale(max(abs(edges[0]), abs(edges[-1])))
     # one filled step path, not a bar patch per bin (a third of the figure's cost at 200 bins)
     ax.stairs(np.where(prob > 0, prob, np.nan), np.asarray(edges) / scale, fill=True,
               color="#4a78a8", label="simulated loss")
-    colors = plt.cm.autumn(np.linspace(0, 0.8, max(len(stats.levels), 1)))
+    colors = colormaps["autumn"](np.linspace(0, 0.8, max(len(stats.levels), 1)))
     mean = stats.reference_mean_loss
     for color, lv in zip(colors, stats.levels):
         if lv.var is None or not np.isfinite(lv.var):
@@ -65,7 +65,7 @@ def loss_distribution(edges, summary, stats, fv_portfolio, fits=()):
 def top_contributors(obligors, contributions, level, top: int):
     """Horizontal bars: the obligors contributing most to ES."""
     order = np.argsort(-contributions, kind="stable")[:top]
-    fig, ax = plt.subplots(figsize=(8, 0.28 * len(order) + 1.5))
+    fig, ax = subplots(figsize=(8, 0.28 * len(order) + 1.5))
     labels = [f"{obligors['name'].iloc[i] or obligors['obligor_id'].iloc[i]} "
               f"({obligors['rating'].iloc[i]})" for i in order]
     scale, unit = money_scale(level.es)
@@ -84,7 +84,7 @@ def tail_fits(tail_loss, tail_weight, n, fits, qq):
 
     ``qq`` maps a fit's name to :func:`riskdask.credit.tail.qq_points` output.
     """
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (ax, bx) = subplots(1, 2, figsize=(10, 4.2))
     scale, unit = money_scale(np.max(np.abs(tail_loss)) if len(tail_loss) else 0.0)
     cw = np.cumsum(tail_weight)
     p = (cw - 0.5 * np.asarray(tail_weight)) / n

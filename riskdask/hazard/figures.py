@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from riskdask.plotting import log_scale
+from riskdask.plotting import log_scale, subplots
 
 from .analysis import ray_points
 
@@ -13,17 +13,10 @@ __all__ = ["hazard_curves_figure", "dev_vs_k1_figure", "surface_heatmap", "dev_v
            "theta_histogram_figure", "dev_theta_band_figure", "cv_bandwidth_figure"]
 
 
-def _plt():
-    from riskdask.plotting import pyplot
-
-    return pyplot()
-
-
 def hazard_curves_figure(curves: pd.DataFrame, title: str):
     """Seed Figure 1: smoothed hazard rate vs time-at-risk for sample 1 and sample 2
     (plus the full sample and its bootstrap band)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = subplots(figsize=(6.4, 4.0))
     t = curves["time_at_risk"]
     if "full_lower" in curves:
         ax.fill_between(t, curves["full_lower"], curves["full_upper"], color="0.85",
@@ -40,12 +33,11 @@ def hazard_curves_figure(curves: pd.DataFrame, title: str):
 
 def dev_vs_k1_figure(surface: pd.DataFrame, k0: float, n_curves: int = 6):
     """Seed Figure 2: Dev vs k1 at several constant k2 (at the given k0)."""
-    plt = _plt()
     s = surface[surface.k0 == k0]
     k2_all = np.unique(s.k2)
     picks = k2_all[np.unique(np.linspace(0, k2_all.size - 1, min(n_curves, k2_all.size))
                              .round().astype(int))]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = subplots(figsize=(6.4, 4.0))
     for k2 in picks:
         part = s[s.k2 == k2].sort_values("k1")
         ax.plot(part.k1, part.dev_mean, marker=".", ms=3, label=f"k2 = {k2:g}")
@@ -58,7 +50,6 @@ def dev_vs_k1_figure(surface: pd.DataFrame, k0: float, n_curves: int = 6):
 
 def surface_heatmap(surface: pd.DataFrame, k0: float, best_ratio: float, split_ratios=()):
     """Heat map of Dev over (k1, k2) with the optimum ray and the per-split optimum rays."""
-    plt = _plt()
     from matplotlib.colors import LogNorm
 
     s = surface[surface.k0 == k0]
@@ -66,7 +57,7 @@ def surface_heatmap(surface: pd.DataFrame, k0: float, best_ratio: float, split_r
     k2 = np.unique(s.k2)
     Z = (s.pivot_table(index="k2", columns="k1", values="dev_mean", dropna=False)
          .reindex(index=k2, columns=k1))
-    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    fig, ax = subplots(figsize=(6.0, 5.0))
     vals = Z.to_numpy()
     finite = vals[np.isfinite(vals) & (vals > 0)]
     norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
@@ -88,9 +79,8 @@ def surface_heatmap(surface: pd.DataFrame, k0: float, best_ratio: float, split_r
 
 def dev_vs_k0_figure(surface: pd.DataFrame):
     """Smallest Dev over (k1, k2) for each k0 (Appendix-A T1 definition)."""
-    plt = _plt()
     best = surface.groupby("k0").dev_mean.min()
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    fig, ax = subplots(figsize=(5.6, 3.6))
     ax.plot(best.index, best.values, marker="o")
     ax.set_xlabel("k0")
     ax.set_ylabel("min Dev over (k1, k2)")
@@ -99,8 +89,7 @@ def dev_vs_k0_figure(surface: pd.DataFrame):
 
 def theta_histogram_figure(per_split: pd.DataFrame, interval: dict, theta_opt: float):
     """Per-split optimum directions: histogram of theta over [0, 90] with the interval."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = subplots(figsize=(6.4, 3.6))
     th = per_split["theta_deg"].to_numpy(float)
     ax.hist(th, bins=np.linspace(0, 90, 31), color="tab:blue", alpha=0.75,
             label=f"per-split interior optima ({th.size} splits)")
@@ -118,8 +107,7 @@ def theta_histogram_figure(per_split: pd.DataFrame, interval: dict, theta_opt: f
 
 def dev_theta_band_figure(curve: pd.DataFrame, level: float):
     """Dev(theta): mean over splits with the ``level`` range, axes marked separately."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = subplots(figsize=(6.4, 4.0))
     for k0, part in curve.groupby("k0"):
         inner = part[~part.on_axis].sort_values("theta_deg")
         lab = f" (k0 = {k0:g})" if curve.k0.nunique() > 1 else ""
@@ -140,8 +128,7 @@ def dev_theta_band_figure(curve: pd.DataFrame, level: float):
 
 def cv_bandwidth_figure(candidates: pd.DataFrame, chosen_fraction: float):
     """Least-squares cross-validation score vs the bandwidth fraction."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    fig, ax = subplots(figsize=(5.6, 3.6))
     ax.plot(candidates.fraction, candidates.cv, marker=".")
     log_scale(ax, "x")
     ax.axvline(chosen_fraction, color="red", ls="--",
