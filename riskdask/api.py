@@ -369,7 +369,7 @@ def _run_locked(spec, loaded, options: RunOptions, *, store=None, resume=False,
     ctx = JobContext(job=spec.name, record=record, streams=streams, client_factory=provider,
                      engine_options=engine_options)
     run_dir = None
-    profile_file = None
+    profile_file = profile_start = off = None
     quiet = options.quiet
     try:
         with _config_errors_name(loaded.source):
@@ -377,13 +377,18 @@ def _run_locked(spec, loaded, options: RunOptions, *, store=None, resume=False,
                 inputs = spec.load(cfg, record, streams)
             with contextlib.ExitStack() as stack:
                 if options.profile:
-                    profile_file = _start_profile(stack, ctx)
+                    profile_file, profile_start = _start_profile(stack, ctx)
                     off = _workers_without_profiler(ctx.client)
                     if off:
                         notes = [*notes, off]
                         _say(off, quiet)
                 with ctx.stage("compute"):
                     result = spec.compute(cfg, inputs, ctx)
+            if profile_start is not None and not off:   # (off: that note says why already)
+                empty = _empty_worker_profile(ctx.client, profile_start)
+                if empty:
+                    notes = [*notes, empty]
+                    _say(empty, quiet)
             checkpoint_log = checkpoints.finish() if checkpoints is not None else []
         for entry in checkpoint_log:          # damaged checkpoints set aside, plans not kept
             if entry.get("note"):
@@ -501,9 +506,9 @@ def _options_manifest(options: RunOptions) -> dict:
 PROFILE_FILE = "dask-performance.html"
 
 
-def _start_profile(stack: contextlib.ExitStack, ctx) -> str:
+def _start_profile(stack: contextlib.ExitStack, ctx) -> tuple[str, float]:
     """Record Dask's ``performance_report`` (task stream, worker profiles, bandwidth) for the
-    compute stage into a temporary file; returns its path."""
+    compute stage into a temporary file; returns its path and the report's start time."""
     import tempfile
 
     from distributed import performance_report
@@ -513,8 +518,28 @@ def _start_profile(stack: contextlib.ExitStack, ctx) -> str:
     os.close(fd)
     os.chmod(path, output_mode())       # like every other output, not mkstemp's 0600
     # BokehJS inlined: the page works on an air-gapped cluster (no CDN)
-    stack.enter_context(performance_report(filename=path, mode="inline"))
-    return path
+    report = performance_report(filename=path, mode="inline")
+    stack.enter_context(report)         # its __enter__ returns None, not the report
+    return path, report.start
+
+
+def _empty_worker_profile(client, start: float) -> str | None:
+    """A note when the workers hand no profile sample taken since ``start`` (the report's
+    worker-profile panel is then empty), or None.
+
+    A worker gives only the samples of profile cycles completed since ``start``
+    (``distributed.worker.profile.cycle``, 1 s by default), so a compute stage shorter than a
+    cycle can leave the panel empty even with the profiler on.
+    """
+    try:
+        count = client.profile(start=start).get("count", 0)
+    except Exception:  # noqa: BLE001 - a note is not worth failing the run for
+        return None
+    if count:
+        return None
+    return ("--profile: the workers handed the performance report no profile samples (a "
+            "compute stage shorter than a profile cycle, distributed.worker.profile.cycle, "
+            "or workers without the profiler), so its worker-profile panel is empty")
 
 
 def _workers_without_profiler(client) -> str | None:
