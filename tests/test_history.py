@@ -121,6 +121,18 @@ def test_a_figure_nothing_refers_to_is_freed(default_run):
     assert plt.get_fignums() == open_before
 
 
+def _profiled_selfcheck(tmp_path, cycle: str, overrides: list[str]):
+    """A ``--profile`` selfcheck run (chunks of 250,000 draws) on a local 2-worker cluster
+    whose workers close a profile cycle every ``cycle``."""
+    import dask.config
+    import distributed  # noqa: F401  (a key set before distributed registers its defaults
+    #                     is removed on exit with the whole "distributed" section)
+
+    with dask.config.set({"distributed.worker.profile.cycle": cycle}):
+        return run_job("selfcheck", overrides=["chunk_size=250000", *overrides], n_workers=2,
+                       out=tmp_path / "runs", profile=True)
+
+
 def test_profile_writes_the_performance_report(tmp_path):
     """``--profile`` on the local cluster a run starts: the workers' statistical profiler is
     on (riskdask's batch defaults turn it off), so the report's worker profile has the
@@ -129,19 +141,12 @@ def test_profile_writes_the_performance_report(tmp_path):
     A worker hands the report only the samples of profile cycles completed after the report
     started (1 s a cycle by default; 100 ms here). With ~0.6 s of compute per worker the
     report once came back without worker profile data in a full CI run (cause not found:
-    not reproduced in 14 runs alone or under CPU load, nor in a working-tree full suite); jittered
-    chunks now keep each worker busy for ~1.8 s, and the run's own note
+    not reproduced in 14 runs alone or under CPU load, nor in a working-tree full suite);
+    jittered chunks now keep each worker busy for ~1.8 s, and the run's own note
     (``_empty_worker_profile``) is the first assertion, so a recurrence says what the
     workers handed.
     """
-    import dask.config
-    import distributed  # noqa: F401  (a key set before distributed registers its defaults
-    #                     is removed on exit with the whole "distributed" section)
-
-    with dask.config.set({"distributed.worker.profile.cycle": "100ms"}):
-        res = run_job("selfcheck", overrides=["n_samples=6000000", "chunk_size=250000",
-                                              "jitter_ms=300"],
-                      n_workers=2, out=tmp_path / "runs", profile=True)
+    res = _profiled_selfcheck(tmp_path, "100ms", ["n_samples=6000000", "jitter_ms=300"])
     assert not any("profiler" in n for n in res.manifest["notes"]), res.manifest["notes"]
     perf = res.run_dir / "dask-performance.html"
     text = perf.read_text(errors="replace")
@@ -158,13 +163,7 @@ def test_profile_writes_the_performance_report(tmp_path):
 def test_profile_says_when_the_workers_handed_no_samples(tmp_path):
     """A compute stage shorter than a profile cycle leaves the report's worker profile
     empty though the profiler is on: the run says so (here no cycle ends during the run)."""
-    import dask.config
-    import distributed  # noqa: F401  (a key set before distributed registers its defaults
-    #                     is removed on exit with the whole "distributed" section)
-
-    with dask.config.set({"distributed.worker.profile.cycle": "1h"}):
-        res = run_job("selfcheck", overrides=["n_samples=500000", "chunk_size=250000"],
-                      n_workers=2, out=tmp_path / "runs", profile=True)
+    res = _profiled_selfcheck(tmp_path, "1h", ["n_samples=500000"])
     notes = [n for n in res.manifest["notes"] if "no profile samples" in n]
     assert len(notes) == 1 and "distributed.worker.profile.cycle" in notes[0]
     assert "normal_chunk" not in (res.run_dir / "dask-performance.html").read_text(

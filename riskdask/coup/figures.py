@@ -42,7 +42,7 @@ def importances_top(table: pd.DataFrame, n: int = 20):
     top = table.head(n).iloc[::-1]
     has_perm = "permutation_importance" in top
     fig, axes = subplots(1, 2 if has_perm else 1, figsize=(9 if has_perm else 5, 5.5),
-                             sharey=True, squeeze=False)
+                         sharey=True, squeeze=False)
     y = np.arange(len(top))
     axes[0, 0].barh(y, top["impurity_importance"])
     axes[0, 0].set_yticks(y, top["feature"], fontsize=7)
